@@ -1,0 +1,62 @@
+"""Content keys: the identity of a clip or a render, used as the cache key.
+
+A key is ``sha256:`` + the hex SHA-256 of the canonical JSON (sorted keys, no spaces,
+UTF-8, no ASCII escaping) of everything that changes the output. Two requests with the
+same key would produce the same clip, so the second one is served from the store.
+Changing the canonical form or the set of fields bumps ``KEY_VERSION``, so old and new
+keys can never collide silently. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from typing import Any
+
+KEY_VERSION = 1
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def digest(value: Any) -> str:
+    return "sha256:" + hashlib.sha256(canonical_json(value).encode("utf-8")).hexdigest()
+
+
+def shot_key(
+    *,
+    provider: str,
+    model: str,
+    prompt: str,
+    seconds: int,
+    size: str,
+    fps: int,
+    audio: bool,
+    seed: int | None,
+    take: int,
+    images: Sequence[str] = (),
+) -> str:
+    """The key of one provider call; ``images`` are the content hashes of input images."""
+    return digest(
+        {
+            "v": KEY_VERSION,
+            "kind": "shot",
+            "provider": provider,
+            "model": model,
+            "prompt": prompt,
+            "seconds": seconds,
+            "size": size,
+            "fps": fps,
+            "audio": audio,
+            "seed": seed,
+            "take": take,
+            "images": list(images),
+        }
+    )
+
+
+def render_key(shot_keys: Sequence[str], stitch: dict[str, Any]) -> str:
+    """The key of a stitched output: the ordered shot keys plus every stitch setting."""
+    return digest({"v": KEY_VERSION, "kind": "render", "shots": list(shot_keys), "stitch": stitch})

@@ -1,0 +1,34 @@
+"""Finding provider adapters through the ``shotline.providers`` entry-point group.
+
+The built-in adapters are registered the same way a third-party package would register
+one, so the core never special-cases its own providers.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib.metadata import EntryPoint, entry_points
+
+from .errors import ConfigError
+from .providers.base import Provider, make
+from .settings import Settings
+
+GROUP = "shotline.providers"
+
+
+@cache
+def _entry_points() -> dict[str, EntryPoint]:
+    return {ep.name: ep for ep in entry_points(group=GROUP)}
+
+
+def provider_names() -> list[str]:
+    return sorted(_entry_points())
+
+
+def load_provider(name: str, settings: Settings) -> Provider:
+    """Instantiate the adapter registered under ``name``."""
+    ep = _entry_points().get(name)
+    if ep is None:
+        known = ", ".join(provider_names()) or "none"
+        raise ConfigError(f"no provider plugin named {name!r} is installed (installed: {known})")
+    return make(ep.load(), settings)

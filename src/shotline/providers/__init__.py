@@ -1,0 +1,1 @@
+"""Provider adapters. Each is a plugin in the ``shotline.providers`` entry-point group."""

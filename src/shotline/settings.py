@@ -1,0 +1,82 @@
+"""One typed settings object: every setting has a default and a help line here.
+
+Each field is read from the environment as ``SHOTLINE_<NAME>`` (``SHOTLINE_HOME``,
+``SHOTLINE_MAX_TARGET_SECONDS``...). Vendor keys are not settings: each adapter reads
+its vendor's usual variable, so secrets never pass through this object.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import platformdirs
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_home() -> Path:
+    return Path(platformdirs.user_data_dir("shotline", appauthor=False))
+
+
+class Settings(BaseSettings):
+    """Everything a user can configure, with the defaults an embedded install uses."""
+
+    model_config = SettingsConfigDict(env_prefix="SHOTLINE_", extra="ignore", frozen=True)
+
+    home: Path = Field(
+        default_factory=_default_home,
+        description="Where shotline keeps its database, files and the local provider's jobs.",
+    )
+    model: str = Field("local/preview", description="Model used when a brief names none.")
+    default_shot_seconds: int = Field(
+        5, ge=1, description="Seconds per shot when neither the brief nor --seconds gives any."
+    )
+    max_target_seconds: float = Field(
+        600, gt=0, description="Refuse briefs whose target is longer than this many seconds."
+    )
+    fit: Literal["letterbox", "crop"] = Field(
+        "letterbox", description="How a clip of another shape is fitted to the output size."
+    )
+    concurrency: int = Field(
+        4, ge=1, description="Shots in flight at once per provider (unless set per provider)."
+    )
+    provider_concurrency: dict[str, int] = Field(
+        default_factory=dict,
+        description='Per-provider limits as JSON, e.g. {"fal": 2, "runway": 1}.',
+    )
+    render_deadline: float = Field(
+        1800, gt=0, description="Give up on one shot after this many seconds (submit to file)."
+    )
+    max_attempts: int = Field(
+        4, ge=1, description="Tries per shot for transient errors before the render fails."
+    )
+    backoff_base: float = Field(
+        1.0, ge=0, description="First retry delay in seconds; doubles each try, with jitter."
+    )
+    poll_interval: float = Field(
+        5.0, gt=0, description="Poll period when the provider gives no hint (seconds)."
+    )
+    overrides: Path | None = Field(
+        None, description="Capability overrides file (default: HOME/overrides.toml)."
+    )
+    local_latency: float = Field(
+        0.0, ge=0, description="Local provider: seconds each job takes before it is done."
+    )
+    local_faults: str = Field(
+        "", description="Local provider: scripted faults, see docs (e.g. 'shot1:429,shot2:fail')."
+    )
+    local_journal: Path | None = Field(
+        None, description="Local provider: JSON-lines journal of submits (default: HOME/...)."
+    )
+
+    @property
+    def overrides_path(self) -> Path:
+        return self.overrides or self.home / "overrides.toml"
+
+    @property
+    def journal_path(self) -> Path:
+        return self.local_journal or self.home / "local" / "journal.jsonl"
+
+    def limit_for(self, provider: str) -> int:
+        return self.provider_concurrency.get(provider, self.concurrency)

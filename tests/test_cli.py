@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from .conftest import example
+
+
+def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "shotline", *args], input=stdin, capture_output=True,
+        text=True, env=os.environ.copy(), timeout=60,
+    )
+
+
+def as_json(*args: str) -> Any:
+    proc = run(*args, "--json")
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_plan_json_shape() -> None:
+    brief = example("bakery-shotlist.md")
+    data = as_json("plan", str(brief), "--seconds", "20", "--model", "local/sim")
+    assert data["model"] == "local/sim" and data["seconds"] == 20
+    assert data["billed_seconds"] == sum(s["seconds"] for s in data["shots"])
+    text = brief.read_text()
+    for i, shot in enumerate(data["shots"]):
+        assert shot["index"] == i
+        start, end = shot["source"]
+        assert text[start:end].startswith(f"Shot {i + 1}:")
+        assert shot["prompt"].startswith(text[start:end].split(": ", 1)[1][:20])
+
+
+def test_estimate_json_adds_costs() -> None:
+    data = as_json("estimate", str(example("tea-timecoded.txt")), "--model", "local/sim",
+                   "--audio")
+    assert data["cost_usd"] == 4.4
+    assert [s["cost_usd"] for s in data["shots"]] == [1.2, 1.2, 0.8, 1.2]
+
+
+def test_brief_from_stdin_and_text() -> None:
+    proc = run("plan", "-", "--json", stdin="Shot 1: A gull.\nShot 2: A boat.\n")
+    assert [s["prompt"] for s in json.loads(proc.stdout)["shots"]] == ["A gull.", "A boat."]
+    data = as_json("plan", "--text", "A single quiet shot of rain.")
+    assert len(data["shots"]) == 1 and data["seconds"] == 5
+
+
+def test_providers_json_lists_durations_and_status() -> None:
+    models = {m["model"]: m for m in as_json("providers")}
+    assert models["local/preview"]["durations"] == list(range(1, 16))
+    assert models["local/preview"]["max_seconds"] == 15
+    assert models["local/preview"]["audio"] == "optional"
+    assert {m["status"] for m in models.values()} == {"active", "sunset"}
+
+
+def test_human_output_is_a_table() -> None:
+    proc = run("estimate", str(example("bakery-shotlist.md")), "--model", "local/sim")
+    assert proc.returncode == 0 and "local/sim" in proc.stdout and "$" in proc.stdout
+
+
+def test_bad_input_exits_2_with_a_message() -> None:
+    proc = run("plan", "--text", "A cat.", "--model", "nope/none")
+    assert proc.returncode == 2 and "unknown model 'nope/none'" in proc.stderr
+    assert proc.stdout == ""
+    proc = run("plan", "missing.md")
+    assert proc.returncode == 2 and "does not exist" in proc.stderr
+    proc = run("plan", "--text", "A cat.", "--transition", "wipe")
+    assert proc.returncode == 2 and "crossfade:SECONDS" in proc.stderr
+
+
+def test_sunset_model_refuses_with_date() -> None:
+    proc = run("plan", "--text", "A cat.", "--model", "openai/sora-2")
+    assert proc.returncode == 2 and "2026-09-24" in proc.stderr
+
+
+def test_overrides_file_and_expiry_warning(tmp_path: Path) -> None:
+    path = tmp_path / "o.toml"
+    path.write_text('[models."local/sim"]\nreason = "promo"\nexpires = 2020-01-01\n'
+                    'prices = { "*" = 1.0 }\n')
+    proc = run("estimate", "--text", "A cat.", "--model", "local/sim", "--seconds", "4",
+               "--overrides", str(path), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["cost_usd"] == 4.0
+    assert "expired on 2020-01-01" in proc.stderr
+    listed = {m["model"]: m for m in json.loads(run("providers", "--json", "--overrides",
+                                                    str(path)).stdout)}
+    assert listed["local/sim"]["overridden"] is True
+    assert listed["local/preview"]["overridden"] is False
