@@ -12,17 +12,23 @@ A ``str`` is the brief's text; a ``Path`` is read as UTF-8.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import TypedDict, Unpack
 
 from .brief import Brief, parse_brief
+from .cache import Store
 from .capabilities import Capabilities, ModelTable, load_table
+from .db import Database
 from .errors import BriefError
 from .planner import Plan, PlanOptions, parse_transition
 from .planner import plan as _plan
+from .plugins import load_provider
 from .pricing import Estimate
 from .pricing import estimate as _estimate
+from .render import Listener, RenderJob, RenderResult, render_plan
 from .settings import Settings
 
 BriefSource = str | Path | Brief
@@ -114,3 +120,72 @@ def estimate(brief: BriefSource, **kwargs: Unpack[Options]) -> Estimate:
     """What rendering ``brief`` would cost, shot by shot, before any call is made."""
     req = resolve(brief, **kwargs)
     return _estimate(_plan(req.brief, req.caps, req.options), req.caps)
+
+
+def open_store(settings: Settings) -> tuple[Database, Store]:
+    """The database and file store under ``settings.home`` (or the configured URL)."""
+    db = Database.for_home(settings.home, settings.database_url)
+    return db, Store(db, settings.home / "store")
+
+
+async def arender(
+    brief: BriefSource,
+    *,
+    output: Path | None = None,
+    listener: Listener | None = None,
+    preview: bool = False,
+    max_usd: Decimal | float | None = None,
+    **kwargs: Unpack[Options],
+) -> RenderResult:
+    """Render ``brief`` into one verified MP4 (async). See :func:`render`."""
+    settings = kwargs.get("settings") or Settings()
+    kwargs["settings"] = settings
+    req = resolve(brief, **kwargs)
+    the_plan = _plan(req.brief, req.caps, req.options)
+    caps = req.caps
+    if preview:  # the model's durations and sizes, drawn for free by the local renderer
+        caps = (kwargs.get("table") or load_table(settings.overrides_path)).get("local/preview")
+    if max_usd is not None and Decimal(str(max_usd)) < 0:
+        raise BriefError(f"max_usd must be 0 or more, got {max_usd}")
+    provider = load_provider(caps.provider, settings)
+    db, store = open_store(settings)
+    job = RenderJob(
+        caps=caps, provider=provider, settings=settings, db=db, store=store,
+        brief_text=req.brief.text, output=output,
+        max_usd=None if max_usd is None else Decimal(str(max_usd)),
+        listener=listener or (lambda _: None),
+    )
+    try:
+        result = await render_plan(the_plan, job)
+    finally:
+        await provider.aclose()
+        db.close()
+    result.estimate_usd = _estimate(the_plan, req.caps).cost_usd
+    return result
+
+
+def render(
+    brief: BriefSource,
+    *,
+    output: Path | None = None,
+    listener: Listener | None = None,
+    preview: bool = False,
+    max_usd: Decimal | float | None = None,
+    **kwargs: Unpack[Options],
+) -> RenderResult:
+    """Render ``brief`` into one finished, verified MP4 and return where it is.
+
+    Usage::
+
+        result = shotline.render(Path("brief.md"), seconds=20, audio=True, max_usd=5)
+        print(result.output, result.seconds, result.cost_usd, result.render_id)
+
+    Shots already in the store cost nothing; a brief identical to a finished render
+    returns that render at once. ``max_usd`` caps this render (``BudgetError`` before
+    any call if the estimate does not fit). With ``preview=True`` the plan uses
+    ``model``'s durations and sizes but every shot is drawn by the free ``local``
+    renderer; ``result.estimate_usd`` says what the real render would cost. Raises
+    ``RenderFailed`` (the clips made are kept) if a shot fails.
+    """
+    return asyncio.run(arender(brief, output=output, listener=listener, preview=preview,
+                               max_usd=max_usd, **kwargs))

@@ -18,13 +18,13 @@ from __future__ import annotations
 import datetime as dt
 import tomllib
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterator, Mapping
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import CapabilityError, OverrideError
 
@@ -155,7 +155,7 @@ class ModelTable:
     def __init__(self, entries: Mapping[str, Capabilities]) -> None:
         self._entries = dict(sorted(entries.items()))
 
-    def __iter__(self) -> Iterable[Capabilities]:  # type: ignore[override]
+    def __iter__(self) -> Iterator[Capabilities]:
         return iter(self._entries.values())
 
     def __contains__(self, model: object) -> bool:

@@ -7,9 +7,11 @@ written when input is bad.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sys
 import warnings
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,11 +19,17 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from . import api
-from .capabilities import Capabilities, OverrideExpiredWarning, load_table
+from . import api, jobs, ledger, media
+from .cache import Store
+from .capabilities import Capabilities, OverrideExpiredWarning, load_table, parse_size
+from .db import Database
+from .display import RenderDisplay
 from .errors import BriefError, ShotlineError
-from .planner import Plan, plan as make_plan
-from .pricing import Estimate, estimate as make_estimate, usd
+from .planner import Plan
+from .planner import plan as make_plan
+from .pricing import Estimate, usd
+from .pricing import estimate as make_estimate
+from .render import RenderResult
 from .settings import Settings
 
 app = typer.Typer(
@@ -211,6 +219,283 @@ def providers_cmd(json_out: JsonOpt = False, overrides: OverridesOpt = None) -> 
     out.print(table)
 
 
+OutOpt = Annotated[Path | None, typer.Option("-o", "--output", help="Where to write the MP4.")]
+FitOpt = Annotated[str | None, typer.Option(help="letterbox or crop, for clips of another shape.")]
+TakeOpt = Annotated[int, typer.Option(help="Take number: a new take renders a shot anew.")]
+
+
+def result_json(result: RenderResult) -> dict[str, Any]:
+    return {
+        "output": str(result.output),
+        "seconds": round(result.seconds, 6),
+        "cost_usd": usd(result.cost_usd),
+        "estimate_usd": usd(result.estimate_usd),
+        "model": result.plan.model,
+        "render_id": result.render_id,
+        "reopened": result.reopened,
+        "key": result.key,
+        "poster": str(result.poster),
+        "contact_sheet": str(result.contact_sheet),
+        "shots": [
+            {"index": s.index, "seconds": p.seconds, "use_seconds": p.use_seconds,
+             "cost_usd": usd(s.cost_usd), "cached": s.cached, "key": s.key,
+             "job_id": s.job_id}
+            for s, p in zip(result.shots, result.plan.shots, strict=True)
+        ],
+    }
+
+
+def _render(brief: str | None, text: str | None, output: Path | None, json_out: bool,
+            preview: bool, fit: str | None, overrides: Path | None,
+            max_usd: float | None = None, **opts: Any) -> None:
+    settings = _settings(overrides)
+    if fit:
+        settings = settings.model_copy(update={"fit": fit})
+        if fit not in ("letterbox", "crop"):
+            raise BriefError(f"--fit {fit!r}: use letterbox or crop")
+    req = api.resolve(read_source(brief, text), settings=settings, **opts)
+    plan = make_plan(req.brief, req.caps, req.options)
+    with RenderDisplay(plan, err) as display:
+        result = api.render(req.brief, output=output, listener=display, preview=preview,
+                            settings=settings, max_usd=max_usd, **opts)
+    if json_out:
+        out.print_json(json.dumps(result_json(result)))
+        return
+    paid = "free preview; the real render would cost" if preview else "cost:   "
+    amount = result.estimate_usd if preview else result.cost_usd
+    out.print(f"render:  {result.render_id}{' (reopened, no provider call)' if result.reopened else ''}\n"
+              f"video:   {result.output}\nlength:  {result.seconds:.3f} s\n"
+              f"{paid}: ${amount:.2f}\nposter:  {result.poster}\n"
+              f"shots:   {result.contact_sheet}", highlight=False, soft_wrap=True)
+
+
+@app.command("render")
+def render_cmd(
+    brief: BriefArg = None,
+    text: TextOpt = None,
+    output: OutOpt = None,
+    seconds: SecondsOpt = None,
+    model: ModelOpt = None,
+    size: SizeOpt = None,
+    fps: FpsOpt = None,
+    audio: AudioOpt = None,
+    seed: SeedOpt = None,
+    take: TakeOpt = 1,
+    transition: TransitionOpt = "none",
+    fit: FitOpt = None,
+    max_usd: Annotated[float | None, typer.Option(help="Refuse if the estimate is above this.")]
+    = None,
+    json_out: JsonOpt = False,
+    overrides: OverridesOpt = None,
+) -> None:
+    """Render a brief into one finished, verified MP4 (stored shots cost nothing)."""
+    _render(brief, text, output, json_out, False, fit, overrides, max_usd, model=model,
+            seconds=seconds, size=size, fps=fps, audio=audio, seed=seed, take=take,
+            transition=transition)
+
+
+@app.command("preview")
+def preview_cmd(
+    brief: BriefArg = None,
+    text: TextOpt = None,
+    model: ModelOpt = None,
+    output: OutOpt = None,
+    seconds: SecondsOpt = None,
+    size: SizeOpt = None,
+    fps: FpsOpt = None,
+    audio: AudioOpt = None,
+    seed: SeedOpt = None,
+    transition: TransitionOpt = "none",
+    fit: FitOpt = None,
+    json_out: JsonOpt = False,
+    overrides: OverridesOpt = None,
+) -> None:
+    """A free animatic with MODEL's cuts and sizes, and what the real render would cost."""
+    _render(brief, text, output, json_out, True, fit, overrides, model=model, seconds=seconds,
+            size=size, fps=fps, audio=audio, seed=seed, transition=transition)
+
+
+@app.command("stitch")
+def stitch_cmd(
+    clips: Annotated[list[Path], typer.Argument(help="Clips to join, in order.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the MP4.")],
+    size: Annotated[str, typer.Option(help="Output size WxH.")] = "1280x720",
+    fps: Annotated[int, typer.Option(help="Output frame rate.")] = 24,
+    seconds: SecondsOpt = None,
+    fit: Annotated[str, typer.Option(help="letterbox or crop.")] = "letterbox",
+    audio: Annotated[bool, typer.Option("--audio/--no-audio", help="Audio track.")] = True,
+    transition: TransitionOpt = "none",
+    json_out: JsonOpt = False,
+) -> None:
+    """Join clips from any source: normalise, trim to exactly --seconds, verify."""
+    from .planner import parse_transition
+
+    if fit not in ("letterbox", "crop"):
+        raise BriefError(f"--fit {fit!r}: use letterbox or crop")
+    if not 1 <= fps <= 120:
+        raise BriefError(f"--fps {fps} is outside 1..120")
+    width_height = parse_size(size)
+    xf = round(parse_transition(transition) * fps)
+    probes = [media.probe(clip) for clip in clips]
+    frames = media.fit_frames(probes, fps, seconds, xf)
+    segments = [media.Segment(c, f) for c, f in zip(clips, frames, strict=True)]
+    result = media.stitch(segments, output, size=width_height, fps=fps, audio=audio,
+                          fit="crop" if fit == "crop" else "letterbox", crossfade_frames=xf)
+    data = {"output": str(output), "seconds": round(result.duration, 6), "frames": result.frames,
+            "size": size, "fps": fps, "clips": [{"path": str(c), "frames": f}
+                                                for c, f in zip(clips, frames, strict=True)]}
+    if json_out:
+        out.print_json(json.dumps(data))
+    else:
+        out.print(f"video:   {output}\nlength:  {result.duration:.3f} s ({result.frames} frames)",
+                  highlight=False)
+
+
+def _dump(data: Any) -> None:
+    out.print_json(json.dumps(data, default=_jsonable))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return usd(value)
+    return str(value)
+
+
+def _open(overrides: Path | None = None) -> tuple[Settings, Database, Store]:
+    settings = _settings(overrides)
+    db, store = api.open_store(settings)
+    return settings, db, store
+
+
+cache_app = typer.Typer(help="The content-addressed clip store (never pruned automatically).",
+                        no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("stats")
+def cache_stats(json_out: JsonOpt = False) -> None:
+    """How many clips and outputs are stored, their size and what they cost to make."""
+    _, _, store = _open()
+    stats = store.stats()
+    if json_out:
+        _dump(stats)
+        return
+    out.print(f"clips:   {stats['clips']} ({stats['bytes'] / 1e6:.1f} MB, "
+              f"${stats['clips_value_usd']:.2f} to make again)\noutputs: {stats['outputs']}\n"
+              f"store:   {stats['root']}", highlight=False)
+
+
+@cache_app.command("ls")
+def cache_ls(json_out: JsonOpt = False) -> None:
+    """Every stored clip, most recently used first."""
+    _, _, store = _open()
+    rows = store.ls()
+    if json_out:
+        _dump(rows)
+        return
+    table = Table("key", "model", "seconds", "cost", "last used")
+    for r in rows:
+        table.add_row(r["key"][:23], r["model"], f"{r['seconds']:.2f}", f"${r['cost_usd']:.2f}",
+                      _when(r["used_at"]))
+    out.print(table)
+
+
+@cache_app.command("prune")
+def cache_prune(
+    older_than: Annotated[float, typer.Option("--older-than", help="Days since last use.")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would go.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Remove clips not used for --older-than DAYS (re-rendering them costs money again)."""
+    if older_than < 0:
+        raise BriefError("--older-than must be 0 or more days")
+    _, _, store = _open()
+    gone = store.prune(older_than, dry_run)
+    if json_out:
+        _dump({"dry_run": dry_run, "removed": gone})
+        return
+    verb = "would remove" if dry_run else "removed"
+    value = sum((Decimal(g["cost_usd"]) for g in gone), Decimal(0))
+    out.print(f"{verb} {len(gone)} clip(s), {sum(g['bytes'] for g in gone) / 1e6:.1f} MB "
+              f"(${value:.2f} to make again)", highlight=False)
+
+
+def _when(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@app.command("ledger")
+def ledger_cmd(render: Annotated[str | None, typer.Option(help="Only this render.")] = None,
+               json_out: JsonOpt = False) -> None:
+    """Every billed provider attempt: provider, model, job id, seconds, price, amount."""
+    _, db, _ = _open()
+    rows = ledger.rows(db, render)
+    if json_out:
+        _dump(rows)
+        return
+    table = Table("time", "render", "model", "job", "s", "audio", "$/s", "amount", "outcome")
+    for r in rows:
+        table.add_row(_when(r["created_at"]), r["render_id"] or "", r["model"],
+                      r["provider_job_id"], str(r["seconds_billed"]), "yes" if r["audio"] else "",
+                      f"{r['unit_price']:.4f}", f"${r['amount']:.2f}", r["outcome"])
+    out.print(table)
+
+
+@app.command("spend")
+def spend_cmd(
+    by: Annotated[str, typer.Option(help="day, provider or model.")] = "day",
+    json_out: JsonOpt = False,
+) -> None:
+    """Money spent, and what cache hits saved, grouped by day, provider or model."""
+    if by not in ("day", "provider", "model"):
+        raise BriefError(f"--by {by!r}: use day, provider or model")
+    _, db, _ = _open()
+    rows = ledger.spend(db, by)
+    if json_out:
+        _dump(rows)
+        return
+    table = Table(by, "calls", "billed s", "spent", "saved by cache")
+    for r in rows:
+        table.add_row(r[by], str(r["calls"]), str(r["seconds_billed"]), f"${r['spent_usd']:.2f}",
+                      f"${r['saved_usd']:.2f}")
+    out.print(table)
+
+
+@app.command("renders")
+def renders_cmd(json_out: JsonOpt = False) -> None:
+    """Recent renders, newest first."""
+    _, db, _ = _open()
+    rows = jobs.list_renders(db)
+    if json_out:
+        _dump(rows)
+        return
+    table = Table("id", "status", "model", "seconds", "cost", "created", "output")
+    for r in rows:
+        table.add_row(r["id"], r["status"], r["model"], f"{r['seconds'] or 0:.2f}",
+                      f"${r['cost_usd']:.2f}", _when(r["created_at"]), r["output"] or "")
+    out.print(table)
+
+
+@app.command("show")
+def show_cmd(render_id: Annotated[str, typer.Argument(help="A render id (r_...).")],
+             json_out: JsonOpt = False) -> None:
+    """Reopen a render: its output and cost, with zero provider calls."""
+    _, db, _ = _open()
+    row = jobs.get_render(db, render_id)
+    if row is None:
+        raise BriefError(f"no render {render_id!r}; `shotline renders` lists them")
+    row.pop("brief", None)
+    if json_out:
+        _dump(row)
+        return
+    out.print(f"render:  {row['id']} ({row['status']})\nmodel:   {row['model']}\n"
+              f"video:   {row['output'] or '-'}\nlength:  {row['seconds'] or 0:.3f} s\n"
+              f"cost:    ${row['cost_usd']:.2f} (estimate ${row['estimate_usd']:.2f})",
+              highlight=False)
+    if row["error"]:
+        out.print(f"error:   {row['error']}", highlight=False)
+
+
 def main() -> None:
     """Console-script entry point: run the app, turning our errors into messages."""
     warnings.showwarning = _show_warning
@@ -225,10 +510,11 @@ def main() -> None:
     except (typer.Abort, KeyboardInterrupt):
         err.print("aborted")
         sys.exit(130)
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        from click.exceptions import ClickException
-
-        if isinstance(exc, ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
+    except Exception as exc:
+        # Usage errors (bad option, missing argument) know how to show themselves; typer
+        # has moved them between packages, so recognise them by what they can do.
+        show, code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
+        if callable(show) and isinstance(code, int):
+            show()
+            sys.exit(code)
         raise

@@ -274,20 +274,21 @@ def plan(brief: Brief, caps: Capabilities, opts: PlanOptions | None = None) -> P
                         strict=True):
             durations[i] = d
         filled = _fill([durations[i] * fps for i in free_idx], free_total)
-        for i, f in zip(free_idx, filled, strict=True):
-            frames[i] = f
+        for i, count in zip(free_idx, filled, strict=True):
+            frames[i] = count
+    # With no free shot to absorb them, crossfade overlaps are shared by the fixed shots.
     extra = _share(total - sum(f or 0 for f in fixed_frames), len(units)) if not free_idx else None
-    for i, f in enumerate(fixed_frames):
-        if f is None:
+    for i, fixed in enumerate(fixed_frames):
+        if fixed is None:
             continue
-        frames[i] = f + (extra[i] if extra else 0)
-        d = caps.nearest_duration(frames[i] / fps)
-        if d is None:
+        frames[i] = fixed + (extra[i] if extra else 0)
+        nearest = caps.nearest_duration(frames[i] / fps)
+        if nearest is None:
             raise BriefError(
                 f"shot {units[i].segment + 1} asks for {frames[i] / fps:g} s but {caps.model} "
                 f"makes at most {caps.max_seconds} s per call"
             )
-        durations[i] = d
+        durations[i] = nearest
     if any(f <= xf for f in frames):
         raise BriefError(
             f"a crossfade of {opts.crossfade:g} s is longer than a shot; use a shorter one"

@@ -7,6 +7,7 @@ its vendor's usual variable, so secrets never pass through this object.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
@@ -27,6 +28,9 @@ class Settings(BaseSettings):
     home: Path = Field(
         default_factory=_default_home,
         description="Where shotline keeps its database, files and the local provider's jobs.",
+    )
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL of the database (default: SQLite at HOME/shotline.db)."
     )
     model: str = Field("local/preview", description="Model used when a brief names none.")
     default_shot_seconds: int = Field(
@@ -56,6 +60,12 @@ class Settings(BaseSettings):
     )
     poll_interval: float = Field(
         5.0, gt=0, description="Poll period when the provider gives no hint (seconds)."
+    )
+    daily_budget_usd: Decimal | None = Field(
+        None, ge=0, description="Refuse renders that would take the day's spend (UTC) past this."
+    )
+    monthly_budget_usd: Decimal | None = Field(
+        None, ge=0, description="Refuse renders that would take the month's spend past this."
     )
     overrides: Path | None = Field(
         None, description="Capability overrides file (default: HOME/overrides.toml)."

@@ -1,0 +1,142 @@
+"""The content-addressed store: clips by shot key, stitched outputs by render key.
+
+Files live under ``$SHOTLINE_HOME/store``; a row in ``clips`` or ``outputs`` says the file
+is complete (it is written to a temporary name, probed, then renamed before the row is
+committed). A row whose file has gone is a miss, never an error, and the file is simply
+made again. Vendor URLs are never the cache: they expire; the bytes are.
+
+Nothing is ever pruned automatically: only ``shotline cache prune`` removes entries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from .db import Database, Money, clips, outputs
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class StoredClip:
+    key: str
+    path: Path
+    cost_usd: Decimal
+
+
+class Store:
+    """Where clips and outputs are kept, and the rows that say they are complete."""
+
+    def __init__(self, db: Database, root: Path) -> None:
+        self.db = db
+        self.root = root
+
+    def clip_path(self, key: str) -> Path:
+        digest = key.split(":", 1)[1]
+        return self.root / "clips" / digest[:2] / f"{digest}.mp4"
+
+    def output_path(self, key: str) -> Path:
+        digest = key.split(":", 1)[1]
+        return self.root / "outputs" / digest[:2] / f"{digest}.mp4"
+
+    def temp_path(self, final: Path, tag: str) -> Path:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        return final.with_name(f".{final.stem}.{os.getpid()}.{tag}.part")
+
+    def clip(self, key: str, conn: Connection | None = None) -> StoredClip | None:
+        """The stored clip for ``key``, if its row and its file are both there."""
+        query = sa.select(clips).where(clips.c.key == key)
+        if conn is not None:
+            row = conn.execute(query).first()
+        else:
+            with self.db.read() as c:
+                row = c.execute(query).first()
+        if row is None or not Path(row.path).exists():
+            return None
+        return StoredClip(key, Path(row.path), Decimal(row.cost_usd))
+
+    def put_clip(self, conn: Connection, key: str, tmp: Path, *, seconds: float, provider: str,
+                 model: str, cost_usd: Decimal) -> Path:
+        """Move a probed file into place and record it, in the caller's transaction."""
+        final = self.clip_path(key)
+        digest = sha256_file(tmp)
+        size = tmp.stat().st_size
+        os.replace(tmp, final)
+        now = time.time()
+        existing = conn.execute(sa.select(clips.c.key).where(clips.c.key == key)).first()
+        values = dict(path=str(final), sha256=digest, bytes=size, seconds=seconds,
+                      provider=provider, model=model, cost_usd=cost_usd, used_at=now)
+        if existing:
+            conn.execute(clips.update().where(clips.c.key == key).values(**values))
+        else:
+            conn.execute(clips.insert().values(key=key, created_at=now, **values))
+        return final
+
+    def touch(self, conn: Connection, key: str) -> None:
+        conn.execute(clips.update().where(clips.c.key == key).values(used_at=time.time()))
+
+    def output(self, key: str) -> dict[str, Any] | None:
+        with self.db.read() as conn:
+            row = conn.execute(sa.select(outputs).where(outputs.c.key == key)).first()
+        if row is None or not Path(row.path).exists():
+            return None
+        return dict(row._mapping)
+
+    def put_output(self, conn: Connection, key: str, path: Path, seconds: float,
+                   render_id: str) -> None:
+        conn.execute(outputs.delete().where(outputs.c.key == key))
+        conn.execute(outputs.insert().values(key=key, path=str(path), seconds=seconds,
+                                             render_id=render_id, created_at=time.time()))
+
+    # --- shotline cache stats | ls | prune ---------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        with self.db.read() as conn:
+            n, size, value = conn.execute(sa.select(
+                sa.func.count(), sa.func.coalesce(sa.func.sum(clips.c.bytes), 0),
+                sa.func.sum(clips.c.cost_usd, type_=Money()))).one()
+            n_out = conn.execute(sa.select(sa.func.count()).select_from(outputs)).scalar_one()
+        return {"clips": n, "bytes": int(size), "clips_value_usd": value or Decimal(0),
+                "outputs": n_out, "root": str(self.root)}
+
+    def ls(self) -> list[dict[str, Any]]:
+        with self.db.read() as conn:
+            return [dict(r._mapping) for r in conn.execute(
+                sa.select(clips).order_by(clips.c.used_at.desc()))]
+
+    def prune(self, older_than_days: float, dry_run: bool = False) -> list[dict[str, Any]]:
+        """Remove clips not used for ``older_than_days``; returns what was (or would be) removed."""
+        cutoff = time.time() - older_than_days * 86400
+        with self.db.write() as conn:
+            victims = [dict(r._mapping) for r in conn.execute(
+                sa.select(clips).where(clips.c.used_at < cutoff))]
+            if not dry_run and victims:
+                conn.execute(clips.delete().where(clips.c.key.in_([v["key"] for v in victims])))
+        if not dry_run:
+            for v in victims:
+                Path(v["path"]).unlink(missing_ok=True)
+        return victims
+
+
+def copy_atomic(src: Path, dest: Path) -> Path:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dest)
+    return dest

@@ -1,0 +1,223 @@
+"""The database: schema, migrations and the two kinds of transaction.
+
+Embedded default: SQLite in WAL mode at ``$SHOTLINE_HOME/shotline.db``. Any SQLAlchemy
+URL works (``SHOTLINE_DATABASE_URL``), so the same code runs on Postgres.
+
+Invariants:
+
+* Every read-then-write runs in :meth:`Database.write`, which on SQLite starts with
+  ``BEGIN IMMEDIATE``: the write lock is taken before the first read, so two processes
+  can never both read "not claimed yet" and both claim. A busy timeout makes waiters
+  queue instead of failing with ``database is locked``.
+* Migrations are named, ordered functions recorded in ``schema_migrations``; they run
+  once, in one transaction each, when a process opens the database.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+
+
+class Money(sa.types.TypeDecorator[Decimal]):
+    """USD as whole micro-dollars: exact in every database, summable in SQL."""
+
+    impl = sa.BigInteger
+    cache_ok = True
+
+    def process_bind_param(self, value: Decimal | None, dialect: Any) -> int | None:
+        return None if value is None else int((Decimal(value) * MICRO).to_integral_value())
+
+    def process_result_value(self, value: int | None, dialect: Any) -> Decimal | None:
+        return None if value is None else Decimal(value) / MICRO
+
+
+MICRO = Decimal(1_000_000)
+meta = sa.MetaData()
+
+renders = sa.Table(
+    "renders", meta,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("key", sa.String(80), nullable=False, index=True),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("model", sa.String(120), nullable=False),
+    sa.Column("brief", sa.Text, nullable=False),
+    sa.Column("plan", sa.JSON, nullable=False),
+    sa.Column("output", sa.Text),
+    sa.Column("seconds", sa.Float),
+    sa.Column("estimate_usd", Money(), nullable=False),
+    sa.Column("cost_usd", Money(), nullable=False, default=0),
+    sa.Column("error", sa.Text),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+render_shots = sa.Table(
+    "render_shots", meta,
+    sa.Column("render_id", sa.String(40), sa.ForeignKey("renders.id"), primary_key=True),
+    sa.Column("idx", sa.Integer, primary_key=True),
+    sa.Column("key", sa.String(80), nullable=False, index=True),
+    sa.Column("state", sa.String(20), nullable=False),
+    sa.Column("cached", sa.Boolean, nullable=False, default=False),
+    sa.Column("cost_usd", Money(), nullable=False, default=0),
+    sa.Column("error", sa.Text),
+)
+
+# One row per shot key being made or made: the singleflight claim and the recovery point.
+calls = sa.Table(
+    "calls", meta,
+    sa.Column("key", sa.String(80), primary_key=True),
+    sa.Column("state", sa.String(20), nullable=False),
+    sa.Column("provider", sa.String(40), nullable=False),
+    sa.Column("model", sa.String(120), nullable=False),
+    sa.Column("job", sa.JSON),
+    sa.Column("owner", sa.String(80)),
+    sa.Column("heartbeat", sa.Float, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("error", sa.Text),
+)
+
+clips = sa.Table(
+    "clips", meta,
+    sa.Column("key", sa.String(80), primary_key=True),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("bytes", sa.Integer, nullable=False),
+    sa.Column("seconds", sa.Float, nullable=False),
+    sa.Column("provider", sa.String(40), nullable=False),
+    sa.Column("model", sa.String(120), nullable=False),
+    sa.Column("cost_usd", Money(), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("used_at", sa.Float, nullable=False),
+)
+
+outputs = sa.Table(
+    "outputs", meta,
+    sa.Column("key", sa.String(80), primary_key=True),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("seconds", sa.Float, nullable=False),
+    sa.Column("render_id", sa.String(40), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+ledger = sa.Table(
+    "ledger", meta,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("render_id", sa.String(40)),
+    sa.Column("shot_key", sa.String(80), nullable=False),
+    sa.Column("provider", sa.String(40), nullable=False),
+    sa.Column("model", sa.String(120), nullable=False),
+    sa.Column("provider_job_id", sa.String(200), nullable=False),
+    sa.Column("seconds_billed", sa.Integer, nullable=False),
+    sa.Column("audio", sa.Boolean, nullable=False),
+    sa.Column("unit_price", Money(), nullable=False),
+    sa.Column("amount", Money(), nullable=False),
+    sa.Column("outcome", sa.String(20), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False, index=True),
+    sa.UniqueConstraint("provider", "provider_job_id", name="ledger_one_row_per_job"),
+)
+
+reservations = sa.Table(
+    "reservations", meta,
+    sa.Column("render_id", sa.String(40), primary_key=True),
+    sa.Column("amount", Money(), nullable=False),
+    sa.Column("state", sa.String(20), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False, index=True),
+)
+
+savings = sa.Table(
+    "savings", meta,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("render_id", sa.String(40), nullable=False),
+    sa.Column("shot_key", sa.String(80), nullable=False),
+    sa.Column("provider", sa.String(40), nullable=False),
+    sa.Column("model", sa.String(120), nullable=False),
+    sa.Column("amount", Money(), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+migrations_table = sa.Table(
+    "schema_migrations", meta,
+    sa.Column("name", sa.String(80), primary_key=True),
+    sa.Column("applied_at", sa.Float, nullable=False),
+)
+
+
+def m001_initial(conn: Connection) -> None:
+    meta.create_all(conn, tables=[t for t in meta.sorted_tables if t is not migrations_table])
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [m001_initial]
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _: Any) -> None:
+    # Autocommit at the driver level, so that BEGIN IMMEDIATE below is the only BEGIN.
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA busy_timeout=60000")  # first, so the pragmas below wait too
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+class Database:
+    """An engine plus the transaction helpers every module uses."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        kwargs: dict[str, Any] = {}
+        if self.is_sqlite:
+            kwargs["connect_args"] = {"timeout": 60, "check_same_thread": False}
+        self.engine: Engine = sa.create_engine(url, **kwargs)
+        if self.is_sqlite:
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "begin", self._begin_immediate)
+        self.migrate()
+
+    @staticmethod
+    def _begin_immediate(conn: Connection) -> None:
+        # Readers need no lock under WAL; writers take it before their first read.
+        read_only = conn.get_execution_options().get("shotline_read", False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+    @classmethod
+    def for_home(cls, home: Path, url: str | None = None) -> Database:
+        if url:
+            return cls(url)
+        home.mkdir(parents=True, exist_ok=True)
+        return cls(f"sqlite:///{home / 'shotline.db'}")
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A transaction that holds the write lock from its first statement."""
+        with self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A read-only transaction (a consistent snapshot under WAL)."""
+        with self.engine.connect().execution_options(shotline_read=True) as conn, conn.begin():
+            yield conn
+
+    def migrate(self) -> None:
+        with self.write() as conn:
+            migrations_table.create(conn, checkfirst=True)
+            done = {r[0] for r in conn.execute(sa.select(migrations_table.c.name))}
+            for step in MIGRATIONS:
+                if step.__name__ not in done:
+                    step(conn)
+                    conn.execute(migrations_table.insert().values(
+                        name=step.__name__, applied_at=time.time()))
+
+    def close(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,64 @@
+"""Live progress of a render: one line per shot plus the stitch.
+
+On a terminal it is a Rich live table redrawn in place; otherwise (CI, pipes, logs) each
+state change is one plain line on stderr, so output stays greppable.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from .planner import Plan
+from .render import ShotEvent
+
+STYLE = {"done": "green", "cached": "cyan", "failed": "red", "stitched": "green"}
+
+
+class RenderDisplay:
+    """A listener for :class:`ShotEvent` that shows every shot's state."""
+
+    def __init__(self, plan: Plan, console: Console) -> None:
+        self.plan = plan
+        self.console = console
+        self.rows: dict[int, tuple[str, str]] = {s.index: ("queued", "") for s in plan.shots}
+        self.rows[-1] = ("waiting", "")
+        self.live: Live | None = None
+
+    def __enter__(self) -> RenderDisplay:
+        if self.console.is_terminal:
+            self.live = Live(self._table(), console=self.console, refresh_per_second=8)
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self.live:
+            self.live.update(self._table())
+            self.live.__exit__(et, ev, tb)
+
+    def __call__(self, event: ShotEvent) -> None:
+        detail = f"{event.progress:.0%}" if event.progress is not None else event.message
+        changed = self.rows.get(event.index, ("", ""))[0] != event.state
+        self.rows[event.index] = (event.state, detail)
+        if self.live:
+            self.live.update(self._table())
+        elif changed or event.message:
+            name = "stitch" if event.index < 0 else f"shot {event.index + 1}"
+            self.console.print(f"{name}: {event.state} {detail}".rstrip(), highlight=False)
+
+    def _table(self) -> Table:
+        table = Table(show_header=True, title=f"{self.plan.model} · {self.plan.seconds:g} s",
+                      title_justify="left")
+        for col in ("shot", "call", "state", "detail"):
+            table.add_column(col, overflow="fold")
+        for shot in self.plan.shots:
+            state, detail = self.rows[shot.index]
+            table.add_row(str(shot.index + 1), f"{shot.seconds}s",
+                          f"[{STYLE.get(state, 'yellow')}]{state}[/]", detail)
+        state, detail = self.rows[-1]
+        table.add_row("stitch", "", f"[{STYLE.get(state, 'yellow')}]{state}[/]", detail)
+        return table

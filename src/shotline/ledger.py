@@ -1,0 +1,167 @@
+"""The ledger of billed provider attempts, spend summaries, and budget reservations.
+
+Invariants:
+
+* One row per billed provider attempt, unique on (provider, provider job id): writing the
+  same job twice is a no-op, so a retried or resumed worker can never double a charge.
+* A render reserves its estimate before the first provider call, inside the same
+  write-locked transaction that checks the limits, so two renders racing for the last
+  dollars of a budget cannot both get them. Committed spend in a window is the ledger
+  plus, for every open reservation, the larger of its estimate and what it has billed.
+* Reservations are settled when a render ends; the ledger is the truth about money.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from .db import Database, ledger, reservations, savings
+from .errors import BudgetError
+
+
+@dataclass(frozen=True)
+class Charge:
+    """One billed attempt, as it goes into the ledger."""
+
+    render_id: str | None
+    shot_key: str
+    provider: str
+    model: str
+    provider_job_id: str
+    seconds_billed: int
+    audio: bool
+    unit_price: Decimal
+    amount: Decimal
+    outcome: str = "succeeded"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Spending caps in USD; None means no cap."""
+
+    per_render: Decimal | None = None
+    daily: Decimal | None = None
+    monthly: Decimal | None = None
+
+
+def _insert_ignoring_duplicates(conn: Connection, table: sa.Table, values: dict[str, Any]) -> bool:
+    """Insert unless a unique key already holds the row; True if this call wrote it."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        stmt: Any = pg_insert(table).values(**values).on_conflict_do_nothing()
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        stmt = sqlite_insert(table).values(**values).on_conflict_do_nothing()
+    return bool(conn.execute(stmt).rowcount)
+
+
+def record(conn: Connection, charge: Charge, now: float | None = None) -> bool:
+    """Write a ledger row in the caller's transaction; False if that job is already there."""
+    return _insert_ignoring_duplicates(conn, ledger, {
+        **charge.__dict__, "created_at": now or time.time(),
+    })
+
+
+def record_saving(conn: Connection, render_id: str, shot_key: str, provider: str, model: str,
+                  amount: Decimal) -> None:
+    """Note what a cache hit would have cost, for `shotline spend`."""
+    conn.execute(savings.insert().values(
+        render_id=render_id, shot_key=shot_key, provider=provider, model=model, amount=amount,
+        created_at=time.time()))
+
+
+def _window_start(now: float, period: str) -> float:
+    day = dt.datetime.fromtimestamp(now, dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return (day.replace(day=1) if period == "month" else day).timestamp()
+
+
+def committed(conn: Connection, since: float) -> Decimal:
+    """Money spent or promised since ``since``: ledger plus open reservations."""
+    open_res = {r.render_id: Decimal(r.amount) for r in conn.execute(
+        sa.select(reservations).where(reservations.c.state == "open",
+                                      reservations.c.created_at >= since))}
+    total = Decimal(0)
+    billed_open: dict[str, Decimal] = {}
+    for row in conn.execute(sa.select(ledger.c.render_id, ledger.c.amount)
+                            .where(ledger.c.created_at >= since)):
+        if row.render_id in open_res:
+            billed_open[row.render_id] = billed_open.get(row.render_id, Decimal(0)) + row.amount
+        else:
+            total += Decimal(row.amount)
+    for render_id, amount in open_res.items():
+        total += max(amount, billed_open.get(render_id, Decimal(0)))
+    return total
+
+
+def reserve(conn: Connection, render_id: str, amount: Decimal, limits: Limits,
+            now: float | None = None) -> None:
+    """Reserve ``amount`` for a render, or raise BudgetError saying what does not fit."""
+    now = now or time.time()
+    if limits.per_render is not None and amount > limits.per_render:
+        raise BudgetError(
+            f"the estimate is ${amount:.2f}, over the per-render cap of "
+            f"${limits.per_render:.2f}: raise --max-usd, shorten the brief, or pick a "
+            "cheaper model (`shotline estimate` compares)")
+    for period, cap, setting in (("day", limits.daily, "SHOTLINE_DAILY_BUDGET_USD"),
+                                 ("month", limits.monthly, "SHOTLINE_MONTHLY_BUDGET_USD")):
+        adjective = "daily" if period == "day" else "monthly"
+        if cap is None:
+            continue
+        used = committed(conn, _window_start(now, period))
+        if used + amount > cap:
+            raise BudgetError(
+                f"the estimate is ${amount:.2f} but only ${max(cap - used, Decimal(0)):.2f} "
+                f"of the {adjective} budget of ${cap:.2f} is left (${used:.2f} spent or "
+                f"reserved): raise {setting} or wait for the next {period}")
+    existing = conn.execute(sa.select(reservations.c.state)
+                            .where(reservations.c.render_id == render_id)).first()
+    if existing is None:
+        conn.execute(reservations.insert().values(
+            render_id=render_id, amount=amount, state="open", created_at=now))
+    else:  # a resumed render: its reservation is renewed with what is left to make
+        conn.execute(reservations.update().where(reservations.c.render_id == render_id)
+                     .values(amount=amount, state="open"))
+
+
+def settle(conn: Connection, render_id: str) -> None:
+    conn.execute(reservations.update().where(reservations.c.render_id == render_id)
+                 .values(state="settled"))
+
+
+def rows(db: Database, render_id: str | None = None) -> list[dict[str, Any]]:
+    query = sa.select(ledger).order_by(ledger.c.id)
+    if render_id:
+        query = query.where(ledger.c.render_id == render_id)
+    with db.read() as conn:
+        return [dict(r._mapping) for r in conn.execute(query)]
+
+
+def spend(db: Database, by: str = "day") -> list[dict[str, Any]]:
+    """Spend and cache savings grouped by day, provider or model."""
+    def group(row: Any) -> str:
+        if by == "day":
+            return dt.datetime.fromtimestamp(row.created_at, dt.UTC).date().isoformat()
+        return str(getattr(row, by))
+
+    out: dict[str, dict[str, Any]] = {}
+    with db.read() as conn:
+        for row in conn.execute(sa.select(ledger)):
+            entry = out.setdefault(group(row), {"spent_usd": Decimal(0), "saved_usd": Decimal(0),
+                                                "calls": 0, "seconds_billed": 0})
+            entry["spent_usd"] += row.amount
+            entry["calls"] += 1
+            entry["seconds_billed"] += row.seconds_billed
+        for row in conn.execute(sa.select(savings)):
+            entry = out.setdefault(group(row), {"spent_usd": Decimal(0), "saved_usd": Decimal(0),
+                                                "calls": 0, "seconds_billed": 0})
+            entry["saved_usd"] += row.amount
+    return [{by: k, **v} for k, v in sorted(out.items())]

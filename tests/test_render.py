@@ -1,0 +1,136 @@
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import pytest
+
+from shotline import media
+from shotline.api import arender, render
+from shotline.providers.local import read_journal
+from shotline.settings import Settings
+
+from .conftest import example
+
+pytestmark = pytest.mark.slow
+
+
+def settings(home: Path, **kw: object) -> Settings:
+    return Settings(home=home, poll_interval=0.05, backoff_base=0.05, **kw)  # type: ignore[arg-type]
+
+
+def test_render_example_brief_end_to_end(tmp_path: Path) -> None:
+    home = tmp_path / "h"
+    result = render(example("tea-timecoded.txt"), size="640x360", audio=True,
+                    settings=settings(home))
+    probe = media.verify(result.output, size=(640, 360), fps=24, frames=20 * 24, audio=True)
+    assert abs(probe.duration - 20) < 1 / 24
+    assert result.poster.exists() and result.contact_sheet.exists()
+    assert [s.cached for s in result.shots] == [False] * 4
+    journal = read_journal(home / "local" / "journal.jsonl")
+    assert [j["seconds"] for j in sorted(journal, key=lambda j: j["index"])] == [5, 6, 4, 5]
+    # The same request again is served from stored clips: no new submit.
+    again = render(example("tea-timecoded.txt"), size="640x360", audio=True,
+                   settings=settings(home))
+    assert all(s.cached for s in again.shots) and again.cost_usd == 0
+    assert len(read_journal(home / "local" / "journal.jsonl")) == 4
+
+
+def test_shots_render_concurrently(tmp_path: Path) -> None:
+    brief = "\n".join(f"Shot {i}: Beat {i}." for i in range(1, 5))
+    start = time.monotonic()
+    render(brief, seconds=8, size="640x360", settings=settings(tmp_path, local_latency=3.0))
+    wall = time.monotonic() - start
+    assert wall < 4 * 3.0 * 0.6, f"4 shots of 3 s latency took {wall:.1f} s"
+
+
+def test_concurrency_limit_per_provider_is_honoured(tmp_path: Path) -> None:
+    brief = "\n".join(f"Shot {i}: Beat {i}." for i in range(1, 5))
+    start = time.monotonic()
+    render(brief, seconds=8, size="640x360",
+           settings=settings(tmp_path, local_latency=1.5, concurrency=1))
+    assert time.monotonic() - start >= 4 * 1.5
+
+
+def test_cli_render_json(tmp_path: Path) -> None:
+    out = tmp_path / "o.mp4"
+    env = {**os.environ, "SHOTLINE_HOME": str(tmp_path / "h")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "shotline", "render", str(example("bakery-shotlist.md")),
+         "--seconds", "10", "--size", "640x360", "-o", str(out), "--json"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["output"] == str(out) and abs(data["seconds"] - 10) < 1 / 24
+    assert [s["index"] for s in data["shots"]] == [0, 1, 2, 3, 4]
+    assert all(s["cached"] is False and s["cost_usd"] == 0 for s in data["shots"])
+    assert "shot 1:" in proc.stderr  # plain progress lines when not a terminal
+
+
+def test_crossfade_render_is_exact(tmp_path: Path) -> None:
+    result = render(example("bakery-shotlist.md"), seconds=12, size="640x360",
+                    transition="crossfade:0.5", settings=settings(tmp_path))
+    media.verify(result.output, size=(640, 360), fps=24, frames=12 * 24, audio=False)
+
+
+def test_async_render(tmp_path: Path) -> None:
+    result = asyncio.run(arender("A single calm shot of the sea.", seconds=3, size="640x360",
+                                 settings=settings(tmp_path)))
+    with av.open(str(result.output)) as container:
+        assert container.streams.video[0].codec_context.name == "h264"
+
+
+def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SHOTLINE_HOME": str(home)}
+    return subprocess.run([sys.executable, "-m", "shotline", *args], capture_output=True,
+                          text=True, env=env, timeout=120)
+
+
+@pytest.mark.timeout(150)
+def test_preview_uses_the_models_cuts_for_free(tmp_path: Path) -> None:
+    home = tmp_path / "h"
+    proc = cli(home, "preview", "--text", "Shot 1: A gull.\nShot 2: A boat.\nShot 3: A pier.",
+               "--model", "fal/kling-video-v2.6-pro", "--seconds", "17", "--json")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert [s["seconds"] for s in data["shots"]] == [10, 5, 5]  # the model's 5/10 s calls
+    assert data["cost_usd"] == 0 and data["estimate_usd"] == pytest.approx(20 * 0.07)
+    journal = read_journal(home / "local" / "journal.jsonl")
+    assert {j["model"] for j in journal} == {"local/preview"}
+    media.verify(Path(data["output"]), size=(1920, 1080), fps=24, frames=17 * 24, audio=False)
+
+
+def test_bad_input_changes_nothing(tmp_path: Path) -> None:
+    home = tmp_path / "h"
+    for args in (["render", "--text", ""], ["render", "--text", "A cat.", "--size", "7x7"],
+                 ["render", "--text", "A cat.", "--model", "openai/sora-2"],
+                 ["render", "--text", "A cat.", "--fit", "stretch"],
+                 ["render", "--text", "A cat.", "--seconds", "-3"]):
+        proc = cli(home, *args)
+        assert proc.returncode == 2 and proc.stderr.startswith("error:"), (args, proc.stderr)
+        assert not home.exists(), args  # no database, no file, no journal
+
+
+def test_stitch_command_joins_clips_from_anywhere(tmp_path: Path) -> None:
+    from .clips import make_clip
+
+    clips = [tmp_path / "a.mp4", tmp_path / "b.mp4", tmp_path / "c.mp4"]
+    make_clip(clips[0], seconds=2, fps=30, audio=(44100, 1))
+    make_clip(clips[1], seconds=2, size=(360, 640), audio=None)
+    make_clip(clips[2], seconds=2, codec="hevc", audio=(48000, 2))
+    out = tmp_path / "joined.mp4"
+    proc = cli(tmp_path / "h", "stitch", *map(str, clips), "-o", str(out), "--size", "640x360",
+               "--seconds", "5", "--transition", "crossfade:0.25", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["frames"] == 5 * 24
+    media.verify(out, size=(640, 360), fps=24, frames=120, audio=True)
+    bad = cli(tmp_path / "h", "stitch", str(clips[0]), "-o", str(tmp_path / "x.mp4"),
+              "--seconds", "30")
+    assert bad.returncode == 5 and not (tmp_path / "x.mp4").exists()
