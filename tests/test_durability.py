@@ -47,7 +47,7 @@ def cli(home: Path, *args: str, kill_at: str | None = None, brief: str = BRIEF,
 
 def journal(home: Path) -> list[dict[str, Any]]:
     path = home / "local" / "journal.jsonl"
-    return read_journal(path) if path.exists() else []
+    return read_journal(path, accepted_only=True)
 
 
 def ledger_rows(home: Path) -> list[dict[str, Any]]:

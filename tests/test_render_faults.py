@@ -29,7 +29,7 @@ def run(tmp_path: Path, faults: str, **kw: Any) -> Any:
 
 def submits(home: Path) -> Counter[int]:
     path = home / "local" / "journal.jsonl"
-    return Counter(j["index"] for j in read_journal(path)) if path.exists() else Counter()
+    return Counter(j["index"] for j in read_journal(path, accepted_only=True))
 
 
 @pytest.mark.parametrize("fault", ["429/0.2", "500"])
@@ -37,6 +37,8 @@ def test_transient_submit_errors_are_retried(tmp_path: Path, fault: str) -> None
     result = run(tmp_path, f"shot2:{fault}:x2")
     assert result.seconds == pytest.approx(12, abs=1 / 24)
     assert submits(tmp_path) == Counter({0: 1, 1: 1, 2: 1})  # refused submits made no job
+    refused = [j for j in read_journal(tmp_path / "local" / "journal.jsonl") if not j["accepted"]]
+    assert [(j["index"], j["job_id"]) for j in refused] == [(1, None), (1, None)]
 
 
 def test_retry_after_is_honoured(tmp_path: Path) -> None:

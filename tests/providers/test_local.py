@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -173,14 +174,22 @@ def test_every_frame_differs_from_the_one_before(tmp_path: Path) -> None:
     assert all(a != b for a, b in zip(lumas, lumas[1:], strict=False))
 
 
+def cpu_seconds() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 @pytest.mark.slow
 def test_renders_far_faster_than_real_time(tmp_path: Path) -> None:
     look = Look(prompt="A lighthouse at dusk", number=1, model="local/preview", seed=None,
                 take=1, seconds=4, width=640, height=360, fps=24, audio=True)
-    start = time.perf_counter()
+    cpu, start = cpu_seconds(), time.perf_counter()
     render(look, tmp_path / "speed.mp4")
-    wall = time.perf_counter() - start
-    assert wall < look.seconds / 2, f"{look.seconds} s of 640x360 took {wall:.2f} s"
+    wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu
+    # CPU time (ffmpeg's included) barely depends on what else the machine runs; wall time
+    # does, so it only has to beat real time. Unloaded, 2 cores: about 0.4 s CPU, 0.3 s wall.
+    assert cpu < look.seconds / 3, f"{look.seconds} s of 640x360 took {cpu:.2f} s of CPU"
+    assert wall < look.seconds, f"{look.seconds} s of 640x360 took {wall:.2f} s"
 
 
 def test_an_ffmpeg_failure_is_a_media_error_with_its_log(tmp_path: Path) -> None:
@@ -207,29 +216,36 @@ def test_long_prompts_are_wrapped_and_cut() -> None:
 @pytest.mark.slow
 @pytest.mark.asyncio
 async def test_latency_is_respected(tmp_path: Path) -> None:
-    provider = local(tmp_path, local_latency=0.8)
+    latency = 1.0
+    provider = local(tmp_path, local_latency=latency)
+    before = time.time()
     ref = await provider.submit(req())
     assert ref.provider == "local" and ref.job_id.startswith("loc_")
     first = await provider.poll(ref)
-    assert first.state in ("queued", "running")
-    assert first.progress is not None and 0 <= first.progress < 1
-    assert first.next_poll is not None and 0 < first.next_poll <= 0.5
+    assert first.state in ("queued", "running") and first.progress is not None
+    assert 0 <= first.progress < 1 and first.next_poll is not None and 0 < first.next_poll <= 0.5
     with pytest.raises(RetryableError):
         await provider.download(ref, tmp_path / "early.mp4")
-    await asyncio.sleep(0.45)
-    later = await provider.poll(ref)
-    assert later.state == "running" and later.progress is not None
-    assert first.progress < later.progress < 1
-    await asyncio.sleep(0.4)
-    done = await provider.poll(ref)
-    assert done.state == "succeeded" and done.billed_seconds == 1
+    seen: list[tuple[float, JobStatus]] = []
+    while not seen or seen[-1][1].state != "succeeded":
+        await asyncio.sleep(0.1)
+        seen.append((time.time(), await provider.poll(ref)))
+        assert time.time() - before < 20
+    waiting = [(t, s) for t, s in seen if s.state != "succeeded"]
+    done_at = seen[-1][0]
+    assert done_at - before >= latency  # never done early...
+    assert all(s.state in ("queued", "running") for _, s in waiting)
+    assert waiting and waiting[-1][0] - before > latency / 2  # ...and polled while waiting
+    progress = [first.progress] + [s.progress or 0 for _, s in waiting]
+    assert progress == sorted(progress) and progress[-1] > 0.4
+    assert seen[-1][1].billed_seconds == 1 and seen[-1][1].progress == 1
     assert probe(await provider.download(ref, tmp_path / "x.mp4")).frames == 24
 
 
 @pytest.mark.slow
 @pytest.mark.asyncio
 async def test_jobs_outlive_the_provider_instance(tmp_path: Path) -> None:
-    first = local(tmp_path, local_latency=0.3)
+    first = local(tmp_path, local_latency=1.0)
     ref = JobRef.from_json(json.loads(json.dumps((await first.submit(req())).to_json())))
     await first.aclose()
     second = local(tmp_path, local_latency=30)  # the latency was fixed when the job was submitted
@@ -407,7 +423,12 @@ async def test_submit_faults_raise_and_create_no_job(tmp_path: Path) -> None:
     with pytest.raises(PermanentError) as refused:
         await local(tmp_path, local_faults="*:moderation").submit(req())
     assert "moderation" in refused.value.reason
-    assert read_journal(journal) == [] and not (tmp_path / "local" / "jobs").exists()
+    lines = read_journal(journal)
+    assert [(j["fault"], j["accepted"], j["job_id"]) for j in lines] == [
+        ("429", False, None), ("429", False, None), ("500", False, None),
+        ("moderation", False, None)]
+    assert read_journal(journal, accepted_only=True) == []
+    assert not (tmp_path / "local" / "jobs").exists()
 
 
 @pytest.mark.asyncio
@@ -453,8 +474,9 @@ async def test_fault_counts_are_shared_across_instances_and_first_match_wins(tmp
     assert (await local(tmp_path).poll(ok)).state in ("queued", "running")
     with pytest.raises(RetryableError, match="500"):  # shot2 is request.index 1
         await local(tmp_path, local_faults=spec).submit(req(index=1))
-    assert [line["fault"] for line in read_journal(tmp_path / "local" / "journal.jsonl")] == [
-        "fail", None]
+    journal = tmp_path / "local" / "journal.jsonl"
+    assert [line["fault"] for line in read_journal(journal)] == ["429", "429", "fail", None, "500"]
+    assert [line["fault"] for line in read_journal(journal, accepted_only=True)] == ["fail", None]
 
 
 @pytest.mark.slow

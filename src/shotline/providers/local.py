@@ -11,9 +11,10 @@ submit, then renders the clip (see :mod:`.local_render`) and reports it succeede
   Readiness is wall-clock time against the job file, never in-process state.
 * A job renders at most once: under a per-job ``flock``, into a temporary file that is
   ``os.replace``-d into place, so concurrent polls from several processes are safe.
-* The journal (``settings.journal_path``) is append-only: one JSON line per accepted job,
+* The journal (``settings.journal_path``) is append-only: one JSON line per submit received,
   written with ``O_APPEND`` in a single ``write``, so lines from concurrent processes never
-  interleave. Rejected submits (429, 500, moderation) created no job and are not journaled.
+  interleave. Refused submits (429, 500, moderation) are journaled with ``accepted: false``
+  and no job id: they created no job.
   The journal is independent of everything else shotline stores; see :func:`read_journal`.
 * Output is deterministic: the clip depends only on the request (and the job's format
   variants), never on the job id, the time or HOME; the same request gives the same bytes.
@@ -212,11 +213,14 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def _write_json(path: Path, value: Any) -> None:
-    """Replace ``path`` atomically: readers see the old file or the new one, never a part."""
+    """Replace ``path`` atomically: readers see the old file or the new one, never a part.
+
+    Paths (a request's first and last frames) are written as strings.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
     try:
-        tmp.write_text(json.dumps(value, ensure_ascii=False), encoding="utf-8")
+        tmp.write_text(json.dumps(value, ensure_ascii=False, default=str), encoding="utf-8")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -234,13 +238,17 @@ def append_line(path: Path, entry: dict[str, Any]) -> None:
         os.close(fd)
 
 
-def read_journal(path: Path) -> list[dict[str, Any]]:
-    """Every line of a journal, oldest first ([] if there is none yet)."""
+def read_journal(path: Path, *, accepted_only: bool = False) -> list[dict[str, Any]]:
+    """Every line of a journal, oldest first ([] if there is none yet).
+
+    With ``accepted_only``, just the submits that created a job (what a vendor bills).
+    """
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return []
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+    lines = [json.loads(line) for line in text.splitlines() if line.strip()]
+    return [j for j in lines if j["accepted"]] if accepted_only else lines
 
 
 # --------------------------------------------------------------------------- provider
@@ -266,6 +274,8 @@ class LocalProvider:
         _validate(request)
         rule = await asyncio.to_thread(self._choose, request) if self.rules else None
         fault = rule.fault if rule else None
+        if fault in ("429", "500", "moderation"):  # a vendor logs the requests it refuses too
+            await asyncio.to_thread(self._journal, request, None, fault, time.time())
         if fault == "429":
             raise RetryableError("429 Too Many Requests (local fault)", reason="rate limited (429)",
                                  retry_after=rule.retry_after if rule else None)
@@ -276,7 +286,7 @@ class LocalProvider:
                                  reason="moderation: the prompt was flagged by the content policy")
         job_id = f"loc_{uuid.uuid4().hex}"
         job = {"job_id": job_id, "submitted_at": time.time(), "latency": self.settings.local_latency,
-               "request": _request_json(request), "fault": fault,
+               "request": dataclasses.asdict(request), "fault": fault,
                "variants": rule.variants if rule else {}, "cancelled_at": None}
         await asyncio.to_thread(self._create, job, request)
         if fault == "timeout":
@@ -300,7 +310,7 @@ class LocalProvider:
     async def cancel(self, ref: JobRef) -> bool:
         return await asyncio.to_thread(self._cancel, ref.job_id)
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # nothing to release: no connections, no workers
         return None
 
     async def find(self, request: ShotRequest) -> JobRef | None:
@@ -330,14 +340,18 @@ class LocalProvider:
     def _create(self, job: dict[str, Any], request: ShotRequest) -> None:
         _write_json(self._job_path(job["job_id"]), job)
         _write_json(self._key_path(request.key), {"job_id": job["job_id"]})
-        req = job["request"]
+        self._journal(request, job["job_id"], job["fault"], job["submitted_at"])
+
+    def _journal(self, request: ShotRequest, job_id: str | None, fault: str | None,
+                 when: float) -> None:
+        """One line per submit received; ``accepted`` is false for refused ones (no job)."""
         append_line(self.settings.journal_path, {
-            "time": datetime.fromtimestamp(job["submitted_at"], UTC).isoformat(),
-            "job_id": job["job_id"], "key": request.key, "model": request.model,
-            "index": request.index, "prompt": request.prompt, "seconds": request.seconds,
-            "size": request.size, "fps": request.fps, "audio": request.audio,
-            "seed": request.seed, "take": request.take, "pid": os.getpid(),
-            "fault": job["fault"], "wire_model": req["wire_model"],
+            "time": datetime.fromtimestamp(when, UTC).isoformat(),
+            "accepted": job_id is not None, "job_id": job_id, "key": request.key,
+            "model": request.model, "index": request.index, "prompt": request.prompt,
+            "seconds": request.seconds, "size": request.size, "fps": request.fps,
+            "audio": request.audio, "seed": request.seed, "take": request.take,
+            "pid": os.getpid(), "fault": fault, "wire_model": request.wire_model,
         })
 
     def _status(self, job_id: str) -> JobStatus:
@@ -404,19 +418,16 @@ class LocalProvider:
         return True
 
     def _load(self, job_id: str) -> dict[str, Any]:
-        job: dict[str, Any] | None = None
-        if _JOB_ID.fullmatch(job_id):
-            job = self._read(self._job_path(job_id))
-        if job is None:
+        job = self._read(self._job_path(job_id)) if _JOB_ID.fullmatch(job_id) else None
+        if not isinstance(job, dict):
             raise PermanentError(f"local job {job_id!r} not found in {self.jobs}",
                                  reason="404: job not found")
         return job
 
-    def _read(self, path: Path) -> Any:
-        try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return None
+    @staticmethod
+    def _read(path: Path) -> Any:
+        """A JSON file's value, or None if there is no such file."""
+        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
 
     def _job_path(self, job_id: str) -> Path:
         return self.jobs / f"{job_id}.json"
@@ -438,13 +449,6 @@ def _validate(request: ShotRequest) -> None:
     if problems:
         raise PermanentError("invalid request: " + "; ".join(problems),
                              reason="validation: " + "; ".join(problems))
-
-
-def _request_json(request: ShotRequest) -> dict[str, Any]:
-    raw = dataclasses.asdict(request)
-    for name in ("first_frame", "last_frame"):
-        raw[name] = None if raw[name] is None else str(raw[name])
-    return raw
 
 
 def _look(job: dict[str, Any]) -> Look:
