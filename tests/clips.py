@@ -13,15 +13,11 @@ import subprocess
 from pathlib import Path
 from typing import Literal
 
-import imageio_ffmpeg
+from shotline.media import ffmpeg_exe
 
 MARKER_SECONDS = 0.2
 BEEP_LEVEL = 0.8
 HUM_LEVEL = 0.05
-
-
-def ffmpeg_exe() -> str:
-    return str(imageio_ffmpeg.get_ffmpeg_exe())
 
 
 def _video_source(

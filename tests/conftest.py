@@ -4,7 +4,6 @@ from pathlib import Path
 
 import pytest
 
-SHARED_BRIEFS = Path(__file__).resolve().parents[2] / "shared" / "briefs"
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 

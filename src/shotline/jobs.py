@@ -102,13 +102,6 @@ def set_call_in(conn: Connection, key: str, state: str, **values: Any) -> None:
                  .values(state=state, heartbeat=time.time(), **values))
 
 
-def call_state(db: Database, key: str) -> tuple[str, dict[str, Any] | None, str | None] | None:
-    with db.read() as conn:
-        row = conn.execute(sa.select(calls.c.state, calls.c.job, calls.c.error)
-                           .where(calls.c.key == key)).first()
-    return (row.state, row.job, row.error) if row else None
-
-
 # --- renders --------------------------------------------------------------------------
 
 

@@ -443,7 +443,7 @@ def _filter_graph(
 # --------------------------------------------------------------------------- encoding
 
 
-def _ffmpeg() -> str:
+def ffmpeg_exe() -> str:
     """The ffmpeg inside the imageio-ffmpeg wheel (or the one IMAGEIO_FFMPEG_EXE names)."""
     # get_ffmpeg_exe() quietly falls back to whatever "ffmpeg" is on PATH; a system build differs
     # by machine (Debian's 5.1 xfade duplicates a frame), so only the wheel's own binary is taken.
@@ -460,7 +460,7 @@ def _ffmpeg() -> str:
 def _ffmpeg_argv(
     items: Sequence[_Input], graph: str, target: Path, *, fps: int, audio: bool, preset: str
 ) -> list[str]:
-    argv = [_ffmpeg(), "-hide_banner", "-nostdin", "-nostats", "-v", "error", "-y",
+    argv = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-v", "error", "-y",
             "-progress", "pipe:1", "-stats_period", "0.25"]
     for item in items:
         # file: keeps a clip named like "concat:..." or "-x.mp4" from meaning anything else.

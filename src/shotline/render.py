@@ -22,7 +22,7 @@ import random
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
@@ -353,7 +353,6 @@ class RenderJob:
     output: Path | None = None
     max_usd: Decimal | None = None
     listener: Listener = _noop
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _reopen(job: RenderJob, plan: Plan, key: str, requests: list[ShotRequest],

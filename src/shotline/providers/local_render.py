@@ -21,17 +21,16 @@ from __future__ import annotations
 import colorsys
 import contextlib
 import hashlib
-import os
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
 
-import imageio_ffmpeg
 from PIL import Image, ImageDraw, ImageFont
 
 from ..errors import MediaError
+from ..media import ffmpeg_exe
 
 MAX_TEXT = 600  # characters of the prompt that are laid out at all
 Codec = Literal["h264", "hevc"]
@@ -174,18 +173,6 @@ class Strip:
         filled = round(w * (i + 1) / look.frames)
         draw.rectangle((0, bar_y, filled - 1, bar_y + bar_h - 1), fill=(255, 255, 255))
         return image.tobytes()
-
-
-def ffmpeg_exe() -> str:
-    """The ffmpeg binary of the imageio-ffmpeg wheel (or the one IMAGEIO_FFMPEG_EXE names)."""
-    try:
-        exe = Path(imageio_ffmpeg.get_ffmpeg_exe())
-    except RuntimeError as exc:
-        raise MediaError(f"no ffmpeg binary in the imageio-ffmpeg wheel: {exc}") from exc
-    bundled = Path(imageio_ffmpeg.__file__).resolve().parent
-    if not os.environ.get("IMAGEIO_FFMPEG_EXE") and not exe.resolve().is_relative_to(bundled):
-        raise MediaError(f"imageio-ffmpeg offered {exe}, not its own binary; reinstall the wheel")
-    return str(exe)
 
 
 def _graph(look: Look) -> str:
