@@ -346,7 +346,7 @@ def test_only_the_wheels_ffmpeg_is_used(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.delenv("IMAGEIO_FFMPEG_EXE", raising=False)
     monkeypatch.setattr(imageio_ffmpeg, "get_ffmpeg_exe", lambda: "/usr/bin/ffmpeg")
     with pytest.raises(MediaError, match="not its own binary"):
-        media._ffmpeg()
+        media.ffmpeg_exe()
 
 
 def test_stitch_rejects_odd_size_before_anything(tmp_path: Path) -> None:
