@@ -259,12 +259,15 @@ def plan(brief: Brief, caps: Capabilities, opts: PlanOptions | None = None) -> P
     free_idx = [i for i, f in enumerate(fixed_frames) if f is None]
     free_total = total - sum(f for f in fixed_frames if f is not None)
 
-    if free_idx and free_total < len(free_idx) * caps.min_seconds * fps:
+    # Every written shot is shown for at least the model's shortest call; pieces the
+    # planner split off a long shot may be trimmed shorter (they are one shot to the user).
+    written = len({units[i].segment for i in free_idx})
+    if free_idx and free_total < written * caps.min_seconds * fps:
         raise BriefError(
-            f"{len(free_idx)} shot(s) need at least {caps.min_seconds} s each on {caps.model} "
+            f"{written} shot(s) need at least {caps.min_seconds} s each on {caps.model} "
             f"(its shortest call), but only {free_total / fps:g} s of the {target:g} s target "
             f"is left for them: raise --seconds to at least "
-            f"{target + (len(free_idx) * caps.min_seconds * fps - free_total) / fps:g}, "
+            f"{target + (written * caps.min_seconds * fps - free_total) / fps:g}, "
             "merge shots, or choose a model with shorter calls"
         )
     durations: list[int] = [0] * len(units)
