@@ -261,11 +261,12 @@ def _render(brief: str | None, text: str | None, output: Path | None, json_out: 
     if json_out:
         out.print_json(json.dumps(result_json(result)))
         return
-    paid = "free preview; the real render would cost" if preview else "cost:   "
-    amount = result.estimate_usd if preview else result.cost_usd
+    cost = f"${result.cost_usd:.2f}"
+    if preview:
+        cost += f" (free preview; the real render would cost ${result.estimate_usd:.2f})"
     out.print(f"render:  {result.render_id}{' (reopened, no provider call)' if result.reopened else ''}\n"
               f"video:   {result.output}\nlength:  {result.seconds:.3f} s\n"
-              f"{paid}: ${amount:.2f}\nposter:  {result.poster}\n"
+              f"cost:    {cost}\nposter:  {result.poster}\n"
               f"shots:   {result.contact_sheet}", highlight=False, soft_wrap=True)
 
 
