@@ -91,3 +91,15 @@ def test_overrides_file_and_expiry_warning(tmp_path: Path) -> None:
                                                     str(path)).stdout)}
     assert listed["local/sim"]["overridden"] is True
     assert listed["local/preview"]["overridden"] is False
+
+
+def test_providers_show_which_adapters_have_credentials() -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("FAL_KEY", "RUNWAYML_API_SECRET")}
+    env["FAL_KEY"] = "fal-present-123456"
+    proc = subprocess.run([sys.executable, "-m", "shotline", "providers", "--json"],
+                          capture_output=True, text=True, env=env, timeout=60)
+    models = {m["model"]: m for m in json.loads(proc.stdout)}
+    assert models["local/preview"]["credentials"] == "not needed"
+    assert models["fal/kling-video-v2.6-pro"]["credentials"] == "present"
+    assert models["runway/gen4.5"]["credentials"] == "missing: set RUNWAYML_API_SECRET"
+    assert "fal-present-123456" not in proc.stdout

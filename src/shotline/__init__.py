@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .api import Options, Request, estimate, plan, read_brief, resolve
+from .api import Options, Request, arender, estimate, plan, read_brief, render, resolve
 from .brief import Brief, Segment, parse_brief
 from .capabilities import Capabilities, ModelTable, OverrideExpiredWarning, load_table
 from .errors import (
@@ -21,6 +21,7 @@ from .errors import (
 )
 from .planner import Plan, PlannedShot, PlanOptions
 from .pricing import Estimate, ShotCost
+from .renderer import RenderFailed, RenderResult, ShotEvent, ShotResult
 from .settings import Settings
 
 __version__ = "0.1.0"
@@ -44,17 +45,23 @@ __all__ = [
     "PlanOptions",
     "PlannedShot",
     "ProviderError",
+    "RenderFailed",
+    "RenderResult",
     "Request",
     "RetryableError",
     "Segment",
     "Settings",
     "ShotCost",
+    "ShotEvent",
+    "ShotResult",
     "ShotlineError",
     "UserError",
+    "arender",
     "estimate",
     "load_table",
     "parse_brief",
     "plan",
     "read_brief",
+    "render",
     "resolve",
 ]

@@ -16,7 +16,7 @@ import asyncio
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import TypedDict, Unpack
+from typing import TYPE_CHECKING, TypedDict, Unpack
 
 from .brief import Brief, parse_brief
 from .cache import Store
@@ -28,8 +28,10 @@ from .planner import plan as _plan
 from .plugins import load_provider
 from .pricing import Estimate
 from .pricing import estimate as _estimate
-from .render import Listener, RenderJob, RenderResult, render_plan
 from .settings import Settings
+
+if TYPE_CHECKING:  # rendering imports PyAV and ffmpeg helpers: only load them to render
+    from .renderer import Listener, RenderResult
 
 BriefSource = str | Path | Brief
 
@@ -138,6 +140,8 @@ async def arender(
     **kwargs: Unpack[Options],
 ) -> RenderResult:
     """Render ``brief`` into one verified MP4 (async). See :func:`render`."""
+    from .renderer import RenderJob, render_plan
+
     settings = kwargs.get("settings") or Settings()
     kwargs["settings"] = settings
     req = resolve(brief, **kwargs)

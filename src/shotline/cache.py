@@ -56,8 +56,10 @@ class Store:
         return self.root / "outputs" / digest[:2] / f"{digest}.mp4"
 
     def temp_path(self, final: Path, tag: str) -> Path:
+        """A temporary name beside ``final``; ``tag`` (a vendor's job id) is never trusted."""
         final.parent.mkdir(parents=True, exist_ok=True)
-        return final.with_name(f".{final.stem}.{os.getpid()}.{tag}.part")
+        safe = hashlib.sha256(tag.encode()).hexdigest()[:16]
+        return final.with_name(f".{final.stem}.{os.getpid()}.{safe}.part")
 
     def clip(self, key: str, conn: Connection | None = None) -> StoredClip | None:
         """The stored clip for ``key``, if its row and its file are both there."""

@@ -13,13 +13,13 @@ import sys
 import warnings
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from . import api, jobs, ledger, media
+from . import api, jobs, ledger, plugins
 from .cache import Store
 from .capabilities import Capabilities, OverrideExpiredWarning, load_table, parse_size
 from .db import Database
@@ -29,8 +29,10 @@ from .planner import Plan
 from .planner import plan as make_plan
 from .pricing import Estimate, usd
 from .pricing import estimate as make_estimate
-from .render import RenderResult
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .renderer import RenderResult
 
 app = typer.Typer(
     add_completion=False,
@@ -201,11 +203,13 @@ def providers_cmd(json_out: JsonOpt = False, overrides: OverridesOpt = None) -> 
     settings = _settings(overrides)
     table_data = load_table(settings.overrides_path)
     models = [table_data.get(name) for name in table_data.names()]
+    keys = {c.provider: plugins.credentials(c.provider) for c in models}
     if json_out:
-        out.print_json(json.dumps([caps_json(c) for c in models]))
+        out.print_json(json.dumps([{**caps_json(c), "credentials": keys[c.provider]}
+                                   for c in models]))
         return
     table = Table(title="models (✎ = overridden by the user)", title_justify="left")
-    for col in ("model", "durations", "audio", "$/s", "status"):
+    for col in ("model", "durations", "audio", "$/s", "status", "credentials"):
         table.add_column(col, overflow="fold")
     for c in models:
         ds = c.durations
@@ -215,7 +219,8 @@ def providers_cmd(json_out: JsonOpt = False, overrides: OverridesOpt = None) -> 
         prices = " ".join(f"{k}:{v}" for k, v in c.prices.items())
         status = c.status if c.status == "active" else f"sunset {c.sunset_date}"
         name = f"{c.model} ✎" if c.override else c.model
-        table.add_row(name, durations, f"{c.audio} ×{c.audio_multiplier}", prices, status)
+        table.add_row(name, durations, f"{c.audio} ×{c.audio_multiplier}", prices, status,
+                      keys[c.provider])
     out.print(table)
 
 
@@ -329,6 +334,7 @@ def stitch_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Join clips from any source: normalise, trim to exactly --seconds, verify."""
+    from . import media  # imported here: every other command starts faster without PyAV
     from .planner import parse_transition
 
     if fit not in ("letterbox", "crop"):

@@ -144,6 +144,15 @@ savings = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
 )
 
+# Inbound vendor webhook deliveries already seen, so a redelivery is recognised.
+vendor_events = sa.Table(
+    "vendor_events", meta,
+    sa.Column("provider", sa.String(40), primary_key=True),
+    sa.Column("event_id", sa.String(200), primary_key=True),
+    sa.Column("job_id", sa.String(200), nullable=False),
+    sa.Column("received_at", sa.Float, nullable=False),
+)
+
 migrations_table = sa.Table(
     "schema_migrations", meta,
     sa.Column("name", sa.String(80), primary_key=True),
@@ -152,10 +161,15 @@ migrations_table = sa.Table(
 
 
 def m001_initial(conn: Connection) -> None:
-    meta.create_all(conn, tables=[t for t in meta.sorted_tables if t is not migrations_table])
+    later = (migrations_table, vendor_events)
+    meta.create_all(conn, tables=[t for t in meta.sorted_tables if t not in later])
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [m001_initial]
+def m002_vendor_events(conn: Connection) -> None:
+    vendor_events.create(conn)
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [m001_initial, m002_vendor_events]
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _: Any) -> None:
@@ -167,6 +181,20 @@ def _sqlite_pragmas(dbapi_conn: Any, _: Any) -> None:
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
+
+
+def insert_ignoring_duplicates(conn: Connection, table: sa.Table, values: dict[str, Any]) -> bool:
+    """Insert unless a unique key already holds the row; True if this call wrote it."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        stmt: Any = pg_insert(table).values(**values).on_conflict_do_nothing()
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        stmt = sqlite_insert(table).values(**values).on_conflict_do_nothing()
+    return bool(conn.execute(stmt).rowcount)
+
 
 
 class Database:

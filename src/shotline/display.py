@@ -7,13 +7,16 @@ state change is one plain line on stderr, so output stays greppable.
 from __future__ import annotations
 
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
 from .planner import Plan
-from .render import ShotEvent
+
+if TYPE_CHECKING:  # the renderer pulls in the media stack; a display needs only the type
+    from .renderer import ShotEvent
 
 STYLE = {"done": "green", "cached": "cyan", "failed": "red", "stitched": "green"}
 

@@ -22,7 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from .db import Database, ledger, reservations, savings
+from .db import Database, insert_ignoring_duplicates, ledger, reservations, savings
 from .errors import BudgetError
 
 
@@ -51,22 +51,9 @@ class Limits:
     monthly: Decimal | None = None
 
 
-def _insert_ignoring_duplicates(conn: Connection, table: sa.Table, values: dict[str, Any]) -> bool:
-    """Insert unless a unique key already holds the row; True if this call wrote it."""
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        stmt: Any = pg_insert(table).values(**values).on_conflict_do_nothing()
-    else:
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        stmt = sqlite_insert(table).values(**values).on_conflict_do_nothing()
-    return bool(conn.execute(stmt).rowcount)
-
-
 def record(conn: Connection, charge: Charge, now: float | None = None) -> bool:
     """Write a ledger row in the caller's transaction; False if that job is already there."""
-    return _insert_ignoring_duplicates(conn, ledger, {
+    return insert_ignoring_duplicates(conn, ledger, {
         **charge.__dict__, "created_at": now or time.time(),
     })
 

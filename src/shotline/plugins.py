@@ -32,3 +32,18 @@ def load_provider(name: str, settings: Settings) -> Provider:
         known = ", ".join(provider_names()) or "none"
         raise ConfigError(f"no provider plugin named {name!r} is installed (installed: {known})")
     return make(ep.load(), settings)
+
+
+def credentials(name: str) -> str:
+    """Whether an adapter can authenticate: 'present', 'missing: VAR', 'not needed' or why not."""
+    ep = _entry_points().get(name)
+    if ep is None:
+        return "no adapter installed"
+    try:
+        factory = ep.load()
+    except ImportError as exc:
+        return f"adapter failed to load: {exc}"
+    variables: tuple[str, ...] = getattr(factory, "key_env", ())
+    if not variables:
+        return "not needed"
+    return "present" if factory.has_credentials() else f"missing: set {' or '.join(variables)}"

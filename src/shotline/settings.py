@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     backoff_base: float = Field(
         1.0, ge=0, description="First retry delay in seconds; doubles each try, with jitter."
     )
+    provider_timeout: float = Field(
+        60.0, gt=0, description="Seconds to wait for a vendor's HTTP answer before giving up."
+    )
     poll_interval: float = Field(
         5.0, gt=0, description="Poll period when the provider gives no hint (seconds)."
     )

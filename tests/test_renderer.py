@@ -148,7 +148,7 @@ def test_live_display_on_a_terminal_shows_every_shot() -> None:
     from shotline.capabilities import load_table
     from shotline.display import RenderDisplay
     from shotline.planner import plan
-    from shotline.render import ShotEvent
+    from shotline.renderer import ShotEvent
 
     buffer = io.StringIO()
     console = Console(file=buffer, force_terminal=True, width=100)

@@ -12,7 +12,7 @@ from shotline import ledger, media
 from shotline.api import render
 from shotline.db import Database
 from shotline.providers.local import read_journal
-from shotline.render import RenderFailed
+from shotline.renderer import RenderFailed
 from shotline.settings import Settings
 
 pytestmark = pytest.mark.slow

@@ -38,6 +38,7 @@ from .errors import (
     ProviderError,
     RetryableError,
     ShotlineError,
+    UserError,
 )
 from .keys import render_key, shot_key
 from .planner import Plan, PlannedShot
@@ -171,7 +172,7 @@ class Renderer:
                     f"{result.job_id}); the job was left with the provider, not resubmitted")
             except ProviderError as exc:  # the vendor's own words go to the user
                 result.error = str(exc) if exc.reason in str(exc) else f"{exc} ({exc.reason})"
-            except MediaError as exc:
+            except (MediaError, UserError) as exc:
                 result.error = str(exc)
         with self.db.write() as conn:
             jobs.set_shot(conn, self.render_id, request.index,
@@ -237,6 +238,9 @@ class Renderer:
         except PermanentError as exc:
             jobs.set_call(self.db, request.key, "failed", error=exc.reason)
             raise
+        except UserError as exc:  # refused before anything was sent: release the claim
+            jobs.set_call(self.db, request.key, "failed", error=str(exc))
+            raise
         checkpoint("submitted-uncommitted")
         jobs.set_call(self.db, request.key, "submitted", job=ref.to_json())
         checkpoint("submitted")
@@ -285,7 +289,14 @@ class Renderer:
             await self._failed_attempt(request, attempt, reason, None)
             return False
         self.emit(ShotEvent(request.index, "downloading"))
-        tmp, seconds = await self._download(ref, request)
+        try:
+            tmp, seconds = await self._download(ref, request)
+        except (MediaError, ProviderError):
+            # The vendor made (and billed) the clip even if we could not fetch it. The call
+            # stays 'submitted', so a later run tries this job's file again for free.
+            with self.db.write() as conn:
+                ledger.record(conn, self._charge(ref, request, cost, status, "undelivered"))
+            raise
         checkpoint("downloaded")
         with self.db.write() as conn:
             result.clip = self.store.put_clip(conn, request.key, tmp, seconds=seconds,
@@ -387,6 +398,10 @@ async def render_plan(plan: Plan, job: RenderJob) -> RenderResult:
     costs = [call_cost(job.caps, r.seconds, r.size, r.audio).cost_usd for r in requests]
     todo = sum((c for r, c in zip(requests, costs, strict=True) if not job.store.clip(r.key)),
                Decimal(0))
+    preflight = getattr(job.provider, "preflight", None)
+    if preflight is not None:  # a missing key is found before anything is written
+        for request in requests:
+            preflight(request)
     limits = ledger.Limits(job.max_usd, job.settings.daily_budget_usd,
                            job.settings.monthly_budget_usd)
     with job.db.write() as conn:  # a refused budget rolls this back: nothing is written

@@ -1,0 +1,285 @@
+"""What every HTTP vendor adapter shares: keys, base URLs, error classes, downloads.
+
+An adapter subclasses :class:`HttpProvider`, names its vendor's key variable and default
+base URL, and maps a shot to the vendor's request. This module decides, once for all of
+them, what an HTTP outcome means:
+
+* 429 (with Retry-After) and 5xx are ``RetryableError``; so is a connection that could
+  not be opened, because then nothing was sent.
+* A timeout or dropped connection *after* a submit was sent is ``AmbiguousSubmitError``:
+  the vendor may have the job, so it must be reconciled, never resubmitted blindly.
+* 400/404/409/422 are ``PermanentError`` carrying the vendor's message; 401/403 are
+  authentication and 402 quota or billing errors, also permanent.
+* Vendor file URLs expire; a 403/404/410 on a download says so instead of retrying.
+
+Secrets never leave this module: the key goes only into request headers for the vendor's
+own host, and every message built from a vendor's body is scrubbed of it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import email.utils
+import json
+import mimetypes
+import os
+import time
+from collections.abc import Mapping
+from math import gcd
+from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
+
+import httpx
+from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook, WebhookVerificationError
+
+from ..capabilities import Capabilities, load_table, parse_size
+from ..errors import (
+    AmbiguousSubmitError,
+    CapabilityError,
+    ConfigError,
+    PermanentError,
+    RetryableError,
+)
+from ..settings import Settings
+from .base import JobRef, ShotRequest
+
+MODERATION_WORDS = ("moderation", "content policy", "safety", "nsfw", "flagged", "sensitive")
+RATIOS = ("16:9", "9:16", "1:1", "4:3", "3:4", "21:9", "9:21")
+
+
+def _ratio_value(ratio: str) -> float:
+    w, h = ratio.split(":")
+    return int(w) / int(h)
+
+
+def aspect_ratio(size: str, ratios: tuple[str, ...] = RATIOS, tolerance: float | None = None
+                 ) -> str:
+    """The vendor's named ratio for ``size``: exact if it reduces to one, else the nearest.
+
+    With ``tolerance``, a nearest ratio further off than that fraction is refused.
+    """
+    w, h = parse_size(size)
+    exact = f"{w // gcd(w, h)}:{h // gcd(w, h)}"
+    if exact in ratios:
+        return exact
+    best = min(ratios, key=lambda r: abs(_ratio_value(r) - w / h))
+    if tolerance is not None and abs(_ratio_value(best) / (w / h) - 1) > tolerance:
+        raise CapabilityError(f"size {size} has no matching aspect ratio ({', '.join(ratios)})")
+    return best
+
+
+def data_uri(path: Path) -> str:
+    """An image input inlined as a data: URI (for vendors that accept them)."""
+    mime = mimetypes.guess_type(path.name)[0] or "image/png"
+    return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
+
+
+def check(request: ShotRequest, caps: Capabilities, *, images: bool = False) -> None:
+    """Refuse what the model cannot do, before a call that the vendor might bill.
+
+    The planner checks durations, sizes and audio already; this is the adapter's own
+    guard, for requests built by other callers. ``images``: the adapter can send the
+    image inputs the table lists for the model.
+    """
+    problems = []
+    if request.seconds not in caps.durations:
+        problems.append(f"{request.seconds} s (allowed: {', '.join(map(str, caps.durations))})")
+    if request.size not in caps.sizes:
+        problems.append(f"size {request.size} (allowed: {', '.join(caps.sizes)})")
+    if request.audio and caps.audio == "none":
+        problems.append("audio (this model makes silent video)")
+    wanted = {"first_frame": request.first_frame, "last_frame": request.last_frame}
+    for kind in (k for k, path in wanted.items() if path is not None):
+        if not images or kind not in caps.image_inputs:
+            problems.append(f"a {kind.replace('_', ' ')} (not supported by this adapter and model)")
+    if problems:
+        raise CapabilityError(f"{caps.model} cannot do: {'; '.join(problems)}; nothing was sent")
+
+
+def retry_after(headers: httpx.Headers) -> float | None:
+    """Seconds from a Retry-After header (delta seconds or an HTTP date)."""
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value) if value else None
+        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+
+
+def vendor_message(resp: httpx.Response) -> str:
+    """The vendor's own words from an error body, whatever shape its JSON takes."""
+    try:
+        body: Any = resp.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return resp.text.strip()[:500] or resp.reason_phrase
+    for _ in range(3):  # unwrap {"error": {"message": ...}} and similar nestings
+        if isinstance(body, dict):
+            for field in ("message", "detail", "error", "failure", "msg", "title"):
+                if body.get(field):
+                    body = body[field]
+                    break
+            else:
+                break
+        elif isinstance(body, list) and body:
+            body = body[0]
+        else:
+            break
+    return (body if isinstance(body, str) else json.dumps(body))[:500]
+
+
+def verify_signed(vendor: str, body: bytes, headers: Mapping[str, str], secret: str) -> Any:
+    """The payload of a Standard Webhooks delivery whose signature checks out.
+
+    ``body`` must be the raw bytes as received. A bad, missing or stale (over 5 minutes)
+    signature raises PermanentError; a secret that is not ``whsec_`` base64, ConfigError.
+    """
+    try:
+        hook = Webhook(secret)
+    except (EmptyWebhookSecretError, binascii.Error, ValueError):
+        raise ConfigError(f"{vendor}: the webhook secret is not a whsec_ base64 secret") from None
+    try:
+        return hook.verify(body, dict(headers))
+    except (WebhookVerificationError, ValueError) as exc:  # ValueError: malformed header
+        raise PermanentError(f"{vendor}: webhook rejected: {exc}",
+                             reason="bad webhook signature") from None
+
+
+class HttpProvider:
+    """Base class of the HTTP adapters; see the module docstring for the error rules."""
+
+    name: ClassVar[str]
+    key_env: ClassVar[tuple[str, ...]]
+    default_base_url: ClassVar[str]
+
+    def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None
+                 ) -> None:
+        self.settings = settings
+        if not self.has_credentials():  # now, before a render is opened, not at a submit
+            raise ConfigError(f"{self.name}: no API key; set {' or '.join(self.key_env)}")
+        env = f"SHOTLINE_{self.name.upper()}_BASE_URL"
+        self.base_url = os.environ.get(env, self.default_base_url).rstrip("/")
+        self.client = httpx.AsyncClient(
+            timeout=httpx.Timeout(settings.provider_timeout, connect=min(10.0, settings.provider_timeout)),
+            transport=transport, follow_redirects=True)
+
+    # -- credentials ------------------------------------------------------------------
+
+    @classmethod
+    def has_credentials(cls) -> bool:
+        return any(os.environ.get(var) for var in cls.key_env)
+
+    def api_key(self) -> str:
+        for var in self.key_env:
+            if value := os.environ.get(var):
+                return value
+        raise ConfigError(f"{self.name}: no API key; set {' or '.join(self.key_env)}")
+
+    def preflight(self, request: ShotRequest) -> None:
+        """What the core checks before it writes anything: a key, and what the model can do."""
+        self.api_key()
+        self.validate(request)
+
+    def validate(self, request: ShotRequest) -> None:
+        """Raise CapabilityError for a request this vendor's model cannot take (no I/O)."""
+
+    def capabilities(self, request: ShotRequest) -> Capabilities:
+        return load_table(self.settings.overrides_path).get(request.model)
+
+    def auth_headers(self) -> dict[str, str]:
+        """Headers that authenticate with the vendor (Bearer by default)."""
+        return {"Authorization": f"Bearer {self.api_key()}"}
+
+    def _scrub(self, text: str) -> str:
+        for var in self.key_env:
+            if (secret := os.environ.get(var)) and len(secret) >= 6:
+                text = text.replace(secret, "[redacted]")
+        return text
+
+    # -- requests ---------------------------------------------------------------------
+
+    def url(self, path: str) -> str:
+        return path if path.startswith(("http://", "https://")) else f"{self.base_url}{path}"
+
+    def _own_host(self, url: str) -> bool:
+        return urlsplit(url).netloc == urlsplit(self.base_url).netloc
+
+    async def call(self, method: str, path: str, *, submit: bool = False,
+                   body: Any = None, headers: dict[str, str] | None = None) -> Any:
+        """One JSON request to the vendor; raises the classified error on failure."""
+        url = self.url(path)
+        sent_headers = {**(self.auth_headers() if self._own_host(url) else {}), **(headers or {})}
+        try:
+            resp = await self.client.request(method, url, json=body, headers=sent_headers)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise RetryableError(f"{self.name}: cannot connect ({type(exc).__name__})",
+                                 reason="connection failed") from None
+        except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+            what = f"{self.name}: no answer to {method} {urlsplit(url).path} ({type(exc).__name__})"
+            if submit:
+                raise AmbiguousSubmitError(what, reason="timeout after the submit was sent") from None
+            raise RetryableError(what, reason="timeout") from None
+        self.raise_for(resp)
+        if not resp.content:
+            return {}
+        try:
+            return resp.json()
+        except json.JSONDecodeError:
+            raise RetryableError(f"{self.name}: answer is not JSON", reason="bad JSON") from None
+
+    def raise_for(self, resp: httpx.Response) -> None:
+        """Turn a vendor's HTTP error into the right exception, with its own message."""
+        if resp.is_success:
+            return
+        said = self._scrub(vendor_message(resp))
+        code = resp.status_code
+        where = f"{self.name} answered {code}"
+        if code == 429 or code == 408:
+            raise RetryableError(f"{where}: {said}", reason=f"rate limited ({code}): {said}",
+                                 retry_after=retry_after(resp.headers))
+        if code >= 500:
+            raise RetryableError(f"{where}: {said}", reason=f"server error ({code}): {said}",
+                                 retry_after=retry_after(resp.headers))
+        if code in (401, 403):
+            raise PermanentError(f"{where}: authentication failed: {said} (check "
+                                 f"{' or '.join(self.key_env)})", reason=f"auth: {said}")
+        if code == 402:
+            raise PermanentError(f"{where}: quota or billing: {said}", reason=f"quota: {said}")
+        kind = "moderation" if self.is_moderation(said) else "validation"
+        raise PermanentError(f"{where}: {said}", reason=f"{kind}: {said}")
+
+    def is_moderation(self, message: str) -> bool:
+        return any(word in message.lower() for word in MODERATION_WORDS)
+
+    # -- files ------------------------------------------------------------------------
+
+    async def fetch(self, url: str, dest: Path, *, headers: dict[str, str] | None = None) -> Path:
+        """Stream a vendor file into ``dest``; the key is sent only to the vendor's own host."""
+        sent = {**(self.auth_headers() if self._own_host(url) else {}), **(headers or {})}
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            async with self.client.stream("GET", url, headers=sent) as resp:
+                if resp.status_code in (403, 404, 410):
+                    raise PermanentError(
+                        f"{self.name}: the file URL answered {resp.status_code}: it has expired "
+                        "or is gone (vendor URLs last hours to days); the job would have to be "
+                        "rendered again", reason=f"expired URL ({resp.status_code})")
+                if not resp.is_success:
+                    await resp.aread()
+                    self.raise_for(resp)
+                with dest.open("wb") as out:
+                    async for chunk in resp.aiter_bytes(1 << 16):
+                        out.write(chunk)
+        except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+            raise RetryableError(f"{self.name}: download interrupted ({type(exc).__name__})",
+                                 reason="download interrupted") from None
+        return dest
+
+    async def cancel(self, ref: JobRef) -> bool:
+        return False
+
+    async def aclose(self) -> None:
+        await self.client.aclose()

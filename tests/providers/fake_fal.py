@@ -1,0 +1,183 @@
+"""A fake fal.ai queue API on a :class:`VendorServer`, with scriptable faults.
+
+``install_fal(server, clip_bytes)`` teaches the server fal's queue routes and returns the
+:class:`FalFake` that keeps the jobs. A job moves IN_QUEUE -> IN_PROGRESS -> COMPLETED over
+three status polls; its result points at a file on a separate ``/cdn/...`` path (fal serves
+files from its CDN host, not the queue host), which holds ``clip_bytes(duration)``.
+
+Faults apply to submits whose prompt contains a word, for the first ``times`` of them::
+
+    fake.fault("storm", "429", retry_after=1)     429 + Retry-After, no job
+    fake.fault("storm", "503", times=3)            a burst of 503s, no job
+    fake.fault("storm", "moderation")              accepted; fails with a content-policy error
+    fake.fault("storm", "fail")                    accepted; fails with a transient server error
+    fake.fault("storm", "slow", delay=2)           accepted, but the answer comes late
+    fake.fault("storm", "truncate")                the file is cut short mid-transfer
+    fake.fault("storm", "expire")                  the file URL answers 410
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .vendor_server import Request, Response, VendorServer
+
+KEY = "fal-test-key-123456"
+MODERATION = ("The content could not be processed because it contained material flagged by a "
+              "content checker.")
+
+
+@dataclass
+class Fault:
+    word: str
+    kind: str
+    times: int = 1
+    retry_after: float = 1.0
+    delay: float = 0.0
+
+
+@dataclass
+class Job:
+    id: str
+    endpoint: str
+    body: dict[str, Any]
+    fault: str | None = None
+    polls: int = 0
+    cancelled: bool = False
+
+
+@dataclass
+class Submit:
+    """One POST the fake received: what it carried, when, and the job it made (if any)."""
+
+    at: float
+    endpoint: str
+    body: dict[str, Any]
+    headers: dict[str, str]
+    job_id: str | None
+
+
+@dataclass
+class FalFake:
+    server: VendorServer
+    clip: Callable[[int], bytes]
+    key: str = KEY
+    jobs: dict[str, Job] = field(default_factory=dict)
+    submits: list[Submit] = field(default_factory=list)
+    faults: list[Fault] = field(default_factory=list)
+
+    def fault(self, word: str, kind: str, *, times: int = 1, retry_after: float = 1.0,
+              delay: float = 0.0) -> None:
+        self.faults.append(Fault(word, kind, times, retry_after, delay))
+
+    def submits_for(self, word: str) -> list[Submit]:
+        return [s for s in self.submits if word in str(s.body.get("prompt", ""))]
+
+    def _take(self, prompt: str) -> Fault | None:
+        for f in self.faults:
+            if f.times > 0 and f.word in prompt:
+                f.times -= 1
+                return f
+        return None
+
+    def _job_urls(self, job: Job) -> dict[str, str]:
+        # fal's quirk: owner/alias only, the model sub-path is dropped.
+        base = f"{self.server.url}/{'/'.join(job.endpoint.split('/')[:2])}/requests/{job.id}"
+        return {"request_id": job.id, "gateway_request_id": job.id, "status_url": f"{base}/status",
+                "response_url": base, "cancel_url": f"{base}/cancel"}
+
+    # -- routes
+
+    def submit(self, req: Request, endpoint: str) -> Response:
+        body = req.json()
+        fault = self._take(str(body.get("prompt", "")))
+        kind = fault.kind if fault else None
+        if kind in ("429", "503"):
+            self.submits.append(Submit(time.monotonic(), endpoint, body, req.headers, None))
+            if kind == "429":
+                return Response(429, {"detail": "Too many requests, slow down"},
+                                headers={"retry-after": f"{fault.retry_after:g}" if fault else "1"})
+            return Response(503, {"detail": "Service temporarily unavailable"})
+        job = Job(str(uuid.uuid4()), endpoint, body, kind)
+        self.jobs[job.id] = job
+        self.submits.append(Submit(time.monotonic(), endpoint, body, req.headers, job.id))
+        return Response(200, self._job_urls(job), delay=fault.delay if fault else 0.0)
+
+    def status(self, job: Job) -> Response:
+        job.polls += 1
+        if job.polls == 1:
+            return Response(200, {"status": "IN_QUEUE", "queue_position": 2,
+                                  "response_url": self._job_urls(job)["response_url"]})
+        if job.polls == 2:
+            return Response(200, {"status": "IN_PROGRESS", "logs": None})
+        answer: dict[str, Any] = {"status": "COMPLETED", "logs": None,
+                                  "metrics": {"inference_time": 1.5}}
+        if job.fault == "moderation":
+            answer |= {"error": MODERATION, "error_type": "content_policy_violation"}
+        if job.fault == "fail":
+            answer |= {"error": "Internal server error", "error_type": "internal_server_error"}
+        return Response(200, answer)
+
+    def result(self, job: Job) -> Response:
+        if job.polls < 3:
+            return Response(400, {"detail": "Request is still in progress"})
+        if job.fault == "fail":
+            return Response(500, {"detail": "Internal server error"})
+        if job.fault == "moderation":
+            return Response(422, {"detail": [{"loc": ["body", "prompt"], "msg": MODERATION,
+                                              "type": "content_policy_violation"}]})
+        return Response(200, {"video": {"url": f"{self.server.url}/cdn/files/{job.id}/out.mp4",
+                                        "content_type": "video/mp4"}, "seed": 42})
+
+    def file(self, job: Job) -> Response:
+        if job.fault == "expire":
+            return Response(410, body=b"Gone", headers={"content-type": "text/plain"})
+        seconds = int(str(job.body.get("duration", "5")).rstrip("s"))
+        return Response(200, body=self.clip(seconds), truncate=job.fault == "truncate")
+
+
+def install_fal(server: VendorServer, clip: Callable[[int], bytes], *, key: str = KEY) -> FalFake:
+    """Teach ``server`` fal's queue API; returns the fake that holds the jobs and faults."""
+    fake = FalFake(server, clip, key)
+
+    def denied(req: Request) -> Response | None:
+        if req.headers.get("authorization") == f"Key {fake.key}":
+            return None
+        # Echo what was sent, as some APIs do: the client must scrub it from its errors.
+        return Response(401, {"detail": f"Invalid credentials: "
+                                        f"{req.headers.get('authorization', '')!r}"})
+
+    def authed(fn: Callable[[Job], Response]) -> Callable[[Request, Any], Response]:
+        def handle(req: Request, m: Any) -> Response:
+            if (refusal := denied(req)) is not None:
+                return refusal
+            job = fake.jobs.get(m["id"])
+            return fn(job) if job else Response(404, {"detail": "Request not found"})
+        return handle
+
+    rx_id = r"/(?P<owner>[^/]+)/(?P<alias>[^/]+)/requests/(?P<id>[0-9a-f-]+)"
+    server.route("GET", rx_id + "/status")(authed(fake.status))
+    server.route("PUT", rx_id + "/cancel")(authed(_cancel))
+    server.route("GET", rx_id)(authed(fake.result))
+
+    @server.route("GET", r"/cdn/files/(?P<id>[0-9a-f-]+)/out\.mp4")
+    def cdn(req: Request, m: Any) -> Response:
+        job = fake.jobs.get(m["id"])
+        return fake.file(job) if job else Response(404, body=b"no such file")
+
+    def post(req: Request, m: Any) -> Response:
+        return denied(req) or fake.submit(req, m["endpoint"])
+
+    server.route("POST", r"/(?P<endpoint>.+)")(post)
+    return fake
+
+
+def _cancel(job: Job) -> Response:
+    if job.polls >= 3:
+        return Response(400, {"status": "ALREADY_COMPLETED"})
+    job.cancelled = True
+    return Response(202, {"status": "CANCELLATION_REQUESTED"})

@@ -1,0 +1,182 @@
+"""A fake Replicate predictions API on a :class:`VendorServer`, with scriptable faults.
+
+``install_replicate(server, clip_bytes)`` teaches the server Replicate's routes and returns
+the :class:`ReplicateFake` that keeps the predictions. A prediction moves starting ->
+processing -> succeeded over three polls; its ``output`` is a URL on a separate
+``/delivery/...`` path (Replicate serves files from replicate.delivery), holding
+``clip_bytes(duration)``. With ``output_list=True`` the output is a one-element list.
+
+Faults apply to submits whose prompt contains a word, for the first ``times`` of them::
+
+    fake.fault("storm", "429", retry_after=1)     429 + Retry-After (Replicate's throttle body)
+    fake.fault("storm", "503", times=3)            a burst of 503s, no prediction
+    fake.fault("storm", "moderation")              created; then fails with E005 "flagged as sensitive"
+    fake.fault("storm", "fail")                    created; then fails with a transient error
+    fake.fault("storm", "slow", delay=2)           created, but the answer comes late
+    fake.fault("storm", "truncate")                the output file is cut short mid-transfer
+    fake.fault("storm", "expire")                  the output URL answers 403 (expired delivery)
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .vendor_server import Request, Response, VendorServer
+
+TOKEN = "r8_test-token-123456"
+TRANSIENT = "CUDA out of memory. Tried to allocate 2.00 GiB (E1001)"
+MODERATION = ("The input or output was flagged as sensitive. Please try again with different "
+              "inputs. (E005)")
+
+
+@dataclass
+class Fault:
+    word: str
+    kind: str
+    times: int = 1
+    retry_after: float = 1.0
+    delay: float = 0.0
+
+
+@dataclass
+class Prediction:
+    id: str
+    model: str
+    input: dict[str, Any]
+    fault: str | None = None
+    polls: int = 0
+    canceled: bool = False
+
+
+@dataclass
+class Submit:
+    """One create the fake received: what it carried, when, and the prediction it made."""
+
+    at: float
+    model: str
+    body: dict[str, Any]
+    headers: dict[str, str]
+    job_id: str | None
+
+
+@dataclass
+class ReplicateFake:
+    server: VendorServer
+    clip: Callable[[int], bytes]
+    token: str = TOKEN
+    output_list: bool = False
+    predictions: dict[str, Prediction] = field(default_factory=dict)
+    submits: list[Submit] = field(default_factory=list)
+    faults: list[Fault] = field(default_factory=list)
+
+    def fault(self, word: str, kind: str, *, times: int = 1, retry_after: float = 1.0,
+              delay: float = 0.0) -> None:
+        self.faults.append(Fault(word, kind, times, retry_after, delay))
+
+    def submits_for(self, word: str) -> list[Submit]:
+        return [s for s in self.submits if word in str(s.body.get("input", {}).get("prompt", ""))]
+
+    def _take(self, prompt: str) -> Fault | None:
+        for f in self.faults:
+            if f.times > 0 and f.word in prompt:
+                f.times -= 1
+                return f
+        return None
+
+    def view(self, p: Prediction) -> dict[str, Any]:
+        """The prediction object as Replicate shows it at this point of its life."""
+        api = f"{self.server.url}/v1/predictions/{p.id}"
+        status = ("canceled" if p.canceled else "starting" if p.polls <= 1
+                  else "processing" if p.polls == 2
+                  else "failed" if p.fault in ("moderation", "fail") else "succeeded")
+        out: Any = None
+        if status == "succeeded":
+            url = f"{self.server.url}/delivery/xezq/{p.id}/output.mp4"
+            out = [url] if self.output_list else url
+        return {"id": p.id, "model": p.model, "version": "hidden", "input": p.input,
+                "status": status, "output": out, "logs": "",
+                "error": None if status != "failed" else
+                MODERATION if p.fault == "moderation" else TRANSIENT,
+                "urls": {"get": api, "cancel": f"{api}/cancel", "stream": None},
+                "metrics": {"predict_time": 97.1} if status == "succeeded" else {},
+                "created_at": "2026-11-24T12:00:00.000Z"}
+
+    # -- routes
+
+    def create(self, req: Request, model: str) -> Response:
+        body = req.json()
+        if not isinstance(body, dict) or not isinstance(body.get("input"), dict):
+            return Response(422, {"title": "Input validation failed", "status": 422,
+                                  "detail": "input: input is required"})
+        fault = self._take(str(body["input"].get("prompt", "")))
+        kind = fault.kind if fault else None
+        if kind in ("429", "503"):
+            self.submits.append(Submit(time.monotonic(), model, body, req.headers, None))
+            if kind == "429":
+                return Response(429, {"title": "Request was throttled.", "status": 429,
+                                      "detail": "Request was throttled. Your rate limit resets "
+                                                "in ~1s."},
+                                headers={"retry-after": f"{fault.retry_after:g}" if fault else "1"})
+            return Response(503, {"title": "Service Unavailable", "status": 503,
+                                  "detail": "Replicate is temporarily unavailable"})
+        p = Prediction(secrets.token_hex(13), model, body["input"], kind)
+        self.predictions[p.id] = p
+        self.submits.append(Submit(time.monotonic(), model, body, req.headers, p.id))
+        return Response(201, self.view(p), delay=fault.delay if fault else 0.0)
+
+    def get(self, p: Prediction) -> Response:
+        p.polls += 1
+        return Response(200, self.view(p))
+
+    def cancel(self, p: Prediction) -> Response:
+        if p.polls < 3:
+            p.canceled = True
+        return Response(200, self.view(p))
+
+    def file(self, p: Prediction) -> Response:
+        if p.fault == "expire":
+            return Response(403, body=b"<Error>Request has expired</Error>",
+                            headers={"content-type": "application/xml"})
+        seconds = int(p.input.get("duration", 5))
+        return Response(200, body=self.clip(seconds), truncate=p.fault == "truncate")
+
+
+def install_replicate(server: VendorServer, clip: Callable[[int], bytes], *, token: str = TOKEN,
+                      output_list: bool = False) -> ReplicateFake:
+    """Teach ``server`` Replicate's predictions API; returns the fake holding the predictions."""
+    fake = ReplicateFake(server, clip, token, output_list)
+
+    def denied(req: Request) -> Response | None:
+        if req.headers.get("authorization") == f"Bearer {fake.token}":
+            return None
+        # Echo what was sent, as some APIs do: the client must scrub it from its errors.
+        return Response(401, {"title": "Unauthenticated", "status": 401,
+                              "detail": "You did not pass a valid authentication token: "
+                                        f"{req.headers.get('authorization', '')!r}"})
+
+    def authed(fn: Callable[[Prediction], Response]) -> Callable[[Request, Any], Response]:
+        def handle(req: Request, m: Any) -> Response:
+            if (refusal := denied(req)) is not None:
+                return refusal
+            p = fake.predictions.get(m["id"])
+            return fn(p) if p else Response(404, {"title": "Not found", "status": 404,
+                                                  "detail": "Not found."})
+        return handle
+
+    server.route("GET", r"/v1/predictions/(?P<id>[0-9a-z]+)")(authed(fake.get))
+    server.route("POST", r"/v1/predictions/(?P<id>[0-9a-z]+)/cancel")(authed(fake.cancel))
+
+    @server.route("POST", r"/v1/models/(?P<owner>[^/]+)/(?P<name>[^/]+)/predictions")
+    def create(req: Request, m: Any) -> Response:
+        return denied(req) or fake.create(req, f"{m['owner']}/{m['name']}")
+
+    @server.route("GET", r"/delivery/xezq/(?P<id>[0-9a-z]+)/output\.mp4")
+    def delivery(req: Request, m: Any) -> Response:
+        p = fake.predictions.get(m["id"])
+        return fake.file(p) if p else Response(404, body=b"no such file")
+
+    return fake

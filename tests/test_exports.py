@@ -1,0 +1,17 @@
+from __future__ import annotations
+
+import shotline
+
+
+def test_public_api_is_sorted_and_complete() -> None:
+    assert shotline.__all__ == sorted(shotline.__all__)
+    classes = {n for n, v in vars(shotline).items() if not n.startswith("_") and isinstance(v, type)}
+    assert classes <= set(shotline.__all__)
+    assert all(hasattr(shotline, n) for n in shotline.__all__)
+
+
+def test_render_is_the_function_not_the_module() -> None:
+    import shotline.renderer
+
+    assert callable(shotline.render) and callable(shotline.arender)
+    assert shotline.render.__module__ == "shotline.api"
