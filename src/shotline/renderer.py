@@ -258,7 +258,8 @@ class Renderer:
             raise AmbiguousSubmitError(
                 f"a submit for this shot may have reached {self.caps.provider} but its answer "
                 "was lost, and this provider cannot be asked by key. It was not resubmitted, "
-                f"to avoid paying twice: check the vendor's dashboard for key {request.key}")
+                f"to avoid paying twice: check the vendor's dashboard for the job (shot key "
+                f"{request.key}); to make this shot anew and pay again, render with a new --take")
         ref: JobRef | None = await find(request)
         if ref is None:
             jobs.set_call(self.db, request.key, "failed", error="not found at the provider")
