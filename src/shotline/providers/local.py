@@ -60,7 +60,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import fcntl
-import hashlib
 import json
 import os
 import random
@@ -314,9 +313,8 @@ class LocalProvider:
         return None
 
     async def find(self, request: ShotRequest) -> JobRef | None:
-        """The latest job submitted for ``request.key``, as a vendor's lookup by key."""
-        index = await asyncio.to_thread(self._read, self._key_path(request.key))
-        return JobRef(self.name, index["job_id"]) if index else None
+        """The latest job accepted for ``request.key``, as a vendor's lookup by key."""
+        return await asyncio.to_thread(self._find, request.key)
 
     # -- blocking helpers, run in threads
 
@@ -338,9 +336,17 @@ class LocalProvider:
         return None
 
     def _create(self, job: dict[str, Any], request: ShotRequest) -> None:
+        # The job file first, then the journal line. The line is the moment the "vendor"
+        # accepts the job and the only thing find() reads: a process killed between the two
+        # leaves an orphan file nobody accepted, never an accepted job the journal lacks.
         _write_json(self._job_path(job["job_id"]), job)
-        _write_json(self._key_path(request.key), {"job_id": job["job_id"]})
         self._journal(request, job["job_id"], job["fault"], job["submitted_at"])
+
+    def _find(self, key: str) -> JobRef | None:
+        for line in reversed(read_journal(self.settings.journal_path, accepted_only=True)):
+            if line["key"] == key and self._job_path(line["job_id"]).exists():
+                return JobRef(self.name, line["job_id"])
+        return None
 
     def _journal(self, request: ShotRequest, job_id: str | None, fault: str | None,
                  when: float) -> None:
@@ -432,8 +438,6 @@ class LocalProvider:
     def _job_path(self, job_id: str) -> Path:
         return self.jobs / f"{job_id}.json"
 
-    def _key_path(self, key: str) -> Path:
-        return self.root / "keys" / f"{hashlib.sha256(key.encode()).hexdigest()[:40]}.json"
 
 
 def _validate(request: ShotRequest) -> None:
