@@ -12,16 +12,14 @@ Faults are scripted per prompt word (``fake.on("dips", "429")``).
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from re import Match
-from typing import Any
+from typing import Any, ClassVar
 
-from .fake_xai import CLIP_LOCK, Rule, Submit
-from .vendor_server import Request, Response, VendorServer
+from .vendor_server import Request, Response, ScriptedFaults, Submit, VendorServer
 
 KEY = "ark-test-key-123456"
 TASKS = "/api/v3/contents/generations/tasks"
@@ -37,34 +35,15 @@ def error(status: int, code: str, message: str, kind: str) -> Response:
 
 
 @dataclass
-class FakeBytePlus:
+class FakeBytePlus(ScriptedFaults):
+    faults: ClassVar[tuple[str, ...]] = FAULTS
+
     server: VendorServer
     clip_bytes: Callable[[int], bytes]
     key: str = KEY
     retry_after: float = 1.0
     slow_seconds: float = 2.0
-    submits: list[Submit] = field(default_factory=list)
     jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
-    rules: list[Rule] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def on(self, word: str, fault: str, times: int = 1_000_000) -> FakeBytePlus:
-        assert fault in FAULTS, fault
-        self.rules.append(Rule(word, fault, times))
-        return self
-
-    def accepted(self) -> list[Submit]:
-        return [s for s in self.submits if s.job_id]
-
-    def posts_for(self, word: str) -> list[Submit]:
-        return [s for s in self.submits if word in s.prompt]
-
-    def _fault(self, prompt: str) -> str | None:
-        for rule in self.rules:
-            if rule.word in prompt and rule.times > 0:
-                rule.times -= 1
-                return rule.fault
-        return None
 
     def _auth(self, req: Request) -> Response | None:
         if req.headers.get("authorization") == f"Bearer {self.key}":
@@ -157,8 +136,7 @@ class FakeBytePlus:
             return Response(403, body=b"<Error><Code>AccessDenied</Code>"
                                       b"<Message>Request has expired</Message></Error>",
                             headers={"content-type": "application/xml"})
-        with CLIP_LOCK:
-            data = self.clip_bytes(int(job["body"]["duration"]))
+        data = self.clip_bytes(int(job["body"]["duration"]))
         return Response(200, body=data, truncate=job["fault"] == "truncate")
 
 

@@ -14,16 +14,14 @@ Faults are scripted per prompt word (``fake.on("dips", "429")``).
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from re import Match
-from typing import Any
+from typing import Any, ClassVar
 
-from .fake_xai import CLIP_LOCK, Rule, Submit
-from .vendor_server import Request, Response, VendorServer
+from .vendor_server import Request, Response, ScriptedFaults, Submit, VendorServer
 
 KEY = "luma-test-key-123456"
 AGENTS = "/v1"
@@ -38,35 +36,16 @@ FAILED_MODERATION = "The generated video was blocked by content moderation"
 
 
 @dataclass
-class FakeLuma:
+class FakeLuma(ScriptedFaults):
+    faults: ClassVar[tuple[str, ...]] = FAULTS
+
     server: VendorServer
     clip_bytes: Callable[[int], bytes]
     key: str = KEY
     retry_after: float = 1.0
     slow_seconds: float = 2.0
-    submits: list[Submit] = field(default_factory=list)
     jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
     served: list[str] = field(default_factory=list)
-    rules: list[Rule] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def on(self, word: str, fault: str, times: int = 1_000_000) -> FakeLuma:
-        assert fault in FAULTS, fault
-        self.rules.append(Rule(word, fault, times))
-        return self
-
-    def accepted(self) -> list[Submit]:
-        return [s for s in self.submits if s.job_id]
-
-    def posts_for(self, word: str) -> list[Submit]:
-        return [s for s in self.submits if word in s.prompt]
-
-    def _fault(self, prompt: str) -> str | None:
-        for rule in self.rules:
-            if rule.word in prompt and rule.times > 0:
-                rule.times -= 1
-                return rule.fault
-        return None
 
     def _auth(self, req: Request) -> Response | None:
         if req.headers.get("authorization", "") == f"Bearer {self.key}":
@@ -129,8 +108,7 @@ class FakeLuma:
         if job is None or job["fault"] == "gone":  # a presigned URL past its expiry
             return Response(410, body=b"<Error><Code>Gone</Code></Error>",
                             headers={"content-type": "application/xml"})
-        with CLIP_LOCK:
-            data = self.clip_bytes(job["duration"])
+        data = self.clip_bytes(job["duration"])
         return Response(200, body=data, truncate=job["fault"] == "truncate")
 
 

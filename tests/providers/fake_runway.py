@@ -15,16 +15,14 @@ submitted concurrently.
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from re import Match
-from typing import Any
+from typing import Any, ClassVar
 
-from .fake_xai import CLIP_LOCK, Rule, Submit
-from .vendor_server import Request, Response, VendorServer
+from .vendor_server import Request, Response, ScriptedFaults, Submit, VendorServer
 
 KEY = "rw-test-key-123456"
 VERSION = "2024-11-06"
@@ -38,36 +36,17 @@ MODERATION_TEXT = "Your prompt was flagged by our content moderation system."
 
 
 @dataclass
-class FakeRunway:
+class FakeRunway(ScriptedFaults):
+    faults: ClassVar[tuple[str, ...]] = FAULTS
+
     server: VendorServer
     clip_bytes: Callable[[int], bytes]
     key: str = KEY
     retry_after: float = 1.0
     slow_seconds: float = 2.0
-    submits: list[Submit] = field(default_factory=list)
     tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
     served: list[str] = field(default_factory=list)  # every status answered, in order
     deleted: list[str] = field(default_factory=list)
-    rules: list[Rule] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def on(self, word: str, fault: str, times: int = 1_000_000) -> FakeRunway:
-        assert fault in FAULTS, fault
-        self.rules.append(Rule(word, fault, times))
-        return self
-
-    def accepted(self) -> list[Submit]:
-        return [s for s in self.submits if s.job_id]
-
-    def posts_for(self, word: str) -> list[Submit]:
-        return [s for s in self.submits if word in s.prompt]
-
-    def _fault(self, prompt: str) -> str | None:
-        for rule in self.rules:
-            if rule.word in prompt and rule.times > 0:
-                rule.times -= 1
-                return rule.fault
-        return None
 
     def _check(self, req: Request) -> Response | None:
         if req.headers.get("authorization", "") != f"Bearer {self.key}":
@@ -140,8 +119,7 @@ class FakeRunway:
             return Response(403, body=b"<Error><Code>AccessDenied</Code>"
                                       b"<Message>Request has expired</Message></Error>",
                             headers={"content-type": "application/xml"})
-        with CLIP_LOCK:
-            data = self.clip_bytes(task["duration"])
+        data = self.clip_bytes(task["duration"])
         return Response(200, body=data, truncate=task["fault"] == "truncate")
 
 

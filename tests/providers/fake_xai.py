@@ -12,71 +12,32 @@ concurrently and their order is not fixed.
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from re import Match
-from typing import Any
+from typing import Any, ClassVar
 
-from .vendor_server import Request, Response, VendorServer
+from .vendor_server import Request, Response, ScriptedFaults, Submit, VendorServer
 
 KEY = "xai-test-key-123456"
-# ``clip_bytes`` writes a file the first time a length is asked for and is not thread-safe;
-# the server answers file requests on concurrent threads, so every fake goes through this.
-CLIP_LOCK = threading.Lock()
 # Submit faults: 429 (Retry-After), 503, moderation (400), slow (answers late), and job
 # faults: truncate (half a file), gone (the file URL answers 403), expire, blocked.
 FAULTS = ("429", "503", "moderation", "slow", "truncate", "gone", "expire", "blocked")
 
 
 @dataclass
-class Submit:
-    at: float
-    prompt: str
-    status: int
-    job_id: str | None
-    body: Any
+class FakeXai(ScriptedFaults):
+    faults: ClassVar[tuple[str, ...]] = FAULTS
 
-
-@dataclass
-class Rule:
-    word: str
-    fault: str
-    times: int
-
-
-@dataclass
-class FakeXai:
     server: VendorServer
     clip_bytes: Callable[[int], bytes]
     key: str = KEY
     polls_to_done: int = 2  # pending answers before done
     retry_after: float = 1.0
     slow_seconds: float = 2.0
-    submits: list[Submit] = field(default_factory=list)
     jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
-    rules: list[Rule] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def on(self, word: str, fault: str, times: int = 1_000_000) -> FakeXai:
-        assert fault in FAULTS, fault
-        self.rules.append(Rule(word, fault, times))
-        return self
-
-    def accepted(self) -> list[Submit]:
-        return [s for s in self.submits if s.job_id]
-
-    def posts_for(self, word: str) -> list[Submit]:
-        return [s for s in self.submits if word in s.prompt]
-
-    def _fault(self, prompt: str) -> str | None:
-        for rule in self.rules:
-            if rule.word in prompt and rule.times > 0:
-                rule.times -= 1
-                return rule.fault
-        return None
 
     def _auth(self, req: Request) -> Response | None:
         sent = req.headers.get("authorization", "")
@@ -139,8 +100,7 @@ class FakeXai:
             return Response(403, body=b"<Error><Code>AccessDenied</Code>"
                                       b"<Message>Request has expired</Message></Error>",
                             headers={"content-type": "application/xml"})
-        with CLIP_LOCK:
-            data = self.clip_bytes(job["duration"])
+        data = self.clip_bytes(job["duration"])
         return Response(200, body=data, truncate=job["fault"] == "truncate")
 
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, ClassVar, Self
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -44,6 +44,56 @@ class Response:
 
 
 Handler = Callable[[Request, "re.Match[str]"], Response]
+
+
+@dataclass
+class Submit:
+    """One submit a fake vendor received, whether it accepted it or not."""
+
+    at: float
+    prompt: str
+    status: int
+    job_id: str | None
+    body: Any
+
+
+@dataclass
+class Rule:
+    word: str
+    fault: str
+    times: int
+
+
+@dataclass(kw_only=True)
+class ScriptedFaults:
+    """What the fakes share: faults scripted by a word of the prompt, and every submit.
+
+    Shots are submitted concurrently and in no fixed order, so a fault names the shot by a
+    word of its prompt (``fake.on("dips", "429")``) rather than by position.
+    """
+
+    faults: ClassVar[tuple[str, ...]] = ()
+    submits: list[Submit] = field(default_factory=list)
+    rules: list[Rule] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def on(self, word: str, fault: str, times: int = 1_000_000) -> Self:
+        assert fault in self.faults, fault
+        self.rules.append(Rule(word, fault, times))
+        return self
+
+    def accepted(self) -> list[Submit]:
+        return [s for s in self.submits if s.job_id]
+
+    def posts_for(self, word: str) -> list[Submit]:
+        return [s for s in self.submits if word in s.prompt]
+
+    def _fault(self, prompt: str) -> str | None:
+        for rule in self.rules:
+            if rule.word in prompt and rule.times > 0:
+                rule.times -= 1
+                return rule.fault
+        return None
 
 
 class VendorServer:
