@@ -58,6 +58,15 @@ renders = sa.Table(
     sa.Column("error", sa.Text),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
+    # Added by m003 for the service; NULL tenant means a render made from the CLI or library.
+    sa.Column("tenant_id", sa.String(40), index=True),
+    sa.Column("options", sa.JSON),
+    sa.Column("webhook_url", sa.Text),
+    sa.Column("auto_approve", sa.Boolean, nullable=False, default=False),
+    sa.Column("max_usd", Money()),
+    sa.Column("lease_owner", sa.String(80)),
+    sa.Column("lease_until", sa.Float),
+    sa.Column("review_note", sa.Text),
 )
 
 render_shots = sa.Table(
@@ -153,6 +162,119 @@ vendor_events = sa.Table(
     sa.Column("received_at", sa.Float, nullable=False),
 )
 
+# --- the service (m003) ---------------------------------------------------------------
+
+tenants = sa.Table(
+    "tenants", meta,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("webhook_secret", sa.String(100), nullable=False),
+    sa.Column("daily_budget_usd", Money()),
+    sa.Column("monthly_budget_usd", Money()),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+# Only a SHA-256 of each key is kept; ``prefix`` is the visible start, for lists and logs.
+api_keys = sa.Table(
+    "api_keys", meta,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("tenant_id", sa.String(40), sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("prefix", sa.String(40), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("last_used_at", sa.Float),
+    sa.Column("revoked_at", sa.Float),
+)
+
+idempotency_keys = sa.Table(
+    "idempotency_keys", meta,
+    sa.Column("tenant_id", sa.String(40), primary_key=True),
+    sa.Column("key", sa.String(255), primary_key=True),
+    sa.Column("fingerprint", sa.String(80), nullable=False),
+    sa.Column("state", sa.String(20), nullable=False),
+    sa.Column("status_code", sa.Integer),
+    sa.Column("body", sa.Text),
+    sa.Column("created_at", sa.Float, nullable=False, index=True),
+)
+
+# Each step a render takes (state changes and progress), read by the SSE stream.
+render_events = sa.Table(
+    "render_events", meta,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("render_id", sa.String(40), nullable=False, index=True),
+    sa.Column("type", sa.String(40), nullable=False),
+    sa.Column("data", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+# Files served by the API, under random tokens: a token cannot be guessed or walked.
+media = sa.Table(
+    "media", meta,
+    sa.Column("token", sa.String(64), primary_key=True),
+    sa.Column("tenant_id", sa.String(40), index=True),
+    sa.Column("render_id", sa.String(40), nullable=False, index=True),
+    sa.Column("kind", sa.String(20), nullable=False),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+webhook_endpoints = sa.Table(
+    "webhook_endpoints", meta,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("tenant_id", sa.String(40), sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("secret", sa.String(100), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("disabled_at", sa.Float),
+    sa.Column("disabled_reason", sa.Text),
+)
+
+# The outbox: an event is written in the same transaction as the state change it reports.
+webhook_events = sa.Table(
+    "webhook_events", meta,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("tenant_id", sa.String(40), index=True),
+    sa.Column("render_id", sa.String(40), nullable=False, index=True),
+    sa.Column("type", sa.String(40), nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+# One row per (event, target URL); ``endpoint_id`` NULL means the render's own webhook_url,
+# signed with the tenant's secret.
+webhook_deliveries = sa.Table(
+    "webhook_deliveries", meta,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("event_id", sa.String(40), sa.ForeignKey("webhook_events.id"), nullable=False),
+    sa.Column("endpoint_id", sa.String(40)),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("state", sa.String(20), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("next_attempt_at", sa.Float, nullable=False, index=True),
+    sa.Column("last_status", sa.Integer),
+    sa.Column("last_error", sa.Text),
+    sa.Column("delivered_at", sa.Float),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.UniqueConstraint("event_id", "url", name="one_delivery_per_event_and_url"),
+)
+
+webhook_attempts = sa.Table(
+    "webhook_attempts", meta,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("delivery_id", sa.Integer, sa.ForeignKey("webhook_deliveries.id"), nullable=False,
+              index=True),
+    sa.Column("attempted_at", sa.Float, nullable=False),
+    sa.Column("status_code", sa.Integer),
+    sa.Column("error", sa.Text),
+    sa.Column("seconds", sa.Float, nullable=False),
+)
+
+SERVICE_TABLES = (tenants, api_keys, idempotency_keys, render_events, media, webhook_endpoints,
+                  webhook_events, webhook_deliveries, webhook_attempts)
+SERVICE_RENDER_COLUMNS = ("tenant_id", "options", "webhook_url", "auto_approve", "max_usd",
+                          "lease_owner", "lease_until", "review_note")
+
 migrations_table = sa.Table(
     "schema_migrations", meta,
     sa.Column("name", sa.String(80), primary_key=True),
@@ -161,7 +283,7 @@ migrations_table = sa.Table(
 
 
 def m001_initial(conn: Connection) -> None:
-    later = (migrations_table, vendor_events)
+    later = (migrations_table, vendor_events, *SERVICE_TABLES)
     meta.create_all(conn, tables=[t for t in meta.sorted_tables if t not in later])
 
 
@@ -169,7 +291,19 @@ def m002_vendor_events(conn: Connection) -> None:
     vendor_events.create(conn)
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [m001_initial, m002_vendor_events]
+def m003_service(conn: Connection) -> None:
+    # A database made by this version's m001 already has the new render columns.
+    have = {c["name"] for c in sa.inspect(conn).get_columns("renders")}
+    for name in (n for n in SERVICE_RENDER_COLUMNS if n not in have):
+        column = renders.c[name]
+        kind = column.type.compile(conn.dialect)
+        default = " NOT NULL DEFAULT FALSE" if name == "auto_approve" else ""
+        conn.execute(sa.text(f"ALTER TABLE renders ADD COLUMN {name} {kind}{default}"))
+    conn.execute(sa.text("CREATE INDEX IF NOT EXISTS ix_renders_tenant_id ON renders (tenant_id)"))
+    meta.create_all(conn, tables=list(SERVICE_TABLES))
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [m001_initial, m002_vendor_events, m003_service]
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _: Any) -> None:

@@ -83,6 +83,28 @@ class Settings(BaseSettings):
         None, description="Local provider: JSON-lines journal of submits (default: HOME/...)."
     )
 
+    allow_private_webhooks: bool = Field(
+        False, description="Let webhooks reach private, loopback or link-local addresses, on any "
+        "port. For local development and tests only.",
+    )
+    webhook_timeout: float = Field(
+        15.0, gt=0, description="Seconds to wait for a webhook receiver's answer."
+    )
+    max_body_bytes: int = Field(
+        1_000_000, gt=0, description="Largest HTTP request body the service accepts (bytes)."
+    )
+    public_url: str = Field(
+        "", description="Base URL the service is reached at, for links in webhooks "
+        "(default: links are relative).",
+    )
+    worker_renders: int = Field(
+        2, ge=1, description="Renders one worker process runs at once."
+    )
+    lease_seconds: float = Field(
+        60.0, gt=0, description="A worker's claim on a render lapses this long after its last "
+        "heartbeat, so another worker can resume it.",
+    )
+
     @property
     def overrides_path(self) -> Path:
         return self.overrides or self.home / "overrides.toml"
