@@ -503,6 +503,13 @@ def show_cmd(render_id: Annotated[str, typer.Argument(help="A render id (r_...).
         out.print(f"error:   {row['error']}", highlight=False)
 
 
+# --- keys and tenants (tenants.py) ----------------------------------------------------
+
+# --- webhook endpoints (webhooks.py) ----------------------------------------------------
+
+# --- the service: serve, worker, review actions --------------------------------------------
+
+
 def main() -> None:
     """Console-script entry point: run the app, turning our errors into messages."""
     warnings.showwarning = _show_warning
