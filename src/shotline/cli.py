@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import sys
 import warnings
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -504,10 +505,300 @@ def show_cmd(render_id: Annotated[str, typer.Argument(help="A render id (r_...).
 
 
 # --- keys and tenants (tenants.py) ----------------------------------------------------
+# `tenants` is imported in each command so that this section stays self-contained.
+
+keys_app = typer.Typer(help="API keys of the HTTP service (stored hashed, shown once).",
+                       no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+tenants_app = typer.Typer(help="Tenants of the HTTP service and their budgets.",
+                          no_args_is_help=True)
+app.add_typer(tenants_app, name="tenants")
+TenantOpt = Annotated[str | None, typer.Option("--tenant", help="A tenant id (t_...).")]
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option("--name", help="What the key is for (1-200 chars).")],
+    tenant: Annotated[str | None, typer.Option(
+        "--tenant", help="Add the key to this tenant (default: a new tenant named NAME).")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Make an API key (and a tenant, unless --tenant): the key is printed this once."""
+    from . import tenants
+
+    _, db, _ = _open()
+    made = tenants.create_key(db, name, tenant)
+    if json_out:
+        _dump({"key": made.key, "key_id": made.key_id, "tenant": made.tenant,
+               "webhook_secret": made.webhook_secret})
+        return
+    out.print(f"key:            {made.key}\n"
+              "                (store it now: it is not kept and will not be shown again)\n"
+              f"key id:         {made.key_id}\ntenant:         {made.tenant}\n"
+              f"webhook secret: {made.webhook_secret}", highlight=False, soft_wrap=True)
+
+
+@keys_app.command("list")
+def keys_list(tenant: TenantOpt = None, json_out: JsonOpt = False) -> None:
+    """Every key with its visible prefix and use (never the key itself)."""
+    from . import tenants
+
+    _, db, _ = _open()
+    rows = tenants.list_keys(db, tenant)
+    if json_out:
+        _dump(rows)
+        return
+    table = Table("id", "tenant", "name", "prefix", "state")
+    for r in rows:
+        table.add_row(r["id"], r["tenant"], r["name"], r["prefix"] + "…", _key_state(r))
+    out.print(_whole(table, 0, 1, 3))
+
+
+def _whole(table: Table, *columns: int) -> Table:
+    # Ids are pasted into other commands: a narrow terminal may wrap names, never ids.
+    for i in columns:
+        column = table.columns[i]
+        column.no_wrap = True
+        column.min_width = max((len(str(c)) for c in column.cells), default=0)
+    return table
+
+
+def _key_state(row: dict[str, Any]) -> str:
+    if row["revoked_at"]:
+        return "revoked " + _when(row["revoked_at"])[:10]
+    return "used " + _when(row["last_used_at"])[:16] if row["last_used_at"] else "never used"
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="A key id (key_...).")]) -> None:
+    """Revoke a key for good: it stops authenticating at once."""
+    from . import tenants
+    from .errors import UserError
+
+    _, db, _ = _open()
+    if not tenants.revoke_key(db, key_id):
+        raise UserError(f"no key {key_id!r}; `shotline keys list` shows them")
+    out.print(f"revoked {key_id}", highlight=False)
+
+
+def _budget(value: str) -> Decimal | None:
+    from .errors import UserError
+
+    if value.strip().lower() == "none":
+        return None
+    try:
+        return Decimal(value)
+    except ArithmeticError:
+        raise UserError(f"{value!r} is not an amount in USD (or 'none')") from None
+
+
+@tenants_app.command("budget")
+def tenants_budget(
+    tenant: Annotated[str, typer.Argument(help="A tenant id (t_...).")],
+    daily: Annotated[str | None, typer.Option(
+        "--daily", help="Daily cap in USD (UTC days), or 'none'; unchanged if not given.")] = None,
+    monthly: Annotated[str | None, typer.Option(
+        "--monthly", help="Monthly cap in USD, or 'none'; unchanged if not given.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Set a tenant's spending caps; renders that would pass them are refused."""
+    from . import tenants
+    from .errors import UserError
+
+    _, db, _ = _open()
+    row = tenants.get_tenant(db, tenant)
+    if row is None:
+        raise UserError(f"no tenant {tenant!r}; `shotline tenants list` shows them")
+    tenants.set_budget(
+        db, tenant,
+        daily=row["daily_budget_usd"] if daily is None else _budget(daily),
+        monthly=row["monthly_budget_usd"] if monthly is None else _budget(monthly))
+    row = tenants.get_tenant(db, tenant) or row
+    if json_out:
+        _dump(row)
+        return
+    out.print(f"tenant:  {tenant}\ndaily:   {_cap(row['daily_budget_usd'])}\n"
+              f"monthly: {_cap(row['monthly_budget_usd'])}", highlight=False)
+
+
+def _cap(value: Decimal | None) -> str:
+    return "no cap" if value is None else f"${value:.2f}"
+
+
+@tenants_app.command("list")
+def tenants_list(json_out: JsonOpt = False) -> None:
+    """Every tenant, its budgets and how many keys it can use."""
+    from . import tenants
+
+    _, db, _ = _open()
+    rows = tenants.list_tenants(db)
+    if json_out:
+        _dump(rows)
+        return
+    table = Table("id", "name", "daily", "monthly", "keys", "created")
+    for r in rows:
+        table.add_row(r["id"], r["name"], _cap(r["daily_budget_usd"]), _cap(r["monthly_budget_usd"]),
+                      str(r["active_keys"]), _when(r["created_at"]))
+    out.print(_whole(table, 0))
+
 
 # --- webhook endpoints (webhooks.py) ----------------------------------------------------
+# `webhooks` is imported in each command so that this section stays self-contained.
+
+webhooks_app = typer.Typer(help="A tenant's webhook endpoints: every event is sent to each.",
+                           no_args_is_help=True)
+app.add_typer(webhooks_app, name="webhooks")
+HookTenantOpt = Annotated[str, typer.Option("--tenant", help="A tenant id (t_...).")]
+
+
+@webhooks_app.command("add")
+def webhooks_add(
+    url: Annotated[str, typer.Argument(help="A public http(s) URL (ports 80 and 443).")],
+    tenant: HookTenantOpt,
+    json_out: JsonOpt = False,
+) -> None:
+    """Send a tenant's events to URL; its signing secret is printed this once."""
+    from . import webhooks
+
+    settings, db, _ = _open()
+    endpoint_id, secret = webhooks.add_endpoint(db, tenant, url, settings)
+    if json_out:
+        _dump({"id": endpoint_id, "tenant": tenant, "url": url, "secret": secret})
+        return
+    out.print(f"endpoint: {endpoint_id}\nurl:      {url}\nsecret:   {secret}\n"
+              "          (store it now: `webhooks list` never shows it again)",
+              highlight=False, soft_wrap=True)
+
+
+@webhooks_app.command("list")
+def webhooks_list(tenant: HookTenantOpt, json_out: JsonOpt = False) -> None:
+    """A tenant's endpoints and whether each still receives events (never the secrets)."""
+    from . import webhooks
+
+    _, db, _ = _open()
+    rows = webhooks.list_endpoints(db, tenant)
+    if json_out:
+        _dump(rows)
+        return
+    table = Table("id", "url", "state", "created")
+    for r in rows:
+        state = (f"disabled {_when(r['disabled_at'])[:16]}: {r['disabled_reason']}"
+                 if r["disabled_at"] is not None else "enabled")
+        table.add_row(r["id"], r["url"], state, _when(r["created_at"]))
+    table.columns[0].no_wrap = True  # ids are pasted into `webhooks remove`
+    out.print(table)
+
+
+@webhooks_app.command("remove")
+def webhooks_remove(
+    endpoint_id: Annotated[str, typer.Argument(help="An endpoint id (we_...).")],
+    tenant: HookTenantOpt,
+) -> None:
+    """Stop sending events to an endpoint; its deliveries still pending fail."""
+    from . import webhooks
+    from .errors import UserError
+
+    _, db, _ = _open()
+    if not webhooks.remove_endpoint(db, tenant, endpoint_id):
+        raise UserError(f"tenant {tenant!r} has no webhook endpoint {endpoint_id!r}; "
+                        f"`shotline webhooks list --tenant {tenant}` shows them")
+    out.print(f"removed {endpoint_id}", highlight=False)
 
 # --- the service: serve, worker, review actions --------------------------------------------
+
+
+@app.command("serve")
+def serve_cmd(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+) -> None:
+    """Run the HTTP API with a worker in the same process."""
+    from .server import serve
+
+    serve(Settings(), host, port)
+
+
+@app.command("worker")
+def worker_cmd() -> None:
+    """Run a worker alone against the same database (as many as you like)."""
+    import logging
+
+    from .worker import run_forever
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    run_forever(Settings())
+
+
+RenderIdArg = Annotated[str, typer.Argument(help="A render id (r_...).", show_default=False)]
+
+
+def _review(action: Callable[[Settings, Database, Store], Any], json_out: bool) -> None:
+    settings, db, store = _open()
+    try:
+        view = action(settings, db, store)
+    finally:
+        db.close()
+    if json_out:
+        _dump(view)
+    else:
+        out.print(f"{view['id']}: {view['status']}"
+                  + (f" ({view['review_note']})" if view.get("review_note") else ""),
+                  highlight=False)
+
+
+@app.command("approve")
+def approve_cmd(render_id: RenderIdArg, json_out: JsonOpt = False) -> None:
+    """Publish a render that awaits review."""
+    from . import actions
+
+    _review(lambda s, db, _: actions.approve(db, None, render_id, base_url=s.public_url,
+                                             operator=True), json_out)
+
+
+@app.command("reject")
+def reject_cmd(render_id: RenderIdArg,
+               reason: Annotated[str, typer.Option(help="Why, for the record.")],
+               json_out: JsonOpt = False) -> None:
+    """Reject a render that awaits review."""
+    from . import actions
+
+    _review(lambda s, db, _: actions.reject(db, None, render_id, reason, base_url=s.public_url,
+                                            operator=True), json_out)
+
+
+@app.command("reroll")
+def reroll_cmd(
+    render_id: RenderIdArg,
+    shot: Annotated[list[int], typer.Option("--shot", help="A shot number to make again "
+                                            "(repeatable).")],
+    prompt: Annotated[list[str] | None, typer.Option(
+        help="N=TEXT: a new prompt for shot N (repeatable).")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Render some shots again as new takes (only they are billed); a worker restitches."""
+    from . import actions
+
+    prompts: dict[int, str] = {}
+    for item in prompt or []:
+        number, sep, text = item.partition("=")
+        if not sep or not number.strip().isdigit():
+            raise BriefError(f"--prompt takes N=TEXT (a shot number, '=', the prompt), got {item!r}")
+        prompts[int(number)] = text
+    request = actions.RerollRequest(shots=shot, prompts=prompts)
+    _review(lambda s, db, store: actions.reroll(db, s, load_table(s.overrides_path), None,
+                                                render_id, request, store=store, operator=True),
+            json_out)
+
+
+@app.command("cancel")
+def cancel_cmd(render_id: RenderIdArg, json_out: JsonOpt = False) -> None:
+    """Stop a render and cancel its vendor jobs that can be cancelled."""
+    import asyncio
+
+    from . import actions
+
+    _review(lambda s, db, _: asyncio.run(actions.cancel(
+        db, s, load_table(s.overrides_path), None, render_id, operator=True)), json_out)
 
 
 def main() -> None:

@@ -78,6 +78,7 @@ render_shots = sa.Table(
     sa.Column("cached", sa.Boolean, nullable=False, default=False),
     sa.Column("cost_usd", Money(), nullable=False, default=0),
     sa.Column("error", sa.Text),
+    sa.Column("progress", sa.Float),  # added by m003
 )
 
 # One row per shot key being made or made: the singleflight claim and the recovery point.
@@ -272,8 +273,11 @@ webhook_attempts = sa.Table(
 
 SERVICE_TABLES = (tenants, api_keys, idempotency_keys, render_events, media, webhook_endpoints,
                   webhook_events, webhook_deliveries, webhook_attempts)
-SERVICE_RENDER_COLUMNS = ("tenant_id", "options", "webhook_url", "auto_approve", "max_usd",
-                          "lease_owner", "lease_until", "review_note")
+SERVICE_COLUMNS = {
+    renders: ("tenant_id", "options", "webhook_url", "auto_approve", "max_usd", "lease_owner",
+              "lease_until", "review_note"),
+    render_shots: ("progress",),
+}
 
 migrations_table = sa.Table(
     "schema_migrations", meta,
@@ -292,13 +296,13 @@ def m002_vendor_events(conn: Connection) -> None:
 
 
 def m003_service(conn: Connection) -> None:
-    # A database made by this version's m001 already has the new render columns.
-    have = {c["name"] for c in sa.inspect(conn).get_columns("renders")}
-    for name in (n for n in SERVICE_RENDER_COLUMNS if n not in have):
-        column = renders.c[name]
-        kind = column.type.compile(conn.dialect)
-        default = " NOT NULL DEFAULT FALSE" if name == "auto_approve" else ""
-        conn.execute(sa.text(f"ALTER TABLE renders ADD COLUMN {name} {kind}{default}"))
+    # A database made by this version's m001 already has the new columns.
+    for table, names in SERVICE_COLUMNS.items():
+        have = {c["name"] for c in sa.inspect(conn).get_columns(table.name)}
+        for name in (n for n in names if n not in have):
+            kind = table.c[name].type.compile(conn.dialect)
+            default = " NOT NULL DEFAULT FALSE" if name == "auto_approve" else ""
+            conn.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN {name} {kind}{default}"))
     conn.execute(sa.text("CREATE INDEX IF NOT EXISTS ix_renders_tenant_id ON renders (tenant_id)"))
     meta.create_all(conn, tables=list(SERVICE_TABLES))
 
@@ -327,7 +331,9 @@ def insert_ignoring_duplicates(conn: Connection, table: sa.Table, values: dict[s
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
         stmt = sqlite_insert(table).values(**values).on_conflict_do_nothing()
-    return bool(conn.execute(stmt).rowcount)
+    # SQLAlchemy keeps an INSERT's rowcount only when asked: psycopg would report -1, and
+    # a lost race would read as won.
+    return bool(conn.execute(stmt.execution_options(preserve_rowcount=True)).rowcount)
 
 
 

@@ -5,7 +5,10 @@
     │   ├── BriefError            the brief cannot be parsed or planned
     │   ├── CapabilityError       the model cannot do what was asked (or is sunset)
     │   ├── OverrideError         a capability override file is malformed
-    │   └── ConfigError           a setting or a missing credential
+    │   ├── ConfigError           a setting or a missing credential
+    │   ├── UnsafeURLError        an outbound URL (a webhook) the SSRF guard refuses
+    │   └── IdempotencyMismatch   an Idempotency-Key reused for a different request (422)
+    ├── IdempotencyConflict       the first request with that key is still running (409)
     ├── BudgetError               the estimate does not fit a spending limit
     ├── ProviderError             something a vendor (or the local renderer) said
     │   ├── RetryableError        rate limit, 5xx, dropped poll: safe to try again
@@ -25,12 +28,14 @@ class ShotlineError(Exception):
     """Base of every error shotline raises on purpose."""
 
     exit_code = 1
+    http_status = 500  # what the HTTP service answers with
 
 
 class UserError(ShotlineError):
     """The input was wrong; the message says what was wrong and what is allowed."""
 
     exit_code = 2
+    http_status = 422
 
 
 class BriefError(UserError):
@@ -49,16 +54,61 @@ class ConfigError(UserError):
     """A setting has a bad value, or a needed credential is missing."""
 
 
+class IdempotencyMismatch(UserError):
+    """An Idempotency-Key already used for a different request (method, path or body)."""
+
+    http_status = 422
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (
+            "this Idempotency-Key was already used for a different request (another method, "
+            "path or body): use a new key for a new request"))
+
+
+class IdempotencyConflict(ShotlineError):
+    """The first request with this Idempotency-Key has not finished; this one did nothing."""
+
+    http_status = 409
+    retry_after = 1  # seconds, for the Retry-After header
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (
+            "a request with this Idempotency-Key is still in progress: retry shortly with the "
+            "same key to get its result"))
+
+
+class UnsafeURLError(UserError):
+    """A user-supplied outbound URL that the SSRF guard refuses to call.
+
+    Raised at registration and again before every request, since a name can come to
+    resolve to another address in between. The message names the URL (never a secret).
+    """
+
+
+class NotFoundError(UserError):
+    """No such render, key or file for this tenant (another tenant's things look absent)."""
+
+    http_status = 404
+
+
+class StateError(UserError):
+    """The action does not apply to the render in its current state (e.g. approving twice)."""
+
+    http_status = 409
+
+
 class BudgetError(ShotlineError):
     """The render's estimate does not fit the remaining budget."""
 
     exit_code = 3
+    http_status = 402
 
 
 class ProviderError(ShotlineError):
     """An error reported by a provider; ``reason`` is the vendor's own words."""
 
     exit_code = 4
+    http_status = 502
 
     def __init__(self, message: str, *, reason: str | None = None) -> None:
         super().__init__(message)

@@ -8,6 +8,10 @@ Invariants:
   write-locked transaction that checks the limits, so two renders racing for the last
   dollars of a budget cannot both get them. Committed spend in a window is the ledger
   plus, for every open reservation, the larger of its estimate and what it has billed.
+  A render renewing its own reservation (resumed, or re-rolling a shot) is not counted
+  against itself.
+* Tenant budgets count only the spend of that tenant's renders; the operator's budgets
+  (settings) count everyone's.
 * Reservations are settled when a render ends; the ledger is the truth about money.
 """
 
@@ -22,7 +26,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from .db import Database, insert_ignoring_duplicates, ledger, reservations, savings
+from .db import Database, insert_ignoring_duplicates, ledger, renders, reservations, savings
 from .errors import BudgetError
 
 
@@ -44,11 +48,14 @@ class Charge:
 
 @dataclass(frozen=True)
 class Limits:
-    """Spending caps in USD; None means no cap."""
+    """Spending caps in USD; None means no cap. ``tenant_*`` apply to ``tenant``'s renders."""
 
     per_render: Decimal | None = None
     daily: Decimal | None = None
     monthly: Decimal | None = None
+    tenant: str | None = None
+    tenant_daily: Decimal | None = None
+    tenant_monthly: Decimal | None = None
 
 
 def record(conn: Connection, charge: Charge, now: float | None = None) -> bool:
@@ -71,15 +78,25 @@ def _window_start(now: float, period: str) -> float:
     return (day.replace(day=1) if period == "month" else day).timestamp()
 
 
-def committed(conn: Connection, since: float) -> Decimal:
-    """Money spent or promised since ``since``: ledger plus open reservations."""
-    open_res = {r.render_id: Decimal(r.amount) for r in conn.execute(
-        sa.select(reservations).where(reservations.c.state == "open",
-                                      reservations.c.created_at >= since))}
+def committed(conn: Connection, since: float, *, tenant: str | None = None,
+              excluding: str | None = None) -> Decimal:
+    """Money spent or promised since ``since``: ledger plus open reservations.
+
+    With ``tenant``, only that tenant's renders count; ``excluding`` leaves one render's
+    reservation out (the one being renewed), though not what it has already billed.
+    """
+    res_query = sa.select(reservations).where(reservations.c.state == "open",
+                                              reservations.c.created_at >= since)
+    ledger_query = sa.select(ledger.c.render_id, ledger.c.amount).where(ledger.c.created_at >= since)
+    if tenant is not None:
+        of_tenant = sa.select(renders.c.id).where(renders.c.tenant_id == tenant)
+        res_query = res_query.where(reservations.c.render_id.in_(of_tenant))
+        ledger_query = ledger_query.where(ledger.c.render_id.in_(of_tenant))
+    open_res = {r.render_id: Decimal(r.amount) for r in conn.execute(res_query)
+                if r.render_id != excluding}
     total = Decimal(0)
     billed_open: dict[str, Decimal] = {}
-    for row in conn.execute(sa.select(ledger.c.render_id, ledger.c.amount)
-                            .where(ledger.c.created_at >= since)):
+    for row in conn.execute(ledger_query):
         if row.render_id in open_res:
             billed_open[row.render_id] = billed_open.get(row.render_id, Decimal(0)) + row.amount
         else:
@@ -98,17 +115,20 @@ def reserve(conn: Connection, render_id: str, amount: Decimal, limits: Limits,
             f"the estimate is ${amount:.2f}, over the per-render cap of "
             f"${limits.per_render:.2f}: raise --max-usd, shorten the brief, or pick a "
             "cheaper model (`shotline estimate` compares)")
-    for period, cap, setting in (("day", limits.daily, "SHOTLINE_DAILY_BUDGET_USD"),
-                                 ("month", limits.monthly, "SHOTLINE_MONTHLY_BUDGET_USD")):
-        adjective = "daily" if period == "day" else "monthly"
+    caps = (("day", limits.daily, None, "raise SHOTLINE_DAILY_BUDGET_USD"),
+            ("month", limits.monthly, None, "raise SHOTLINE_MONTHLY_BUDGET_USD"),
+            ("day", limits.tenant_daily, limits.tenant, "ask the operator to raise it"),
+            ("month", limits.tenant_monthly, limits.tenant, "ask the operator to raise it"))
+    for period, cap, tenant, remedy in caps:
         if cap is None:
             continue
-        used = committed(conn, _window_start(now, period))
+        adjective = ("daily" if period == "day" else "monthly") + (" tenant" if tenant else "")
+        used = committed(conn, _window_start(now, period), tenant=tenant, excluding=render_id)
         if used + amount > cap:
             raise BudgetError(
                 f"the estimate is ${amount:.2f} but only ${max(cap - used, Decimal(0)):.2f} "
                 f"of the {adjective} budget of ${cap:.2f} is left (${used:.2f} spent or "
-                f"reserved): raise {setting} or wait for the next {period}")
+                f"reserved): {remedy} or wait for the next {period}")
     existing = conn.execute(sa.select(reservations.c.state)
                             .where(reservations.c.render_id == render_id)).first()
     if existing is None:
@@ -116,7 +136,14 @@ def reserve(conn: Connection, render_id: str, amount: Decimal, limits: Limits,
             render_id=render_id, amount=amount, state="open", created_at=now))
     else:  # a resumed render: its reservation is renewed with what is left to make
         conn.execute(reservations.update().where(reservations.c.render_id == render_id)
-                     .values(amount=amount, state="open"))
+                     .values(amount=amount, state="open", created_at=now))
+
+
+def billed(conn: Connection, render_id: str) -> Decimal:
+    """What the ledger holds for one render: every billed attempt, failed ones included."""
+    total = conn.execute(sa.select(sa.func.sum(ledger.c.amount))  # keeps the Money type
+                         .where(ledger.c.render_id == render_id)).scalar_one()
+    return Decimal(total or 0)
 
 
 def settle(conn: Connection, render_id: str) -> None:
@@ -124,15 +151,23 @@ def settle(conn: Connection, render_id: str) -> None:
                  .values(state="settled"))
 
 
-def rows(db: Database, render_id: str | None = None) -> list[dict[str, Any]]:
-    query = sa.select(ledger).order_by(ledger.c.id)
+def _of_tenant(tenant: str) -> Any:
+    return sa.select(renders.c.id).where(renders.c.tenant_id == tenant)
+
+
+def rows(db: Database, render_id: str | None = None, *, tenant: str | None = None,
+         limit: int | None = None) -> list[dict[str, Any]]:
+    """Ledger rows, oldest first; with ``tenant``, only that tenant's renders' rows."""
+    query = sa.select(ledger).order_by(ledger.c.id).limit(limit)
     if render_id:
         query = query.where(ledger.c.render_id == render_id)
+    if tenant is not None:
+        query = query.where(ledger.c.render_id.in_(_of_tenant(tenant)))
     with db.read() as conn:
         return [dict(r._mapping) for r in conn.execute(query)]
 
 
-def spend(db: Database, by: str = "day") -> list[dict[str, Any]]:
+def spend(db: Database, by: str = "day", *, tenant: str | None = None) -> list[dict[str, Any]]:
     """Spend and cache savings grouped by day, provider or model."""
     def group(row: Any) -> str:
         if by == "day":
@@ -140,14 +175,18 @@ def spend(db: Database, by: str = "day") -> list[dict[str, Any]]:
         return str(getattr(row, by))
 
     out: dict[str, dict[str, Any]] = {}
+    billed, saved = sa.select(ledger), sa.select(savings)
+    if tenant is not None:
+        billed = billed.where(ledger.c.render_id.in_(_of_tenant(tenant)))
+        saved = saved.where(savings.c.render_id.in_(_of_tenant(tenant)))
     with db.read() as conn:
-        for row in conn.execute(sa.select(ledger)):
+        for row in conn.execute(billed):
             entry = out.setdefault(group(row), {"spent_usd": Decimal(0), "saved_usd": Decimal(0),
                                                 "calls": 0, "seconds_billed": 0})
             entry["spent_usd"] += row.amount
             entry["calls"] += 1
             entry["seconds_billed"] += row.seconds_billed
-        for row in conn.execute(sa.select(savings)):
+        for row in conn.execute(saved):
             entry = out.setdefault(group(row), {"spent_usd": Decimal(0), "saved_usd": Decimal(0),
                                                 "calls": 0, "seconds_billed": 0})
             entry["saved_usd"] += row.amount

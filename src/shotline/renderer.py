@@ -27,7 +27,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-from . import jobs, ledger, media
+from sqlalchemy.engine import Connection
+
+from . import jobs, ledger, lifecycle, media
 from .cache import Store, copy_atomic
 from .capabilities import Capabilities, parse_size
 from .db import Database
@@ -83,6 +85,12 @@ class RenderResult:
     plan: Plan
     estimate_usd: Decimal = Decimal(0)
     reopened: bool = False
+
+
+class RenderStopped(ShotlineError):
+    """The render was cancelled, or another worker took it over, while this one ran it."""
+
+    exit_code = 4
 
 
 class RenderFailed(ShotlineError):
@@ -174,10 +182,12 @@ class Renderer:
                 result.error = str(exc) if exc.reason in str(exc) else f"{exc} ({exc.reason})"
             except (MediaError, UserError) as exc:
                 result.error = str(exc)
+        state = "failed" if result.error else ("cached" if result.cached else "done")
+        # A shot served from the store keeps what it cost when this render paid for it.
+        paid = {} if result.cached else {"cost_usd": result.cost_usd}
         with self.db.write() as conn:
-            jobs.set_shot(conn, self.render_id, request.index,
-                          state="failed" if result.error else ("cached" if result.cached else "done"),
-                          cached=result.cached, cost_usd=result.cost_usd, error=result.error)
+            jobs.set_shot(conn, self.render_id, request.index, state=state, cached=result.cached,
+                          error=result.error, progress=None if result.error else 1.0, **paid)
         if result.error:
             result.error = f"shot {request.index + 1}: {result.error}"
             self.emit(ShotEvent(request.index, "failed", message=result.error))
@@ -365,6 +375,11 @@ class RenderJob:
     output: Path | None = None
     max_usd: Decimal | None = None
     listener: Listener = _noop
+    # Set when a worker runs a render the service queued: the row, its reservation and
+    # its budget checks exist already, and ``owner`` is the worker's lease (for fencing).
+    render_id: str | None = None
+    owner: str | None = None
+    base_url: str = ""
 
 
 def _reopen(job: RenderJob, plan: Plan, key: str, requests: list[ShotRequest],
@@ -394,7 +409,7 @@ async def render_plan(plan: Plan, job: RenderJob) -> RenderResult:
     """Render every shot of ``plan``, stitch, verify, store, and settle the money."""
     requests = [request_for(plan, s, job.caps) for s in plan.shots]
     key = render_key([r.key for r in requests], stitch_settings(plan, job.settings.fit))
-    if (stored := job.store.output(key)) is not None:
+    if job.render_id is None and (stored := job.store.output(key)) is not None:
         return _reopen(job, plan, key, requests, stored)
     costs = [call_cost(job.caps, r.seconds, r.size, r.audio).cost_usd for r in requests]
     todo = sum((c for r, c in zip(requests, costs, strict=True) if not job.store.clip(r.key)),
@@ -403,52 +418,74 @@ async def render_plan(plan: Plan, job: RenderJob) -> RenderResult:
     if preflight is not None:  # a missing key is found before anything is written
         for request in requests:
             preflight(request)
-    limits = ledger.Limits(job.max_usd, job.settings.daily_budget_usd,
-                           job.settings.monthly_budget_usd)
-    with job.db.write() as conn:  # a refused budget rolls this back: nothing is written
-        render_id = jobs.open_render(conn, key, plan.model, job.brief_text,
-                                     plan.model_dump(mode="json"), [r.key for r in requests],
-                                     sum(costs, Decimal(0)))
-        ledger.reserve(conn, render_id, todo, limits)
+    if job.render_id is None:
+        limits = ledger.Limits(job.max_usd, job.settings.daily_budget_usd,
+                               job.settings.monthly_budget_usd)
+        with job.db.write() as conn:  # a refused budget rolls this back: nothing is written
+            render_id = jobs.open_render(conn, key, plan.model, job.brief_text,
+                                         plan.model_dump(mode="json"), [r.key for r in requests],
+                                         sum(costs, Decimal(0)))
+            ledger.reserve(conn, render_id, todo, limits)
+    else:
+        render_id = job.render_id
+        _move(job, render_id, "rendering")
     renderer = Renderer(job.provider, job.caps, job.settings, job.db, job.store, render_id,
                         job.listener)
     shots = list(await asyncio.gather(*(renderer.run_shot(r) for r in requests)))
-    cost = sum((s.cost_usd for s in shots), Decimal(0))
+    this_run = sum((s.cost_usd for s in shots), Decimal(0))
     if failed := [s for s in shots if s.error]:
         message = "; ".join(s.error or "" for s in failed) + (
             f" ({sum(1 for s in shots if s.clip)} of {len(shots)} clips are stored and will "
             "not be paid for again)")
-        with job.db.write() as conn:
-            jobs.set_render(conn, render_id, status="failed", error=message, cost_usd=cost)
-            ledger.settle(conn, render_id)
+        _move(job, render_id, "failed", error=message, settle=True)
         raise RenderFailed(message, render_id, shots)
-    return await _stitch(plan, job, render_id, key, shots, cost)
+    return await _stitch(plan, job, render_id, key, shots, this_run)
+
+
+def _move(job: RenderJob, render_id: str, status: str, *, settle: bool = False,
+          also: Callable[[Connection], None] | None = None, **values: Any) -> None:
+    """Change state (the render's cost is always what the ledger holds for it)."""
+    with job.db.write() as conn:
+        if also is not None:  # committed with the state change, or not at all
+            also(conn)
+        moved = lifecycle.transition(conn, render_id, status, owner=job.owner,
+                                     base_url=job.base_url, cost_usd=ledger.billed(conn, render_id),
+                                     **values)
+        if settle or not moved:
+            ledger.settle(conn, render_id)
+    if not moved:
+        raise RenderStopped(f"render {render_id} was cancelled or taken over by another worker")
 
 
 async def _stitch(plan: Plan, job: RenderJob, render_id: str, key: str,
                   shots: list[ShotResult], cost: Decimal) -> RenderResult:
-    with job.db.write() as conn:
-        jobs.set_render(conn, render_id, status="stitching", cost_usd=cost)
+    _move(job, render_id, "stitching")
     job.listener(ShotEvent(-1, "stitching"))
     started = time.monotonic()
-    output = job.store.output_path(key)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    segments = [media.Segment(s.clip, p.frames)
-                for s, p in zip(shots, plan.shots, strict=True) if s.clip is not None]
-    probe = await asyncio.to_thread(
-        media.stitch, segments, output, size=parse_size(plan.size), fps=plan.fps,
-        audio=plan.audio, fit=job.settings.fit, crossfade_frames=plan.crossfade_frames)
-    await asyncio.to_thread(_stills, output, plan)
-    checkpoint("stitched")
-    with job.db.write() as conn:
-        job.store.put_output(conn, key, output, probe.duration, render_id)
-        jobs.set_render(conn, render_id, status="awaiting_review", output=str(output),
-                        seconds=probe.duration, cost_usd=cost)
-        ledger.settle(conn, render_id)
+    also = None
+    if (stored := job.store.output(key)) is not None:  # made before, by a twin render
+        output, seconds = Path(stored["path"]), float(stored["seconds"])
+    else:
+        output = job.store.output_path(key)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        segments = [media.Segment(s.clip, p.frames)
+                    for s, p in zip(shots, plan.shots, strict=True) if s.clip is not None]
+        probe = await asyncio.to_thread(
+            media.stitch, segments, output, size=parse_size(plan.size), fps=plan.fps,
+            audio=plan.audio, fit=job.settings.fit, crossfade_frames=plan.crossfade_frames)
+        await asyncio.to_thread(_stills, output, plan)
+        seconds = probe.duration
+        checkpoint("stitched")
+
+        def also(conn: Connection) -> None:
+            job.store.put_output(conn, key, output, seconds, render_id)
+
     job.listener(ShotEvent(-1, "stitched", message=f"{time.monotonic() - started:.1f} s"))
+    _move(job, render_id, "awaiting_review", settle=True, also=also, output=str(output),
+          seconds=seconds)
     final, poster, sheet = _deliver(output, job.output)
     return RenderResult(
-        render_id=render_id, output=final, seconds=probe.duration, cost_usd=cost, shots=shots,
+        render_id=render_id, output=final, seconds=seconds, cost_usd=cost, shots=shots,
         poster=poster, contact_sheet=sheet, key=key, plan=plan)
 
 

@@ -1,0 +1,284 @@
+"""What a client can do to renders: submit, approve, reject, re-roll, cancel.
+
+The HTTP service and the CLI call these; workers then do the rendering. Invariants:
+
+* Each action is one transaction: it either happens whole, with its budget reservation,
+  events and webhooks, or (on bad input, a refused budget or a wrong state) not at all.
+* ``tenant`` scopes everything: a render of another tenant is "not found". The CLI acts
+  as the operator and passes ``tenant=None`` with ``operator=True`` to reach every render.
+* A re-roll gives the chosen shots a new take, so they get new content keys: only they
+  are paid for; the other shots come from the store when the worker restitches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.engine import Connection
+
+from . import api, ledger, lifecycle, ssrf
+from .cache import Store
+from .capabilities import Capabilities, ModelTable
+from .db import Database, calls, render_shots, renders, tenants
+from .errors import BriefError, NotFoundError, ProviderError, StateError
+from .keys import render_key
+from .planner import Plan
+from .planner import plan as make_plan
+from .plugins import load_provider
+from .pricing import call_cost
+from .pricing import estimate as price
+from .providers.base import JobRef
+from .renderer import request_for, stitch_settings
+from .settings import Settings
+
+MAX_PROMPT = 4000
+log = logging.getLogger(__name__)
+
+
+class RenderRequest(BaseModel):
+    """A render as a client asks for it (the body of ``POST /v1/renders``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    brief: str = Field(min_length=1, max_length=200_000, description="The brief's text.")
+    seconds: float | None = Field(None, gt=0, description="Target length of the output.")
+    model: str | None = Field(None, description="PROVIDER/MODEL (default: the brief's or the "
+                              "operator's default).")
+    size: str | None = Field(None, description="Output size WxH, e.g. 1280x720.")
+    fps: int | None = Field(None, gt=0, le=120, description="Output frame rate.")
+    audio: bool | None = Field(None, description="An audio track (may raise the price).")
+    seed: int | None = Field(None, description="Seed for models that take one.")
+    transition: str = Field("none", description="none, or crossfade:SECONDS at every join.")
+    max_usd: Decimal | None = Field(None, ge=0, description="Refuse if the estimate is above.")
+    webhook_url: str | None = Field(None, max_length=2000,
+                                    description="Told of awaiting_review, published, failed...")
+    auto_approve: bool = Field(False, description="Publish without waiting for a review.")
+    preview: bool = Field(False, description="Plan for `model`, draw every shot for free with "
+                          "the local renderer.")
+
+
+class RerollRequest(BaseModel):
+    """Which shots to make again (numbered from 1), and optionally new prompts for them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    shots: list[int] = Field(min_length=1, description="Shot numbers, from 1.")
+    prompts: dict[int, str] = Field(default_factory=dict,
+                                    description="New prompt per shot number (optional).")
+
+
+class RejectRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=2000, description="Why, for the record.")
+
+
+def run_caps(table: ModelTable, caps: Capabilities, options: dict[str, Any]) -> Capabilities:
+    """The model that draws the shots: the local renderer for a preview."""
+    return table.get("local/preview") if options.get("preview") else caps
+
+
+def _limits(conn: Connection, settings: Settings, tenant: str | None,
+            max_usd: Decimal | None) -> ledger.Limits:
+    row = None if tenant is None else conn.execute(
+        sa.select(tenants).where(tenants.c.id == tenant)).first()
+    return ledger.Limits(
+        per_render=max_usd, daily=settings.daily_budget_usd, monthly=settings.monthly_budget_usd,
+        tenant=tenant, tenant_daily=row.daily_budget_usd if row else None,
+        tenant_monthly=row.monthly_budget_usd if row else None)
+
+
+async def submit(db: Database, settings: Settings, table: ModelTable, tenant: str | None,
+                 req: RenderRequest, *, resolver: ssrf.Resolver | None = None,
+                 also: Callable[[Connection, dict[str, Any]], None] | None = None,
+                 ) -> tuple[dict[str, Any], bool]:
+    """Queue a render; ``(view, created)``. A finished twin is returned instead, cost 0.
+
+    ``also`` runs in the same transaction with the answer (the idempotency record).
+    """
+    resolved = api.resolve(req.brief, model=req.model, seconds=req.seconds, size=req.size,
+                           fps=req.fps, audio=req.audio, seed=req.seed,
+                           transition=req.transition, settings=settings, table=table)
+    plan = make_plan(resolved.brief, resolved.caps, resolved.options)
+    options = req.model_dump(mode="json", exclude={"brief", "webhook_url", "auto_approve"})
+    caps = run_caps(table, resolved.caps, options)
+    requests = [request_for(plan, s, caps) for s in plan.shots]
+    key = render_key([r.key for r in requests], stitch_settings(plan, settings.fit))
+    if req.webhook_url:
+        kwargs = {"resolver": resolver} if resolver else {}
+        await ssrf.check_url(req.webhook_url, allow_private=settings.allow_private_webhooks,
+                             **kwargs)
+    await _preflight(settings, caps, requests)
+    estimate = price(plan, resolved.caps).cost_usd
+    todo = sum((call_cost(caps, r.seconds, r.size, r.audio).cost_usd for r in requests),
+               Decimal(0))
+
+    def commit() -> tuple[dict[str, Any], bool]:
+        with db.write() as conn:
+            if (twin := lifecycle.finished_twin(conn, tenant, key)) is not None:
+                view, created = lifecycle.describe(conn, twin, settings.public_url), False
+            else:
+                render_id = lifecycle.enqueue(
+                    conn, tenant=tenant, key=key, model=plan.model, brief=resolved.brief.text,
+                    plan=plan.model_dump(mode="json"), shot_keys=[r.key for r in requests],
+                    estimate=estimate, options=options, webhook_url=req.webhook_url,
+                    auto_approve=req.auto_approve, max_usd=req.max_usd)
+                ledger.reserve(conn, render_id, todo,
+                               _limits(conn, settings, tenant, req.max_usd))
+                view, created = lifecycle.describe(conn, render_id, settings.public_url), True
+            if also is not None:
+                also(conn, view)
+        return view, created
+
+    return await asyncio.to_thread(commit)  # the write lock may be waited for
+
+
+async def _preflight(settings: Settings, caps: Capabilities, requests: list[Any]) -> None:
+    """A missing vendor key is found now, before anything is queued or reserved."""
+    provider = load_provider(caps.provider, settings)
+    try:
+        check = getattr(provider, "preflight", None)
+        if check is not None:
+            for request in requests:
+                check(request)
+    finally:
+        await provider.aclose()
+
+
+def _row(conn: Connection, tenant: str | None, render_id: str, operator: bool) -> Any:
+    row = conn.execute(sa.select(renders).where(renders.c.id == render_id)).first()
+    if row is None or (not operator and row.tenant_id != tenant):
+        raise NotFoundError(f"no render {render_id!r}")
+    return row
+
+
+def get(db: Database, tenant: str | None, render_id: str, *, base_url: str = "",
+        operator: bool = False) -> dict[str, Any]:
+    with db.read() as conn:
+        _row(conn, tenant, render_id, operator)
+        return lifecycle.describe(conn, render_id, base_url)
+
+
+def _act(db: Database, tenant: str | None, render_id: str, status: str, verb: str, *,
+         allowed: str, base_url: str, operator: bool, **values: Any) -> dict[str, Any]:
+    with db.write() as conn:
+        row = _row(conn, tenant, render_id, operator)
+        if not lifecycle.transition(conn, render_id, status, base_url=base_url, **values):
+            raise StateError(f"render {render_id} is {row.status}: only a render that is "
+                             f"{allowed} can be {verb}")
+        if status == "cancelled":
+            ledger.settle(conn, render_id)
+        return lifecycle.describe(conn, render_id, base_url)
+
+
+def approve(db: Database, tenant: str | None, render_id: str, *, base_url: str = "",
+            operator: bool = False) -> dict[str, Any]:
+    return _act(db, tenant, render_id, "published", "approved", allowed="awaiting_review",
+                base_url=base_url, operator=operator)
+
+
+def reject(db: Database, tenant: str | None, render_id: str, reason: str, *,
+           base_url: str = "", operator: bool = False) -> dict[str, Any]:
+    reason = reason.strip()
+    if not reason:
+        raise BriefError("a rejection needs a reason (1 to 2000 characters)")
+    return _act(db, tenant, render_id, "rejected", "rejected", allowed="awaiting_review",
+                base_url=base_url, operator=operator, review_note=reason[:2000])
+
+
+def reroll(db: Database, settings: Settings, table: ModelTable, tenant: str | None,
+           render_id: str, req: RerollRequest, *, store: Store, operator: bool = False,
+           ) -> dict[str, Any]:
+    """Make the chosen shots again as new takes, then restitch; only they are billed.
+
+    The reservation covers the chosen shots plus any other shot whose clip is not stored
+    (the shots that failed, when a failed render is re-rolled).
+    """
+    with db.write() as conn:
+        row = _row(conn, tenant, render_id, operator)
+        if row.status not in ("awaiting_review", "failed") or row.options is None:
+            raise StateError(f"render {render_id} is {row.status}: only a render of the service "
+                             "that is awaiting_review or failed can be re-rolled")
+        plan = Plan.model_validate(row.plan)
+        chosen = _check_reroll(req, len(plan.shots))
+        shots = list(plan.shots)
+        for n in chosen:
+            old = shots[n - 1]
+            shots[n - 1] = old.model_copy(update={"take": old.take + 1,
+                                                  "prompt": req.prompts.get(n, old.prompt)})
+        plan = plan.model_copy(update={"shots": tuple(shots)})
+        caps = run_caps(table, table.get(row.model), row.options)
+        requests = [request_for(plan, s, caps) for s in plan.shots]
+        key = render_key([r.key for r in requests], stitch_settings(plan, settings.fit))
+        amount = sum((call_cost(caps, r.seconds, r.size, r.audio).cost_usd for r in requests
+                      if r.index + 1 in chosen or store.clip(r.key, conn) is None), Decimal(0))
+        ledger.reserve(conn, render_id, amount, _limits(conn, settings, row.tenant_id, None))
+        for n in chosen:
+            conn.execute(render_shots.update().where(render_shots.c.render_id == render_id,
+                                                     render_shots.c.idx == n - 1)
+                         .values(key=requests[n - 1].key, state="pending", progress=None,
+                                 cached=False, cost_usd=0, error=None))
+        lifecycle.transition(conn, render_id, "rendering", base_url=settings.public_url,
+                             plan=plan.model_dump(mode="json"), key=key, output=None,
+                             seconds=None, error=None, review_note=None)
+        lifecycle.append_event(conn, render_id, "reroll", {
+            "shots": chosen, "prompts": {str(k): v for k, v in req.prompts.items()}})
+        return lifecycle.describe(conn, render_id, settings.public_url)
+
+
+def _check_reroll(req: RerollRequest, n_shots: int) -> list[int]:
+    chosen = sorted(set(req.shots))
+    if bad := [n for n in chosen if not 1 <= n <= n_shots]:
+        raise BriefError(f"no shot {bad[0]}: this render has shots 1 to {n_shots}")
+    if extra := sorted(set(req.prompts) - set(chosen)):
+        raise BriefError(f"a new prompt was given for shot {extra[0]}, which is not re-rolled: "
+                         "list it in `shots` too")
+    for n, prompt in req.prompts.items():
+        if not prompt.strip() or len(prompt) > MAX_PROMPT:
+            raise BriefError(f"the new prompt for shot {n} must have 1 to {MAX_PROMPT} characters")
+    return chosen
+
+
+async def cancel(db: Database, settings: Settings, table: ModelTable, tenant: str | None,
+                 render_id: str, *, operator: bool = False) -> dict[str, Any]:
+    """Stop a render and cancel its vendor jobs that no other live render shares."""
+    view = _act(db, tenant, render_id, "cancelled", "cancelled",
+                allowed="queued, rendering or stitching", base_url=settings.public_url,
+                operator=operator)
+    await cancel_vendor_jobs(db, settings, table, render_id)
+    return view
+
+
+async def cancel_vendor_jobs(db: Database, settings: Settings, table: ModelTable,
+                             render_id: str) -> int:
+    """Ask vendors to stop this render's jobs; the keys become free to submit again."""
+    with db.read() as conn:
+        keys = [r.key for r in conn.execute(sa.select(render_shots.c.key)
+                                            .where(render_shots.c.render_id == render_id))]
+        shared = {r.key for r in conn.execute(
+            sa.select(render_shots.c.key).join(renders, renders.c.id == render_shots.c.render_id)
+            .where(render_shots.c.key.in_(keys), renders.c.id != render_id,
+                   renders.c.status.in_(lifecycle.ACTIVE)))}
+        jobs_ = [r for r in conn.execute(sa.select(calls).where(
+            calls.c.key.in_(keys), calls.c.state == "submitted")) if r.key not in shared]
+    cancelled = 0
+    for call in jobs_:
+        provider = load_provider(call.provider, settings)
+        try:
+            if await provider.cancel(JobRef.from_json(call.job)):
+                cancelled += 1
+        except ProviderError as exc:  # the job may run on; its result is simply not used
+            log.warning("could not cancel job %s at %s: %s", call.job.get("job_id"),
+                        call.provider, exc)
+        finally:
+            await provider.aclose()
+        with db.write() as conn:
+            conn.execute(calls.update().where(calls.c.key == call.key, calls.c.state == "submitted")
+                         .values(state="failed", error="cancelled by the user"))
+    return cancelled

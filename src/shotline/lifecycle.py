@@ -1,0 +1,228 @@
+"""The render state machine, its event log, and the queue workers claim renders from.
+
+States: ``queued -> rendering -> stitching -> awaiting_review -> published | rejected``,
+plus ``failed`` and ``cancelled``. Invariants:
+
+* Every state change goes through :func:`transition`, in the caller's transaction, and
+  only along :data:`MOVES`; a refused move changes nothing and returns False.
+* The same transaction appends the change to ``render_events`` (the SSE stream) and, for
+  the states a customer is told about, writes the webhook into the outbox: a state that
+  committed has its event, and an event always has its state.
+* A worker holds a render through a lease (``lease_owner``, ``lease_until``) renewed by
+  heartbeats. A lease lapses when it is not renewed or when its owner's process is gone;
+  another worker then resumes the render, and the first one's late writes are fenced off
+  (a transition passed ``owner=`` only applies while that owner holds the lease).
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Mapping
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from . import jobs, webhooks
+from .db import media, render_events, render_shots, renders
+
+MOVES: dict[str, frozenset[str]] = {
+    "queued": frozenset({"rendering", "failed", "cancelled"}),
+    "rendering": frozenset({"rendering", "stitching", "failed", "cancelled"}),
+    "stitching": frozenset({"rendering", "awaiting_review", "failed", "cancelled"}),
+    "awaiting_review": frozenset({"published", "rejected", "rendering"}),
+    "failed": frozenset({"rendering"}),
+    "published": frozenset(),
+    "rejected": frozenset(),
+    "cancelled": frozenset(),
+}
+ACTIVE = ("queued", "rendering", "stitching")
+WEBHOOK_EVENTS = {
+    "awaiting_review": "render.awaiting_review",
+    "published": "render.published",
+    "rejected": "render.rejected",
+    "failed": "render.failed",
+    "cancelled": "render.cancelled",
+}
+MEDIA_KINDS = {"output": "", "poster": ".poster.jpg", "contact_sheet": ".contact.jpg"}
+
+
+def transition(conn: Connection, render_id: str, status: str, *, owner: str | None = None,
+               base_url: str = "", now: float | None = None, **values: Any) -> bool:
+    """Move a render to ``status`` if that move is allowed; False (and no change) if not."""
+    now = now or time.time()
+    row = conn.execute(sa.select(renders).where(renders.c.id == render_id)).first()
+    if row is None or status not in MOVES[row.status]:
+        return False
+    if owner is not None and row.lease_owner != owner:
+        return False  # our lease lapsed and another worker took the render over
+    if status == "awaiting_review" and row.auto_approve:
+        status = "published"
+    if status not in ACTIVE:
+        values.update(lease_owner=None, lease_until=None)
+    conn.execute(renders.update().where(renders.c.id == render_id)
+                 .values(status=status, updated_at=now, **values))
+    output = values.get("output", row.output)
+    if status in ("awaiting_review", "published") and output:
+        _publish_media(conn, row, Path(output), now)
+    view = describe(conn, render_id, base_url)
+    append_event(conn, render_id, "status", {"status": status, "error": view["error"]}, now)
+    if status in WEBHOOK_EVENTS:
+        webhooks.emit(conn, view_source(conn, render_id), WEBHOOK_EVENTS[status], view, now=now)
+    return True
+
+
+def view_source(conn: Connection, render_id: str) -> Mapping[str, Any]:
+    return dict(conn.execute(sa.select(renders.c.id, renders.c.tenant_id, renders.c.webhook_url)
+                             .where(renders.c.id == render_id)).one()._mapping)
+
+
+def append_event(conn: Connection, render_id: str, kind: str, data: dict[str, Any],
+                 now: float | None = None) -> None:
+    conn.execute(render_events.insert().values(render_id=render_id, type=kind, data=data,
+                                               created_at=now or time.time()))
+
+
+def shot_progress(conn: Connection, render_id: str, index: int, state: str,
+                  progress: float | None, message: str = "") -> None:
+    """Record a shot's state and progress, and log it for the event stream."""
+    if state not in ("done", "cached", "failed"):  # the renderer writes final states itself
+        jobs.set_shot(conn, render_id, index, state=state, progress=progress)
+    append_event(conn, render_id, "shot", {"index": index + 1, "state": state,
+                                           "progress": progress, "message": message})
+
+
+def events_after(conn: Connection, render_id: str, after: int) -> list[dict[str, Any]]:
+    return [dict(r._mapping) for r in conn.execute(
+        sa.select(render_events).where(render_events.c.render_id == render_id,
+                                       render_events.c.id > after)
+        .order_by(render_events.c.id).limit(500))]
+
+
+def _publish_media(conn: Connection, row: Any, output: Path, now: float) -> None:
+    """Give the output and its stills random tokens to be served under (once per file)."""
+    have = {r.path for r in conn.execute(sa.select(media.c.path)
+                                         .where(media.c.render_id == row.id))}
+    for kind, suffix in MEDIA_KINDS.items():
+        path = output.with_name(output.stem + suffix) if suffix else output
+        if str(path) in have or not path.exists():
+            continue
+        conn.execute(media.insert().values(
+            token="m_" + secrets.token_urlsafe(32), tenant_id=row.tenant_id, render_id=row.id,
+            kind=kind, path=str(path), created_at=now))
+
+
+# --- the view every face shows ------------------------------------------------------------
+
+
+def money(value: Decimal | None) -> str | None:
+    """USD as a decimal string: JSON numbers would round micro-dollar amounts."""
+    return None if value is None else format(Decimal(value).normalize(), "f")
+
+
+def describe(conn: Connection, render_id: str, base_url: str = "") -> dict[str, Any]:
+    """A render as the API, webhooks and ``shotline show --json`` present it."""
+    row = conn.execute(sa.select(renders).where(renders.c.id == render_id)).one()
+    shots = conn.execute(sa.select(render_shots).where(render_shots.c.render_id == render_id)
+                         .order_by(render_shots.c.idx)).all()
+    planned = (row.plan or {}).get("shots", [])
+    links = {"self": f"{base_url}/v1/renders/{row.id}",
+             "events": f"{base_url}/v1/renders/{row.id}/events"}
+    current = {r.kind: r.token for r in conn.execute(
+        sa.select(media.c.kind, media.c.token, media.c.path).where(media.c.render_id == row.id))
+        if row.output and Path(r.path).stem.split(".")[0] == Path(row.output).stem}
+    urls = {f"{kind}_url": (f"{base_url}/v1/media/{current[kind]}" if kind in current else None)
+            for kind in MEDIA_KINDS}
+    return {
+        "id": row.id, "status": row.status, "model": row.model,
+        "created_at": row.created_at, "updated_at": row.updated_at,
+        "estimate_usd": money(row.estimate_usd), "cost_usd": money(row.cost_usd),
+        "seconds": row.seconds, "error": row.error, "review_note": row.review_note,
+        "auto_approve": bool(row.auto_approve), "webhook_url": row.webhook_url,
+        **urls,
+        "shots": [{
+            "index": s.idx + 1, "state": s.state, "progress": s.progress, "cached": s.cached,
+            "cost_usd": money(s.cost_usd), "error": s.error,
+            "prompt": planned[s.idx]["prompt"] if s.idx < len(planned) else None,
+            "seconds": planned[s.idx]["seconds"] if s.idx < len(planned) else None,
+            "take": planned[s.idx]["take"] if s.idx < len(planned) else None,
+        } for s in shots],
+        "links": links,
+    }
+
+
+# --- the queue -------------------------------------------------------------------------------
+
+
+def enqueue(conn: Connection, *, tenant: str | None, key: str, model: str, brief: str,
+            plan: dict[str, Any], shot_keys: list[str], estimate: Decimal,
+            options: dict[str, Any], webhook_url: str | None, auto_approve: bool,
+            max_usd: Decimal | None, now: float | None = None) -> str:
+    """Create a queued render and its shots; the caller reserves its budget in the same txn."""
+    now = now or time.time()
+    render_id = jobs.new_render_id()
+    conn.execute(renders.insert().values(
+        id=render_id, key=key, status="queued", model=model, brief=brief, plan=plan,
+        estimate_usd=estimate, cost_usd=0, created_at=now, updated_at=now, tenant_id=tenant,
+        options=options, webhook_url=webhook_url, auto_approve=auto_approve, max_usd=max_usd))
+    conn.execute(render_shots.insert(), [
+        {"render_id": render_id, "idx": i, "key": k, "state": "pending", "cached": False,
+         "cost_usd": 0} for i, k in enumerate(shot_keys)])
+    append_event(conn, render_id, "status", {"status": "queued", "error": None}, now)
+    return render_id
+
+
+def finished_twin(conn: Connection, tenant: str | None, key: str) -> str | None:
+    """A render of this tenant with the same key that already has its output."""
+    row = conn.execute(sa.select(renders.c.id).where(
+        renders.c.key == key, renders.c.tenant_id == tenant,
+        renders.c.status.in_(("awaiting_review", "published")))
+        .order_by(renders.c.created_at.desc())).first()
+    return None if row is None else str(row.id)
+
+
+def _lease_free(row: Any, now: float) -> bool:
+    if row.lease_owner is None or (row.lease_until or 0) < now:
+        return True
+    # Same host and the process is gone: no need to wait for the lease to run out.
+    return not jobs.owner_alive(row.lease_owner, now, now)
+
+
+def claim_next(conn: Connection, owner: str, lease: float, now: float | None = None,
+               skip: frozenset[str] = frozenset()) -> str | None:
+    """Take the oldest service render nobody holds; None if there is none."""
+    now = now or time.time()
+    query = (sa.select(renders.c.id, renders.c.lease_owner, renders.c.lease_until)
+             .where(renders.c.status.in_(ACTIVE), renders.c.options.is_not(None))
+             .order_by(renders.c.created_at).limit(50))
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    for row in conn.execute(query):
+        if row.id in skip or not _lease_free(row, now):
+            continue
+        conn.execute(renders.update().where(renders.c.id == row.id)
+                     .values(lease_owner=owner, lease_until=now + lease))
+        return str(row.id)
+    return None
+
+
+def renew(conn: Connection, render_id: str, owner: str, lease: float,
+          now: float | None = None) -> str | None:
+    """Extend our lease; the render's status, or None if the lease is no longer ours."""
+    now = now or time.time()
+    done = conn.execute(renders.update().where(renders.c.id == render_id,
+                                               renders.c.lease_owner == owner)
+                        .values(lease_until=now + lease)).rowcount
+    if not done:
+        return None
+    return str(conn.execute(sa.select(renders.c.status)
+                            .where(renders.c.id == render_id)).scalar_one())
+
+
+def release(conn: Connection, render_id: str, owner: str) -> None:
+    conn.execute(renders.update().where(renders.c.id == render_id,
+                                        renders.c.lease_owner == owner)
+                 .values(lease_owner=None, lease_until=None))

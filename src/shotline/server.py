@@ -1,0 +1,399 @@
+"""The HTTP service: async renders with progress, review actions, files, money, webhooks.
+
+``create_app(settings)`` builds the FastAPI app; ``shotline serve`` runs it under uvicorn
+with a worker in the same process. Invariants:
+
+* Every ``/v1`` call needs ``Authorization: Bearer <key>``; what a key reaches is its
+  tenant's, and anything else answers 404 exactly as if it did not exist. GETs may carry
+  the key in the ``shotline_key`` cookie instead, so a browser's ``<video>`` can seek.
+* Errors are ``{"error": {"code": ..., "message": ...}}``; the message says what was
+  wrong and what is allowed. Secrets never appear in answers or logs.
+* ``POST /v1/renders`` honours ``Idempotency-Key``: the key is claimed in its own
+  transaction (so a concurrent retry sees 409), and the answer is saved in the same
+  transaction that queues the render (so a crash leaves neither). Requests that fail
+  change nothing and are not saved: they are safe to retry with the same key.
+* Media are served by random tokens from the store, never by a path from the request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+from fastapi import Depends, FastAPI, Header, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+from pydantic import ValidationError
+from sqlalchemy.engine import Connection
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from . import __version__, actions, idempotency, ledger, lifecycle, metrics, tenants, webhooks
+from .api import open_store
+from .capabilities import ModelTable, load_table
+from .db import Database, media, renders
+from .errors import NotFoundError, ShotlineError
+from .settings import Settings
+
+SETTLED = ("awaiting_review", "published", "rejected", "failed", "cancelled")
+TOKEN = re.compile(r"m_[A-Za-z0-9_-]{40,50}")
+MEDIA_TYPES = {".mp4": "video/mp4", ".jpg": "image/jpeg"}
+
+
+def _code(exc: Exception) -> str:
+    """``UnsafeURLError`` -> ``unsafe_url``: the error's class, as a stable machine code."""
+    name = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", type(exc).__name__)
+    return name.lower().removesuffix("_error") or "error"
+
+
+class BodyTooLarge(ShotlineError):
+    http_status = 413
+
+
+class BodyLimit:
+    """Refuse bodies over ``limit`` bytes with 413: by Content-Length before reading, and
+    by counting what arrives (a chunked body, or a Content-Length that lies).
+
+    Starlette's own limiter answers in plain text; this one answers in the API's format.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    def message(self) -> str:
+        return f"the request body is over the limit of {self.limit} bytes"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length", b"0")
+        if not declared.isdigit() or int(declared) > self.limit:
+            response = error(413, "body_too_large", self.message())
+            return await response(scope, receive, send)
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise BodyTooLarge(self.message())
+            return message
+
+        await self.app(scope, counted, send)
+
+
+def error(status: int, code: str, message: str, headers: dict[str, str] | None = None,
+          ) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status,
+                        headers=headers)
+
+
+def _validation_message(errors: list[Any]) -> str:
+    parts = []
+    for e in errors[:5]:
+        where = ".".join(str(x) for x in e.get("loc", ()) if x not in ("body",)) or "body"
+        parts.append(f"{where}: {e.get('msg', 'invalid')}")
+    return "; ".join(parts)
+
+
+class Service:
+    """What the routes share: settings, the database and store, and the worker."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.db, self.store = open_store(settings)
+        self.worker_task: asyncio.Task[None] | None = None
+
+    def table(self) -> ModelTable:
+        return load_table(self.settings.overrides_path)
+
+
+def create_app(settings: Settings | None = None, *, with_worker: bool = True) -> FastAPI:
+    settings = settings or Settings()
+    service = Service(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        if with_worker:
+            from .worker import Worker
+
+            service.worker_task = asyncio.create_task(Worker(settings).run(stop))
+        try:
+            yield
+        finally:
+            stop.set()
+            if service.worker_task is not None:
+                await service.worker_task
+            service.db.close()
+
+    app = FastAPI(title="shotline", version=__version__, lifespan=lifespan,
+                  description="Briefs in, reviewed multi-shot videos out, without runaway cost.")
+    app.state.service = service
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    _errors(app)
+    _routes(app, service)
+    return app
+
+
+def _errors(app: FastAPI) -> None:
+    @app.exception_handler(ShotlineError)
+    async def shotline_error(_: Request, exc: ShotlineError) -> JSONResponse:
+        retry = getattr(exc, "retry_after", None)
+        headers = {"Retry-After": str(retry)} if isinstance(retry, int | float) else None
+        return error(exc.http_status, _code(exc), str(exc), headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return error(422, "invalid_request", _validation_message(list(exc.errors())))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        codes = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed"}
+        return error(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail),
+                     dict(exc.headers or {}))
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    if request.method == "GET":  # a <video> element cannot send headers, but sends cookies
+        return request.cookies.get("shotline_key")
+    return None
+
+
+def tenant_of(request: Request) -> str:
+    """The tenant of the request's API key, or 401."""
+    key = _bearer(request)
+    tenant = tenants.authenticate(request.app.state.service.db, key) if key else None
+    if tenant is None:
+        raise HTTPException(401, "a valid API key is needed: send Authorization: Bearer "
+                            "<key> (create one with `shotline keys create --name NAME`)",
+                            headers={"WWW-Authenticate": "Bearer"})
+    return tenant
+
+
+Tenant = Annotated[str, Depends(tenant_of)]
+
+
+def owned(request: Request, render_id: str, tenant: Tenant) -> str:
+    """The render id, if the render is this tenant's; 404 as if absent otherwise."""
+    with request.app.state.service.db.read() as conn:
+        row = conn.execute(sa.select(renders.c.tenant_id).where(renders.c.id == render_id)).first()
+    if row is None or row.tenant_id != tenant:
+        raise NotFoundError(f"no render {render_id!r}")
+    return render_id
+
+
+Owned = Annotated[str, Depends(owned)]
+
+
+def _routes(app: FastAPI, service: Service) -> None:  # noqa: C901 - one place lists every route
+    db, settings = service.db, service.settings
+    base = settings.public_url
+
+    @app.post("/v1/renders", status_code=202, tags=["renders"])
+    async def create_render(request: Request, tenant: Tenant,
+                            idempotency_key: Annotated[str | None, Header()] = None) -> Response:
+        """Queue a render; answers at once with its id, status, estimate and links."""
+        raw = await request.body()
+        if idempotency_key is not None:
+            fp = idempotency.fingerprint("POST", "/v1/renders", raw)
+            replay = await asyncio.to_thread(_begin, db, tenant, idempotency_key, fp)
+            if replay is not None:
+                return Response(replay.body, status_code=replay.status_code,
+                                media_type="application/json",
+                                headers={"Idempotent-Replayed": "true"})
+        try:
+            try:
+                req = actions.RenderRequest.model_validate_json(raw)
+            except ValidationError as exc:
+                raise RequestValidationError(exc.errors()) from None
+
+            def save(conn: Connection, view: dict[str, Any]) -> None:
+                if idempotency_key is not None:
+                    status = 202 if view["status"] == "queued" else 200
+                    idempotency.complete(conn, tenant, idempotency_key, status, json.dumps(view))
+
+            view, created = await actions.submit(db, settings, service.table(), tenant, req,
+                                                 also=save)
+        except BaseException:
+            if idempotency_key is not None:
+                await asyncio.to_thread(_abandon, db, tenant, idempotency_key)
+            raise
+        return JSONResponse(view, status_code=202 if created else 200)
+
+    @app.get("/v1/renders", tags=["renders"])
+    def list_renders(tenant: Tenant, limit: Annotated[int, Query(ge=1, le=100)] = 20,
+                     cursor: str | None = None) -> dict[str, Any]:
+        """The tenant's renders, newest first; pass ``next_cursor`` back for the next page."""
+        with db.read() as conn:
+            query = (sa.select(renders.c.id, renders.c.created_at)
+                     .where(renders.c.tenant_id == tenant)
+                     .order_by(renders.c.created_at.desc(), renders.c.id.desc()).limit(limit + 1))
+            if cursor:
+                after = conn.execute(sa.select(renders.c.created_at).where(
+                    renders.c.id == cursor, renders.c.tenant_id == tenant)).first()
+                if after is None:
+                    raise NotFoundError(f"no render {cursor!r} to continue after")
+                query = query.where(sa.or_(
+                    renders.c.created_at < after.created_at,
+                    sa.and_(renders.c.created_at == after.created_at, renders.c.id < cursor)))
+            ids = [r.id for r in conn.execute(query)]
+            page = [lifecycle.describe(conn, i, base) for i in ids[:limit]]
+        return {"data": page, "next_cursor": ids[limit - 1] if len(ids) > limit else None}
+
+    @app.get("/v1/renders/{render_id}", tags=["renders"])
+    def get_render(render_id: Owned) -> dict[str, Any]:
+        """Status, each shot's state and progress, costs, and file URLs once made."""
+        with db.read() as conn:
+            return lifecycle.describe(conn, render_id, base)
+
+    @app.get("/v1/renders/{render_id}/events", response_class=EventSourceResponse,
+             tags=["renders"])
+    async def render_events(request: Request, render_id: Owned,
+                            last_event_id: Annotated[str | None, Header()] = None,
+                            ) -> AsyncIterator[ServerSentEvent]:
+        """Every state change and progress step, as Server-Sent Events; resumable."""
+        after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+        while True:
+            rows, status = await asyncio.to_thread(_events, db, render_id, after)
+            for row in rows:
+                after = row["id"]
+                yield ServerSentEvent(id=str(row["id"]), event=row["type"], data=row["data"])
+            if not rows and status in SETTLED or await request.is_disconnected():
+                return
+            await asyncio.sleep(0.25)
+
+    @app.post("/v1/renders/{render_id}/approve", tags=["review"])
+    def approve(render_id: Owned, tenant: Tenant) -> dict[str, Any]:
+        """Publish a render that awaits review."""
+        return actions.approve(db, tenant, render_id, base_url=base)
+
+    @app.post("/v1/renders/{render_id}/reject", tags=["review"])
+    def reject(render_id: Owned, tenant: Tenant, body: actions.RejectRequest) -> dict[str, Any]:
+        """Reject a render that awaits review, with a reason."""
+        return actions.reject(db, tenant, render_id, body.reason, base_url=base)
+
+    @app.post("/v1/renders/{render_id}/reroll", status_code=202, tags=["review"])
+    def reroll(render_id: Owned, tenant: Tenant, body: actions.RerollRequest) -> dict[str, Any]:
+        """Render the chosen shots again as new takes (only they are billed) and restitch."""
+        return actions.reroll(db, settings, service.table(), tenant, render_id, body,
+                              store=service.store)
+
+    @app.post("/v1/renders/{render_id}/cancel", tags=["review"])
+    async def cancel(render_id: Owned, tenant: Tenant) -> dict[str, Any]:
+        """Stop a render and cancel the vendor jobs that can be cancelled."""
+        return await actions.cancel(db, settings, service.table(), tenant, render_id)
+
+    @app.get("/v1/media/{token}", tags=["files"])
+    def media_file(token: str, tenant: Tenant) -> FileResponse:
+        """A stored video or still; supports Range requests."""
+        return _media(service, token, tenant)
+
+    @app.get("/v1/ledger", tags=["money"])
+    def ledger_rows(tenant: Tenant, render_id: str | None = None,
+                    limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
+        """Every billed provider attempt of the tenant's renders."""
+        rows = ledger.rows(db, render_id, tenant=tenant, limit=limit)
+        return {"data": [_jsonable(r) for r in rows]}
+
+    @app.get("/v1/spend", tags=["money"])
+    def spend(tenant: Tenant, by: Annotated[str, Query(pattern="^(day|provider|model)$")] = "day",
+              ) -> dict[str, Any]:
+        """Spend and cache savings, by day, provider or model."""
+        return {"data": [_jsonable(r) for r in ledger.spend(db, by, tenant=tenant)]}
+
+    @app.get("/v1/webhooks/secret", tags=["webhooks"])
+    def webhook_secret(tenant: Tenant) -> dict[str, str]:
+        """The secret per-render webhooks are signed with (Standard Webhooks, whsec_...)."""
+        return {"webhook_secret": tenants.webhook_secret(db, tenant)}
+
+    @app.get("/v1/webhooks/deliveries", tags=["webhooks"])
+    def deliveries(tenant: Tenant, render_id: str | None = None) -> dict[str, Any]:
+        """Webhook deliveries and each of their attempts."""
+        return {"data": [_jsonable(d) for d in webhooks.deliveries(db, tenant, render_id)]}
+
+    @app.post("/v1/webhooks/deliveries/{delivery_id}/replay", tags=["webhooks"])
+    def replay(delivery_id: int, tenant: Tenant) -> dict[str, bool]:
+        """Send a delivery that gave up once more."""
+        if not webhooks.replay(db, tenant, delivery_id):
+            raise NotFoundError(f"no failed delivery {delivery_id}")
+        return {"replayed": True}
+
+    @app.get("/healthz", tags=["operations"])
+    def healthz() -> dict[str, Any]:
+        """Liveness and the database's reachability (no key needed)."""
+        with db.read() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        task = service.worker_task
+        return {"status": "ok", "database": "ok", "version": __version__,
+                "worker": bool(task and not task.done())}
+
+    registry = metrics.registry(db)
+
+    @app.get("/metrics", tags=["operations"])
+    def prometheus() -> Response:
+        """Prometheus metrics: renders by state, shots, provider calls, cache hits, spend."""
+        body, content_type = metrics.render(registry)
+        return Response(body, media_type=content_type)
+
+
+def _begin(db: Database, tenant: str, key: str, fp: str) -> idempotency.Replay | None:
+    with db.write() as conn:
+        return idempotency.begin(conn, tenant, key, fp)
+
+
+def _abandon(db: Database, tenant: str, key: str) -> None:
+    with db.write() as conn:
+        idempotency.abandon(conn, tenant, key)
+
+
+def _events(db: Database, render_id: str, after: int) -> tuple[list[dict[str, Any]], str]:
+    with db.read() as conn:
+        rows = lifecycle.events_after(conn, render_id, after)
+        status = conn.execute(sa.select(renders.c.status)
+                              .where(renders.c.id == render_id)).scalar_one()
+    return rows, str(status)
+
+
+def _media(service: Service, token: str, tenant: str) -> FileResponse:
+    missing = NotFoundError("no such file")
+    if not TOKEN.fullmatch(token):
+        raise missing
+    with service.db.read() as conn:
+        row = conn.execute(sa.select(media).where(media.c.token == token)).first()
+    if row is None or row.tenant_id != tenant:
+        raise missing
+    path = Path(row.path).resolve()
+    if not path.is_relative_to(service.store.root.resolve()) or not path.is_file():
+        raise missing  # only files of our own store are ever served
+    return FileResponse(path, media_type=MEDIA_TYPES.get(path.suffix, "application/octet-stream"),
+                        filename=f"{row.render_id}-{row.kind}{path.suffix}",
+                        content_disposition_type="inline")
+
+
+def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in row.items():
+        out[k] = lifecycle.money(v) if isinstance(v, Decimal) else v
+    return out
+
+
+def serve(settings: Settings, host: str, port: int) -> None:
+    """``shotline serve``: the API and a worker in one process."""
+    import uvicorn
+
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
