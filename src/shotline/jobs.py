@@ -136,6 +136,14 @@ def set_render(conn: Connection, render_id: str, **values: Any) -> None:
                  .values(updated_at=time.time(), **values))
 
 
+def finish_shared(conn: Connection, render_id: str, status: str, **values: Any) -> bool:
+    """Set the status of a render several CLI processes run, unless it is closed."""
+    closed = ("cancelled", "rejected", "published")
+    return bool(conn.execute(renders.update().where(renders.c.id == render_id,
+                                                    renders.c.status.not_in(closed))
+                             .values(status=status, updated_at=time.time(), **values)).rowcount)
+
+
 def list_renders(db: Database, limit: int = 100) -> list[dict[str, Any]]:
     with db.read() as conn:
         return [dict(r._mapping) for r in conn.execute(

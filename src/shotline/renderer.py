@@ -448,9 +448,14 @@ def _move(job: RenderJob, render_id: str, status: str, *, settle: bool = False,
     with job.db.write() as conn:
         if also is not None:  # committed with the state change, or not at all
             also(conn)
+        values["cost_usd"] = ledger.billed(conn, render_id)
         moved = lifecycle.transition(conn, render_id, status, owner=job.owner,
-                                     base_url=job.base_url, cost_usd=ledger.billed(conn, render_id),
-                                     **values)
+                                     base_url=job.base_url, **values)
+        if not moved and job.owner is None:
+            # Library and CLI runs hold no lease, and several of them may share one
+            # render row (each resumes the same unfinished render): the last word wins,
+            # unless somebody cancelled the render or reviewed it already.
+            moved = jobs.finish_shared(conn, render_id, status, **values)
         if settle or not moved:
             ledger.settle(conn, render_id)
     if not moved:
