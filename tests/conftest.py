@@ -1,8 +1,15 @@
 from __future__ import annotations
 
+import os
+import socket
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
+
+from shotline.db import Database
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -15,6 +22,58 @@ def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for var in ("SHOTLINE_LOCAL_FAULTS", "SHOTLINE_LOCAL_LATENCY", "SHOTLINE_MODEL"):
         monkeypatch.delenv(var, raising=False)
     return home
+
+
+def pg_urls() -> list[str]:
+    """CI runs Postgres on localhost (trust auth); SHOTLINE_TEST_POSTGRES_URL points elsewhere."""
+    if url := os.environ.get("SHOTLINE_TEST_POSTGRES_URL"):
+        return [url]
+    return [f"postgresql+psycopg://{user}@127.0.0.1:5432/test" for user in ("postgres", "root")]
+
+
+def _pg_admin() -> tuple[str, sa.Engine]:
+    """The first URL that logs in; a reachable server that refuses every user is a failure."""
+    error: Exception | None = None
+    for url in pg_urls():
+        engine = sa.create_engine(url)
+        try:
+            engine.connect().close()
+            return url, engine
+        except sa.exc.OperationalError as exc:
+            engine.dispose()
+            error = exc
+    assert error is not None
+    raise error
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """The URL of a Postgres schema of this test's own, dropped afterwards."""
+    where = sa.make_url(pg_urls()[0])
+    host, port = where.host or "127.0.0.1", where.port or 5432
+    try:
+        socket.create_connection((host, port), timeout=3).close()
+    except OSError as exc:
+        pytest.skip(f"no Postgres server reachable at {host}:{port} ({exc})")
+    url, admin = _pg_admin()
+    schema = "test_" + uuid.uuid4().hex[:12]
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    in_schema = sa.make_url(url).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield in_schema.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def pg_db(pg_url: str) -> Iterator[Database]:
+    """A Database on a Postgres schema of its own."""
+    database = Database(pg_url)
+    yield database
+    database.close()
 
 
 def example(name: str) -> Path:

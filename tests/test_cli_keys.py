@@ -3,18 +3,11 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 from shotline.db import Database
 from shotline.tenants import authenticate
 
-from .test_cli import run
-
-
-def as_json(*args: str) -> Any:
-    proc = run(*args, "--json")
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
+from .test_cli import as_json, run
 
 
 def home_db() -> Database:

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import os
-import socket
 import threading
 import time
 import uuid
@@ -21,57 +19,11 @@ FP = fingerprint("POST", "/v1/jobs", b'{"brief": "A gull.", "seconds": 5}')
 OTHER = fingerprint("POST", "/v1/jobs", b'{"brief": "A boat.", "seconds": 5}')
 
 
-def pg_urls() -> list[str]:
-    """CI runs Postgres on localhost (trust auth); SHOTLINE_TEST_POSTGRES_URL points elsewhere."""
-    if url := os.environ.get("SHOTLINE_TEST_POSTGRES_URL"):
-        return [url]
-    return [f"postgresql+psycopg://{user}@127.0.0.1:5432/test" for user in ("postgres", "root")]
-
-
 @pytest.fixture
 def db(tmp_path: Path) -> Iterator[Database]:
     database = Database(f"sqlite:///{tmp_path / 'idem.db'}")
     yield database
     database.close()
-
-
-def _pg_admin() -> tuple[str, sa.Engine]:
-    """The first URL that logs in; a reachable server that refuses every user is a failure."""
-    error: Exception | None = None
-    for url in pg_urls():
-        engine = sa.create_engine(url)
-        try:
-            engine.connect().close()
-            return url, engine
-        except sa.exc.OperationalError as exc:
-            engine.dispose()
-            error = exc
-    assert error is not None
-    raise error
-
-
-@pytest.fixture
-def pg_db() -> Iterator[Database]:
-    """A Postgres database in a schema of its own, dropped afterwards."""
-    where = sa.make_url(pg_urls()[0])
-    host, port = where.host or "127.0.0.1", where.port or 5432
-    try:
-        socket.create_connection((host, port), timeout=3).close()
-    except OSError as exc:
-        pytest.skip(f"no Postgres server reachable at {host}:{port} ({exc})")
-    url, admin = _pg_admin()
-    schema = "test_idem_" + uuid.uuid4().hex[:12]
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    in_schema = sa.make_url(url).update_query_dict({"options": f"-csearch_path={schema}"})
-    database = Database(in_schema.render_as_string(hide_password=False))
-    try:
-        yield database
-    finally:
-        database.close()
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

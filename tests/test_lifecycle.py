@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -13,9 +14,15 @@ from shotline.db import Database, render_events, renders, webhook_deliveries, we
 from shotline.settings import Settings
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> Database:
-    return Database.for_home(Settings(home=tmp_path / "h").home)
+@pytest.fixture(params=["sqlite", "postgres"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """The same state machine on the embedded database and on Postgres."""
+    if request.param == "postgres":
+        yield request.getfixturevalue("pg_db")
+        return
+    database = Database.for_home(Settings(home=tmp_path / "h").home)
+    yield database
+    database.close()
 
 
 def queue(db: Database, *, tenant: str | None = "t_1", webhook: str | None = None,

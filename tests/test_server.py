@@ -21,8 +21,12 @@ from .service import BRIEF, receiver, running, service_settings, wait_status
 pytestmark = pytest.mark.slow
 
 
-def test_post_to_published_with_signed_webhooks(tmp_path: Path) -> None:
-    with running(service_settings(tmp_path / "h")) as server, receiver() as hook:
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+def test_post_to_published_with_signed_webhooks(tmp_path: Path, database: str,
+                                                request: pytest.FixtureRequest) -> None:
+    url = request.getfixturevalue("pg_url") if database == "postgres" else None
+    settings = service_settings(tmp_path / "h", database_url=url)
+    with running(settings) as server, receiver() as hook:
         key = server.new_key()
         api = server.client(key.key)
         answer = api.post("/v1/renders", json={"brief": BRIEF, "seconds": 4, "size": "640x360",

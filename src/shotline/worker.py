@@ -87,6 +87,7 @@ class Worker:
         for task in self.running.values():
             task.cancel()
         await asyncio.gather(deliveries, *self.running.values(), return_exceptions=True)
+        self.db.close()
         log.info("worker %s stopped", self.owner)
 
     def _claim(self) -> None:
