@@ -11,17 +11,22 @@ from .errors import (
     BudgetError,
     CapabilityError,
     ConfigError,
+    IdempotencyConflict,
+    IdempotencyMismatch,
     MediaError,
+    NotFoundError,
     OverrideError,
     PermanentError,
     ProviderError,
     RetryableError,
     ShotlineError,
+    StateError,
+    UnsafeURLError,
     UserError,
 )
 from .planner import Plan, PlannedShot, PlanOptions
 from .pricing import Estimate, ShotCost
-from .renderer import RenderFailed, RenderResult, ShotEvent, ShotResult
+from .renderer import RenderFailed, RenderResult, RenderStopped, ShotEvent, ShotResult
 from .settings import Settings
 
 __version__ = "0.1.0"
@@ -35,8 +40,11 @@ __all__ = [
     "CapabilityError",
     "ConfigError",
     "Estimate",
+    "IdempotencyConflict",
+    "IdempotencyMismatch",
     "MediaError",
     "ModelTable",
+    "NotFoundError",
     "Options",
     "OverrideError",
     "OverrideExpiredWarning",
@@ -47,6 +55,7 @@ __all__ = [
     "ProviderError",
     "RenderFailed",
     "RenderResult",
+    "RenderStopped",
     "Request",
     "RetryableError",
     "Segment",
@@ -55,6 +64,8 @@ __all__ = [
     "ShotEvent",
     "ShotResult",
     "ShotlineError",
+    "StateError",
+    "UnsafeURLError",
     "UserError",
     "arender",
     "estimate",
