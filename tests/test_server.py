@@ -203,8 +203,9 @@ def test_reroll_bills_only_the_rerolled_shot(tmp_path: Path) -> None:
         first = wait_status(api, rid, "awaiting_review")
         assert first["cost_usd"] == "0.8" and len(api.get("/v1/ledger").json()["data"]) == 2
         assert api.post(f"/v1/renders/{rid}/reroll", json={"shots": [3]}).status_code == 422
-        again = api.post(f"/v1/renders/{rid}/reroll",
-                         json={"shots": [2], "prompts": {"2": "The kite lands in a tall oak."}})
+        reroll = {"shots": [2], "prompts": {"2": "The kite lands in a tall oak."}}
+        again = api.post(f"/v1/renders/{rid}/reroll", json=reroll,
+                         headers={"Idempotency-Key": "rr-1"})
         assert again.status_code == 202 and again.json()["status"] == "rendering"
         assert api.post(f"/v1/renders/{rid}/reroll", json={"shots": [1]}).status_code == 409
         second = wait_status(api, rid, "awaiting_review")
@@ -214,6 +215,11 @@ def test_reroll_bills_only_the_rerolled_shot(tmp_path: Path) -> None:
         assert second["shots"][1]["take"] == 2 and second["shots"][0]["take"] == 1
         assert second["shots"][1]["prompt"] == "The kite lands in a tall oak."
         assert second["output_url"] != first["output_url"]
+        # A retried re-roll (the answer was lost, say) replays: no third take is made.
+        retried = api.post(f"/v1/renders/{rid}/reroll", json=reroll,
+                           headers={"Idempotency-Key": "rr-1"})
+        assert retried.headers["idempotent-replayed"] == "true" and retried.json() == again.json()
+        assert api.get(f"/v1/renders/{rid}").json()["status"] == "awaiting_review"
         journal = read_journal(settings.journal_path)
         assert sorted(j["index"] for j in journal) == [0, 1, 1]
         assert api.get(first["output_url"]).status_code == 200  # the earlier cut stays viewable

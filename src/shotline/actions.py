@@ -194,7 +194,7 @@ def reject(db: Database, tenant: str | None, render_id: str, reason: str, *,
 
 def reroll(db: Database, settings: Settings, table: ModelTable, tenant: str | None,
            render_id: str, req: RerollRequest, *, store: Store, operator: bool = False,
-           ) -> dict[str, Any]:
+           also: Callable[[Connection, dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Make the chosen shots again as new takes, then restitch; only they are billed.
 
     The reservation covers the chosen shots plus any other shot whose clip is not stored
@@ -229,7 +229,10 @@ def reroll(db: Database, settings: Settings, table: ModelTable, tenant: str | No
                              seconds=None, error=None, review_note=None)
         lifecycle.append_event(conn, render_id, "reroll", {
             "shots": chosen, "prompts": {str(k): v for k, v in req.prompts.items()}})
-        return lifecycle.describe(conn, render_id, settings.public_url)
+        view = lifecycle.describe(conn, render_id, settings.public_url)
+        if also is not None:
+            also(conn, view)
+        return view
 
 
 def _check_reroll(req: RerollRequest, n_shots: int) -> list[int]:

@@ -209,13 +209,9 @@ def _routes(app: FastAPI, service: Service) -> None:  # noqa: C901 - one place l
                             idempotency_key: Annotated[str | None, Header()] = None) -> Response:
         """Queue a render; answers at once with its id, status, estimate and links."""
         raw = await request.body()
-        if idempotency_key is not None:
-            fp = idempotency.fingerprint("POST", "/v1/renders", raw)
-            replay = await asyncio.to_thread(_begin, db, tenant, idempotency_key, fp)
-            if replay is not None:
-                return Response(replay.body, status_code=replay.status_code,
-                                media_type="application/json",
-                                headers={"Idempotent-Replayed": "true"})
+        once = Once(db, tenant, idempotency_key, "/v1/renders", raw)
+        if (replay := await once.replay()) is not None:
+            return replay
         try:
             try:
                 req = actions.RenderRequest.model_validate_json(raw)
@@ -223,15 +219,12 @@ def _routes(app: FastAPI, service: Service) -> None:  # noqa: C901 - one place l
                 raise RequestValidationError(exc.errors()) from None
 
             def save(conn: Connection, view: dict[str, Any]) -> None:
-                if idempotency_key is not None:
-                    status = 202 if view["status"] == "queued" else 200
-                    idempotency.complete(conn, tenant, idempotency_key, status, json.dumps(view))
+                once.save(conn, 202 if view["status"] == "queued" else 200, view)
 
             view, created = await actions.submit(db, settings, service.table(), tenant, req,
                                                  also=save)
         except BaseException:
-            if idempotency_key is not None:
-                await asyncio.to_thread(_abandon, db, tenant, idempotency_key)
+            await once.forget()
             raise
         return JSONResponse(view, status_code=202 if created else 200)
 
@@ -288,10 +281,24 @@ def _routes(app: FastAPI, service: Service) -> None:  # noqa: C901 - one place l
         return actions.reject(db, tenant, render_id, body.reason, base_url=base)
 
     @app.post("/v1/renders/{render_id}/reroll", status_code=202, tags=["review"])
-    def reroll(render_id: Owned, tenant: Tenant, body: actions.RerollRequest) -> dict[str, Any]:
-        """Render the chosen shots again as new takes (only they are billed) and restitch."""
-        return actions.reroll(db, settings, service.table(), tenant, render_id, body,
-                              store=service.store)
+    async def reroll(render_id: Owned, tenant: Tenant, body: actions.RerollRequest,
+                     idempotency_key: Annotated[str | None, Header()] = None) -> Response:
+        """Render the chosen shots again as new takes (only they are billed) and restitch.
+
+        Send an Idempotency-Key: a retried re-roll must not make (and bill) a third take.
+        """
+        once = Once(db, tenant, idempotency_key, f"/v1/renders/{render_id}/reroll",
+                    body.model_dump_json().encode())
+        if (replay := await once.replay()) is not None:
+            return replay
+        try:
+            view = await asyncio.to_thread(
+                actions.reroll, db, settings, service.table(), tenant, render_id, body,
+                store=service.store, also=lambda conn, v: once.save(conn, 202, v))
+        except BaseException:
+            await once.forget()
+            raise
+        return JSONResponse(view, status_code=202)
 
     @app.post("/v1/renders/{render_id}/cancel", tags=["review"])
     async def cancel(render_id: Owned, tenant: Tenant) -> dict[str, Any]:
@@ -351,14 +358,39 @@ def _routes(app: FastAPI, service: Service) -> None:  # noqa: C901 - one place l
         return Response(body, media_type=content_type)
 
 
-def _begin(db: Database, tenant: str, key: str, fp: str) -> idempotency.Replay | None:
-    with db.write() as conn:
-        return idempotency.begin(conn, tenant, key, fp)
+class Once:
+    """The Idempotency-Key of one POST, if it has one: claim it, replay an earlier answer,
+    save this answer in the work's own transaction, or forget the claim if the work failed.
+    """
 
+    def __init__(self, db: Database, tenant: str, key: str | None, path: str, body: bytes) -> None:
+        self.db, self.tenant, self.key = db, tenant, key
+        self.fingerprint = idempotency.fingerprint("POST", path, body)
 
-def _abandon(db: Database, tenant: str, key: str) -> None:
-    with db.write() as conn:
-        idempotency.abandon(conn, tenant, key)
+    async def replay(self) -> Response | None:
+        if self.key is None:
+            return None
+        answer = await asyncio.to_thread(self._begin, self.key)
+        if answer is None:
+            return None
+        return Response(answer.body, status_code=answer.status_code, media_type="application/json",
+                        headers={"Idempotent-Replayed": "true"})
+
+    def _begin(self, key: str) -> idempotency.Replay | None:
+        with self.db.write() as conn:
+            return idempotency.begin(conn, self.tenant, key, self.fingerprint)
+
+    def save(self, conn: Connection, status: int, view: dict[str, Any]) -> None:
+        if self.key is not None:
+            idempotency.complete(conn, self.tenant, self.key, status, json.dumps(view))
+
+    async def forget(self) -> None:
+        if self.key is not None:
+            await asyncio.to_thread(self._abandon, self.key)
+
+    def _abandon(self, key: str) -> None:
+        with self.db.write() as conn:
+            idempotency.abandon(conn, self.tenant, key)
 
 
 def _events(db: Database, render_id: str, after: int) -> tuple[list[dict[str, Any]], str]:
