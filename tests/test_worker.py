@@ -107,3 +107,27 @@ def test_server_killed_mid_render_resumes_without_paying_twice(tmp_path: Path, k
         assert conn.execute(sa.select(reservations.c.state)).scalar_one() == "settled"
     db.close()
     assert [r.json["type"] for r in hook.got].count("render.awaiting_review") == 1
+
+
+def test_sigterm_releases_the_render_for_the_next_worker_at_once(tmp_path: Path) -> None:
+    from .test_cli_review import queue
+
+    home = tmp_path / "h"
+    settings = Settings(home=home)
+    db, _ = open_store(settings)
+    tenant = tenants.create_key(db, "acme").tenant
+    db.close()
+    render_id = queue(settings, tenant)
+    with process(home, "worker", SHOTLINE_LOCAL_LATENCY="6") as worker:
+        wait_until(lambda: len(read_journal(settings.journal_path)) == 2, 30, "2 submits")
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(20) == 0
+    db, _ = open_store(settings)
+    with db.read() as conn:
+        held = conn.execute(sa.text("SELECT status, lease_owner FROM renders")).one()
+    db.close()
+    assert held.status == "rendering" and held.lease_owner is None
+    # The jobs kept running at the vendor: the next worker follows them, no new submits.
+    with process(home, "worker", SHOTLINE_LOCAL_LATENCY="0.2"):
+        wait_until(lambda: _status(settings, render_id) == "awaiting_review", 60, "the render")
+    assert len(read_journal(settings.journal_path)) == 2
