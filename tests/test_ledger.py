@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from shotline import ledger
-from shotline.db import Database, reservations
+from shotline.db import Database, renders, reservations
 from shotline.errors import BudgetError
 
 
@@ -92,3 +92,22 @@ def test_spend_groups_and_savings(tmp_path: Path) -> None:
     (row,) = ledger.spend(db, "model")
     assert row["model"] == "local/sim" and row["spent_usd"] == Decimal("1.5")
     assert row["saved_usd"] == Decimal(1) and row["calls"] == 2
+
+
+def test_tenant_budgets_count_only_that_tenants_spend(tmp_path: Path) -> None:
+    db = Database.for_home(tmp_path)
+    with db.write() as conn:
+        for render_id, tenant in (("ra", "t_a"), ("rb", "t_b")):
+            conn.execute(renders.insert().values(
+                id=render_id, key="k", status="rendering", model="local/sim", brief="b",
+                plan={}, estimate_usd=0, cost_usd=0, created_at=1, updated_at=1,
+                tenant_id=tenant))
+        ledger.record(conn, charge("job-a", "3.00", render="ra"))
+        a_limits = ledger.Limits(tenant="t_a", tenant_daily=Decimal(4))
+        b_limits = ledger.Limits(tenant="t_b", tenant_daily=Decimal(4))
+        ledger.reserve(conn, "rb", Decimal("3.50"), b_limits)  # a's $3 is not b's
+        with pytest.raises(BudgetError, match=r"only \$1.00 of the daily tenant budget"):
+            ledger.reserve(conn, "ra2", Decimal(2), a_limits)
+        # Renewing a render's own reservation does not count it against itself.
+        ledger.reserve(conn, "rb", Decimal("3.75"), b_limits)
+    db.close()

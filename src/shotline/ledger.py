@@ -78,6 +78,11 @@ def _window_start(now: float, period: str) -> float:
     return (day.replace(day=1) if period == "month" else day).timestamp()
 
 
+def _of_tenant(tenant: str) -> Any:
+    """The ids of a tenant's renders, as a subquery (ledger rows belong to renders)."""
+    return sa.select(renders.c.id).where(renders.c.tenant_id == tenant)
+
+
 def committed(conn: Connection, since: float, *, tenant: str | None = None,
               excluding: str | None = None) -> Decimal:
     """Money spent or promised since ``since``: ledger plus open reservations.
@@ -89,9 +94,8 @@ def committed(conn: Connection, since: float, *, tenant: str | None = None,
                                               reservations.c.created_at >= since)
     ledger_query = sa.select(ledger.c.render_id, ledger.c.amount).where(ledger.c.created_at >= since)
     if tenant is not None:
-        of_tenant = sa.select(renders.c.id).where(renders.c.tenant_id == tenant)
-        res_query = res_query.where(reservations.c.render_id.in_(of_tenant))
-        ledger_query = ledger_query.where(ledger.c.render_id.in_(of_tenant))
+        res_query = res_query.where(reservations.c.render_id.in_(_of_tenant(tenant)))
+        ledger_query = ledger_query.where(ledger.c.render_id.in_(_of_tenant(tenant)))
     open_res = {r.render_id: Decimal(r.amount) for r in conn.execute(res_query)
                 if r.render_id != excluding}
     total = Decimal(0)
@@ -149,10 +153,6 @@ def billed(conn: Connection, render_id: str) -> Decimal:
 def settle(conn: Connection, render_id: str) -> None:
     conn.execute(reservations.update().where(reservations.c.render_id == render_id)
                  .values(state="settled"))
-
-
-def _of_tenant(tenant: str) -> Any:
-    return sa.select(renders.c.id).where(renders.c.tenant_id == tenant)
 
 
 def rows(db: Database, render_id: str | None = None, *, tenant: str | None = None,
