@@ -7,4 +7,11 @@ python3 -m venv .venv
 .venv/bin/python -m pip install --quiet -e '.[dev]'
 .venv/bin/ruff check src tests bench
 .venv/bin/mypy
+# The browser tests drive Debian's Chromium; Playwright's own browser download is not used.
+if [ ! -x /usr/bin/chromium ]; then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+fi
 .venv/bin/pytest "$@"

@@ -18,18 +18,21 @@ with a worker in the same process. Invariants:
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from decimal import Decimal
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
 import sqlalchemy as sa
 from fastapi import Depends, FastAPI, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import ValidationError
 from sqlalchemy.engine import Connection
@@ -349,6 +352,13 @@ def _routes(app: FastAPI, service: Service) -> None:  # noqa: C901 - one place l
         return {"status": "ok", "database": "ok", "version": __version__,
                 "worker": bool(task and not task.done())}
 
+    page, page_headers = review_page()
+
+    @app.get("/review", include_in_schema=False)
+    def review() -> HTMLResponse:
+        """The human review page; it asks for a key itself, so loading it needs none."""
+        return HTMLResponse(page, headers=page_headers)
+
     registry = metrics.registry(db)
 
     @app.get("/metrics", tags=["operations"])
@@ -415,6 +425,24 @@ def _media(service: Service, token: str, tenant: str) -> FileResponse:
     return FileResponse(path, media_type=MEDIA_TYPES.get(path.suffix, "application/octet-stream"),
                         filename=f"{row.render_id}-{row.kind}{path.suffix}",
                         content_disposition_type="inline")
+
+
+def review_page() -> tuple[str, dict[str, str]]:
+    """The packaged review page, and headers that only let its own inline script run.
+
+    The page holds an API key, so the policy pins its one script by hash: text from the API
+    that ever slipped into the DOM as markup still could not run.
+    """
+    page = resources.files("shotline").joinpath("data/review.html").read_text("utf-8")
+    script = re.search(r"<script>(.*?)</script>", page, re.S)
+    if script is None:
+        raise RuntimeError("the packaged data/review.html has no inline <script>")
+    digest = base64.b64encode(hashlib.sha256(script.group(1).encode()).digest()).decode()
+    policy = (f"default-src 'none'; script-src 'sha256-{digest}'; style-src 'unsafe-inline'; "
+              "connect-src 'self'; img-src 'self'; media-src 'self'; base-uri 'none'; "
+              "form-action 'none'; frame-ancestors 'none'")
+    return page, {"Content-Security-Policy": policy, "Referrer-Policy": "no-referrer",
+                  "X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"}
 
 
 def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
