@@ -256,9 +256,13 @@ def test_cancel_stops_the_render_and_its_vendor_jobs(tmp_path: Path) -> None:
         db, _ = open_store(settings)
         with db.read() as conn:
             assert conn.execute(sa.select(reservations.c.state)).scalar_one() == "settled"
-            states = conn.execute(sa.text("SELECT state, error FROM calls")).all()
+            states = conn.execute(sa.text("SELECT state, error, job FROM calls")).all()
         db.close()
         assert states and all(s.state == "failed" and "cancelled" in s.error for s in states)
+        # The vendor's jobs were stopped too, not merely forgotten.
+        jobs = [json.loads(s.job)["job_id"] for s in states]
+        assert all(json.loads((settings.home / "local" / "jobs" / f"{j}.json").read_text())
+                   ["cancelled_at"] for j in jobs)
         assert api.get(f"/v1/renders/{rid}").json()["status"] == "cancelled"
         assert api.post(f"/v1/renders/{rid}/cancel").status_code == 409
 
