@@ -332,3 +332,18 @@ def test_listing_health_metrics_and_openapi(tmp_path: Path) -> None:
         assert "shotline_provider_calls_total" in metrics and "shotline_cache_hits_total" in metrics
         paths = anyone.get("/openapi.json").json()["paths"]
         assert {"/v1/renders", "/v1/renders/{render_id}/reroll", "/v1/media/{token}"} <= set(paths)
+
+
+def test_two_renders_in_one_worker_share_a_shot_and_pay_once(tmp_path: Path) -> None:
+    # One worker process runs both renders at once; their second shots are the same call.
+    settings = service_settings(tmp_path / "h", local_latency=1.0, worker_renders=2)
+    with running(settings) as server:
+        api = server.client(server.new_key().key)
+        ids = [api.post("/v1/renders", json={
+            "brief": f"Shot 1: A {colour} kite climbs.\n\nShot 2: The string snaps.",
+            "seconds": 8, "model": "local/sim", "size": "640x360"}).json()["id"]
+            for colour in ("red", "blue")]
+        views = [wait_status(api, rid, "awaiting_review", "failed") for rid in ids]
+        assert [v["status"] for v in views] == ["awaiting_review"] * 2, views
+        assert len(read_journal(settings.journal_path)) == 3
+        assert len(api.get("/v1/ledger").json()["data"]) == 3

@@ -14,6 +14,7 @@ import hashlib
 import os
 import shutil
 import time
+import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -56,10 +57,15 @@ class Store:
         return self.root / "outputs" / digest[:2] / f"{digest}.mp4"
 
     def temp_path(self, final: Path, tag: str) -> Path:
-        """A temporary name beside ``final``; ``tag`` (a vendor's job id) is never trusted."""
+        """A temporary name beside ``final``, unique to this call.
+
+        ``tag`` (a vendor's job id) is hashed, never trusted as a name. The name is unique
+        per call, not per process: a worker runs several renders in one process, and two of
+        them may fetch the same shared job at once.
+        """
         final.parent.mkdir(parents=True, exist_ok=True)
         safe = hashlib.sha256(tag.encode()).hexdigest()[:16]
-        return final.with_name(f".{final.stem}.{os.getpid()}.{safe}.part")
+        return final.with_name(f".{final.stem}.{os.getpid()}.{safe}.{uuid.uuid4().hex[:8]}.part")
 
     def clip(self, key: str, conn: Connection | None = None) -> StoredClip | None:
         """The stored clip for ``key``, if its row and its file are both there."""
@@ -138,7 +144,7 @@ class Store:
 
 def copy_atomic(src: Path, dest: Path) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part")
     shutil.copyfile(src, tmp)
     os.replace(tmp, dest)
     return dest
