@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,8 +20,9 @@ from typing import Any
 import httpx
 import uvicorn
 
-from shotline import tenants
+from shotline import actions, tenants
 from shotline.api import open_store
+from shotline.capabilities import load_table
 from shotline.server import create_app
 from shotline.settings import Settings
 
@@ -142,3 +147,51 @@ def receiver() -> Iterator[Receiver]:
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+# --- processes: `shotline serve` and `shotline worker` as a user runs them -----------------
+
+
+@contextmanager
+def process(home: Path, *args: str, log: Path, **env: str) -> Iterator[subprocess.Popen[bytes]]:
+    """``python -m shotline ARGS`` with its own home; everything it prints goes to ``log``
+    (a file, not a pipe nobody reads: a chatty server would block on a full pipe)."""
+    env = {**os.environ, "SHOTLINE_HOME": str(home), "SHOTLINE_POLL_INTERVAL": "0.05",
+           "SHOTLINE_ALLOW_PRIVATE_WEBHOOKS": "1", **env}
+    with log.open("ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "shotline", *args], env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 60, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def queue_render(settings: Settings, tenant: str, **kw: Any) -> str:
+    """Queue BRIEF for ``tenant`` as the API would, without a server; its id."""
+    db, _ = open_store(settings)
+    try:
+        req = actions.RenderRequest(brief=BRIEF, seconds=4, size="640x360", **kw)
+        view, _ = asyncio.run(actions.submit(db, settings, load_table(settings.overrides_path),
+                                             tenant, req))
+        return str(view["id"])
+    finally:
+        db.close()
+
+
+def render_view(settings: Settings, render_id: str) -> dict[str, Any]:
+    """A render as the API shows it, read as the operator."""
+    db, _ = open_store(settings)
+    try:
+        return actions.get(db, None, render_id, operator=True)
+    finally:
+        db.close()

@@ -79,11 +79,6 @@ class RejectRequest(BaseModel):
     reason: str = Field(min_length=1, max_length=2000, description="Why, for the record.")
 
 
-def run_caps(table: ModelTable, caps: Capabilities, options: dict[str, Any]) -> Capabilities:
-    """The model that draws the shots: the local renderer for a preview."""
-    return table.get("local/preview") if options.get("preview") else caps
-
-
 def _limits(conn: Connection, settings: Settings, tenant: str | None,
             max_usd: Decimal | None) -> ledger.Limits:
     row = None if tenant is None else conn.execute(
@@ -107,7 +102,7 @@ async def submit(db: Database, settings: Settings, table: ModelTable, tenant: st
                            transition=req.transition, settings=settings, table=table)
     plan = make_plan(resolved.brief, resolved.caps, resolved.options)
     options = req.model_dump(mode="json", exclude={"brief", "webhook_url", "auto_approve"})
-    caps = run_caps(table, resolved.caps, options)
+    caps = table.drawing(resolved.caps, preview=req.preview)
     requests = [request_for(plan, s, caps) for s in plan.shots]
     key = render_key([r.key for r in requests], stitch_settings(plan, settings.fit))
     if req.webhook_url:
@@ -213,7 +208,7 @@ def reroll(db: Database, settings: Settings, table: ModelTable, tenant: str | No
             shots[n - 1] = old.model_copy(update={"take": old.take + 1,
                                                   "prompt": req.prompts.get(n, old.prompt)})
         plan = plan.model_copy(update={"shots": tuple(shots)})
-        caps = run_caps(table, table.get(row.model), row.options)
+        caps = table.drawing(table.get(row.model), preview=bool(row.options.get("preview")))
         requests = [request_for(plan, s, caps) for s in plan.shots]
         key = render_key([r.key for r in requests], stitch_settings(plan, settings.fit))
         amount = sum((call_cost(caps, r.seconds, r.size, r.audio).cost_usd for r in requests
@@ -271,17 +266,19 @@ async def cancel_vendor_jobs(db: Database, settings: Settings, table: ModelTable
         jobs_ = [r for r in conn.execute(sa.select(calls).where(
             calls.c.key.in_(keys), calls.c.state == "submitted")) if r.key not in shared]
     cancelled = 0
-    for call in jobs_:
-        provider = load_provider(call.provider, settings)
+    for name in {call.provider for call in jobs_}:
+        provider = load_provider(name, settings)  # one client per vendor, not per job
         try:
-            if await provider.cancel(JobRef.from_json(call.job)):
-                cancelled += 1
-        except ProviderError as exc:  # the job may run on; its result is simply not used
-            log.warning("could not cancel job %s at %s: %s", call.job.get("job_id"),
-                        call.provider, exc)
+            for call in (c for c in jobs_ if c.provider == name):
+                try:
+                    cancelled += bool(await provider.cancel(JobRef.from_json(call.job)))
+                except ProviderError as exc:  # the job may run on; its result is not used
+                    log.warning("could not cancel job %s at %s: %s", call.job.get("job_id"),
+                                name, exc)
+                with db.write() as conn:
+                    conn.execute(calls.update()
+                                 .where(calls.c.key == call.key, calls.c.state == "submitted")
+                                 .values(state="failed", error="cancelled by the user"))
         finally:
             await provider.aclose()
-        with db.write() as conn:
-            conn.execute(calls.update().where(calls.c.key == call.key, calls.c.state == "submitted")
-                         .values(state="failed", error="cancelled by the user"))
     return cancelled

@@ -146,9 +146,8 @@ async def arender(
     kwargs["settings"] = settings
     req = resolve(brief, **kwargs)
     the_plan = _plan(req.brief, req.caps, req.options)
-    caps = req.caps
-    if preview:  # the model's durations and sizes, drawn for free by the local renderer
-        caps = (kwargs.get("table") or load_table(settings.overrides_path)).get("local/preview")
+    table = kwargs.get("table") or load_table(settings.overrides_path)
+    caps = table.drawing(req.caps, preview=preview)
     if max_usd is not None and Decimal(str(max_usd)) < 0:
         raise BriefError(f"max_usd must be 0 or more, got {max_usd}")
     provider = load_provider(caps.provider, settings)

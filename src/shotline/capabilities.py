@@ -149,6 +149,9 @@ def tier_of(size: str) -> str:
     return "4k" if short >= 2160 else f"{short}p"
 
 
+PREVIEW_MODEL = "local/preview"
+
+
 class ModelTable:
     """The packaged table merged with the user's overrides."""
 
@@ -176,6 +179,11 @@ class ModelTable:
             )
         warn_if_expired(caps, today or dt.date.today())
         return caps
+
+    def drawing(self, caps: Capabilities, *, preview: bool) -> Capabilities:
+        """The model that draws the shots planned for ``caps``: the free local renderer
+        for a preview (same cuts, no cost), else ``caps`` itself."""
+        return self.get(PREVIEW_MODEL) if preview else caps
 
 
 def warn_if_expired(caps: Capabilities, today: dt.date) -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -70,14 +69,10 @@ def transition(conn: Connection, render_id: str, status: str, *, owner: str | No
         _publish_media(conn, row, Path(output), now)
     view = describe(conn, render_id, base_url)
     append_event(conn, render_id, "status", {"status": status, "error": view["error"]}, now)
-    if status in WEBHOOK_EVENTS:
-        webhooks.emit(conn, view_source(conn, render_id), WEBHOOK_EVENTS[status], view, now=now)
+    if status in WEBHOOK_EVENTS:  # a transition never changes who is told
+        target = {"id": row.id, "tenant_id": row.tenant_id, "webhook_url": row.webhook_url}
+        webhooks.emit(conn, target, WEBHOOK_EVENTS[status], view, now=now)
     return True
-
-
-def view_source(conn: Connection, render_id: str) -> Mapping[str, Any]:
-    return dict(conn.execute(sa.select(renders.c.id, renders.c.tenant_id, renders.c.webhook_url)
-                             .where(renders.c.id == render_id)).one()._mapping)
 
 
 def append_event(conn: Connection, render_id: str, kind: str, data: dict[str, Any],

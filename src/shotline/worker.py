@@ -160,7 +160,7 @@ class Worker:
 
     async def _render_row(self, row: Any) -> None:
         table = load_table(self.settings.overrides_path)
-        caps = actions.run_caps(table, table.get(row.model), row.options or {})
+        caps = table.drawing(table.get(row.model), preview=bool((row.options or {}).get("preview")))
         provider = load_provider(caps.provider, self.settings)
         job = RenderJob(
             caps=caps, provider=provider, settings=self.settings, db=self.db, store=self.store,
