@@ -223,6 +223,12 @@ def test_reroll_bills_only_the_rerolled_shot(tmp_path: Path) -> None:
         journal = read_journal(settings.journal_path)
         assert sorted(j["index"] for j in journal) == [0, 1, 1]
         assert api.get(first["output_url"]).status_code == 200  # the earlier cut stays viewable
+        # The operator's metrics count the same calls, money and cache hit.
+        metrics = server.client(None).get("/metrics").text
+        assert 'shotline_provider_calls_total{outcome="succeeded",provider="local"} 3.0' in metrics
+        assert 'shotline_spend_usd_total{provider="local"} 1.2' in metrics
+        assert "shotline_cache_hits_total 1.0" in metrics
+        assert "shotline_cache_saved_usd_total 0.4" in metrics
 
 
 def test_reject_needs_a_reason_and_is_final(tmp_path: Path) -> None:
