@@ -353,3 +353,14 @@ def test_two_renders_in_one_worker_share_a_shot_and_pay_once(tmp_path: Path) -> 
         assert [v["status"] for v in views] == ["awaiting_review"] * 2, views
         assert len(read_journal(settings.journal_path)) == 3
         assert len(api.get("/v1/ledger").json()["data"]) == 3
+
+
+def test_an_edited_override_applies_to_the_next_request(tmp_path: Path) -> None:
+    settings = service_settings(tmp_path / "h")
+    with running(settings, with_worker=False) as server:
+        api = server.client(server.new_key().key)
+        body = {"brief": BRIEF, "seconds": 8, "model": "local/sim"}
+        assert api.post("/v1/renders", json=body).json()["estimate_usd"] == "0.8"
+        settings.overrides_path.write_text(
+            '[models."local/sim"]\nreason = "test"\nexpires = 2099-01-01\nprices = { "*" = 0.25 }\n')
+        assert api.post("/v1/renders", json=body | {"seed": 1}).json()["estimate_usd"] == "2"
