@@ -36,7 +36,7 @@ import httpx
 from ..capabilities import load_table, tier_of
 from ..errors import PermanentError
 from .base import JobRef, JobState, JobStatus, ShotRequest
-from .http import HttpProvider, aspect_ratio, check, data_uri
+from .http import HttpProvider, add_seed, aspect_ratio, check, data_uri
 
 TASKS = "/api/v3/contents/generations/tasks"
 RATIOS = ("16:9", "9:16", "1:1", "4:3", "3:4", "21:9")
@@ -81,11 +81,9 @@ class BytePlusProvider(HttpProvider):
             "duration": int(request.seconds), "resolution": tier_of(request.size),
             "ratio": aspect_ratio(request.size, RATIOS, tolerance=0.02),
         }
-        if caps.seed and request.seed is not None:
-            body["seed"] = int(request.seed)
         if caps.audio == "optional":  # the switch exists only where audio is optional
             body["generate_audio"] = bool(request.audio)
-        return body
+        return add_seed(body, caps, request)
 
     def raise_for(self, resp: httpx.Response) -> None:
         """Keep ModelArk's error code in the message: it is what its docs and support use."""

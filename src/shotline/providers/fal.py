@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 from ..capabilities import Capabilities, load_table, tier_of
 from ..errors import CapabilityError, PermanentError
 from .base import JobRef, JobStatus, ShotRequest
-from .http import HttpProvider, aspect_ratio, check
+from .http import HttpProvider, add_seed, aspect_ratio, check
 
 # fal's error_type values that a second run can cure; content policy and input errors cannot.
 TRANSIENT_ERRORS = ("internal_server_error", "generation_timeout", "downstream_service_error",
@@ -101,10 +101,7 @@ class FalProvider(HttpProvider):
     def body(self, request: ShotRequest) -> dict[str, Any]:
         """fal's input for ``request``, or CapabilityError if the model cannot do it."""
         caps, mapper = self._mapping(request)
-        body = mapper(request, caps)
-        if caps.seed and request.seed is not None:
-            body["seed"] = request.seed
-        return body
+        return add_seed(mapper(request, caps), caps, request)
 
     async def submit(self, request: ShotRequest) -> JobRef:
         body = self.body(request)

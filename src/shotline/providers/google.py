@@ -45,7 +45,7 @@ from ..capabilities import load_table, tier_of
 from ..errors import CapabilityError, ConfigError, MediaError, PermanentError
 from ..settings import Settings
 from .base import JobRef, JobStatus, ShotRequest
-from .http import MODERATION_WORDS, HttpProvider
+from .http import MODERATION_WORDS, HttpProvider, add_seed
 
 # Vertex's own words for a refused prompt, on top of the shared moderation words.
 RAI_WORDS = (*MODERATION_WORDS, "usage guidelines", "responsible ai", "rai ", "filtered")
@@ -139,8 +139,7 @@ class GoogleProvider(HttpProvider):
         }
         if caps.audio == "optional":
             params["generateAudio"] = bool(request.audio)
-        if caps.seed and request.seed is not None:
-            params["seed"] = int(request.seed)
+        add_seed(params, caps, request)
         if output := os.environ.get("SHOTLINE_GOOGLE_OUTPUT_URI"):
             params["storageUri"] = output
         return {"instances": [{"prompt": request.prompt}], "parameters": params}

@@ -98,6 +98,13 @@ def check(request: ShotRequest, caps: Capabilities, *, images: bool = False) -> 
         raise CapabilityError(f"{caps.model} cannot do: {'; '.join(problems)}; nothing was sent")
 
 
+def add_seed(body: dict[str, Any], caps: Capabilities, request: ShotRequest) -> dict[str, Any]:
+    """Put the user's seed in ``body``, for models that take one (others refuse the field)."""
+    if caps.seed and request.seed is not None:
+        body["seed"] = int(request.seed)
+    return body
+
+
 def retry_after(headers: httpx.Headers) -> float | None:
     """Seconds from a Retry-After header (delta seconds or an HTTP date)."""
     value = headers.get("retry-after")

@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 from ..capabilities import Capabilities, load_table, tier_of
 from ..errors import CapabilityError, PermanentError
 from .base import JobRef, JobStatus, ShotRequest
-from .http import HttpProvider, aspect_ratio, check, data_uri, verify_signed
+from .http import HttpProvider, add_seed, aspect_ratio, check, data_uri, verify_signed
 
 
 def _frames(r: ShotRequest, first: str, last: str) -> dict[str, Any]:
@@ -103,10 +103,7 @@ class ReplicateProvider(HttpProvider):
     def body(self, request: ShotRequest) -> dict[str, Any]:
         """Replicate's ``input`` for ``request``, or CapabilityError if the model cannot do it."""
         caps, mapper = self._mapping(request)
-        body = mapper(request, caps)
-        if caps.seed and request.seed is not None:
-            body["seed"] = request.seed
-        return body
+        return add_seed(mapper(request, caps), caps, request)
 
     async def submit(self, request: ShotRequest) -> JobRef:
         body = {"input": self.body(request)}

@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 from ..capabilities import Capabilities, load_table, parse_size
 from ..errors import CapabilityError, PermanentError
 from .base import JobRef, JobStatus, ShotRequest
-from .http import HttpProvider, check, data_uri
+from .http import HttpProvider, add_seed, check, data_uri
 
 VERSION = "2024-11-06"
 IMAGE_ONLY = frozenset({"gen4_turbo"})  # models without a text-only route
@@ -79,8 +79,7 @@ class RunwayProvider(HttpProvider):
                                       f"{', '.join(allowed)}; {ratio} needs a first frame")
         body: dict[str, Any] = {"model": model, "promptText": request.prompt, "ratio": ratio,
                                 "duration": int(request.seconds)}
-        if caps.seed and request.seed is not None:
-            body["seed"] = int(request.seed)
+        add_seed(body, caps, request)
         if caps.audio == "optional":  # Veo: the switch exists and changes the price
             body["audio"] = bool(request.audio)
         if request.first_frame is None:

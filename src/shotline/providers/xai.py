@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 from ..capabilities import load_table, tier_of
 from ..errors import PermanentError
 from .base import JobRef, JobStatus, ShotRequest
-from .http import HttpProvider, aspect_ratio, check, data_uri
+from .http import HttpProvider, add_seed, aspect_ratio, check, data_uri
 
 # The ratios the API names; a size maps to the nearest one (854x480 is "16:9").
 RATIOS = ("16:9", "9:16", "1:1", "4:3", "3:4", "3:2", "2:3")
@@ -63,8 +63,7 @@ class XaiProvider(HttpProvider):
             "duration": int(request.seconds), "resolution": tier_of(request.size),
             "aspect_ratio": aspect_ratio(request.size, RATIOS, tolerance=0.02),
         }
-        if caps.seed and request.seed is not None:
-            body["seed"] = int(request.seed)
+        add_seed(body, caps, request)
         if request.first_frame:
             body["image"] = {"url": data_uri(request.first_frame)}
         return body
