@@ -7,13 +7,13 @@ files from its CDN host, not the queue host), which holds ``clip_bytes(duration)
 
 Faults apply to submits whose prompt contains a word, for the first ``times`` of them::
 
-    fake.fault("storm", "429", retry_after=1)     429 + Retry-After, no job
-    fake.fault("storm", "503", times=3)            a burst of 503s, no job
-    fake.fault("storm", "moderation")              accepted; fails with a content-policy error
-    fake.fault("storm", "fail")                    accepted; fails with a transient server error
-    fake.fault("storm", "slow", delay=2)           accepted, but the answer comes late
-    fake.fault("storm", "truncate")                the file is cut short mid-transfer
-    fake.fault("storm", "expire")                  the file URL answers 410
+    fake.on("storm", "429", retry_after=1)        429 + Retry-After, no job
+    fake.on("storm", "503", times=3)               a burst of 503s, no job
+    fake.on("storm", "moderation")                 accepted; fails with a content-policy error
+    fake.on("storm", "fail")                       accepted; fails with a transient server error
+    fake.on("storm", "slow", delay=2)              accepted, but the answer comes late
+    fake.on("storm", "truncate")                   the file is cut short mid-transfer
+    fake.on("storm", "expire")                     the file URL answers 410
 """
 
 from __future__ import annotations
@@ -22,22 +22,14 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
-from .vendor_server import Request, Response, VendorServer
+from .vendor_server import Request, Response, ScriptedFaults, Submit, VendorServer
 
 KEY = "fal-test-key-123456"
+FAULTS = ("429", "503", "moderation", "fail", "slow", "truncate", "expire")
 MODERATION = ("The content could not be processed because it contained material flagged by a "
               "content checker.")
-
-
-@dataclass
-class Fault:
-    word: str
-    kind: str
-    times: int = 1
-    retry_after: float = 1.0
-    delay: float = 0.0
 
 
 @dataclass
@@ -51,38 +43,14 @@ class Job:
 
 
 @dataclass
-class Submit:
-    """One POST the fake received: what it carried, when, and the job it made (if any)."""
+class FalFake(ScriptedFaults):
+    faults: ClassVar[tuple[str, ...]] = FAULTS
+    default_times: ClassVar[int] = 1
 
-    at: float
-    endpoint: str
-    body: dict[str, Any]
-    headers: dict[str, str]
-    job_id: str | None
-
-
-@dataclass
-class FalFake:
     server: VendorServer
     clip: Callable[[int], bytes]
     key: str = KEY
     jobs: dict[str, Job] = field(default_factory=dict)
-    submits: list[Submit] = field(default_factory=list)
-    faults: list[Fault] = field(default_factory=list)
-
-    def fault(self, word: str, kind: str, *, times: int = 1, retry_after: float = 1.0,
-              delay: float = 0.0) -> None:
-        self.faults.append(Fault(word, kind, times, retry_after, delay))
-
-    def submits_for(self, word: str) -> list[Submit]:
-        return [s for s in self.submits if word in str(s.body.get("prompt", ""))]
-
-    def _take(self, prompt: str) -> Fault | None:
-        for f in self.faults:
-            if f.times > 0 and f.word in prompt:
-                f.times -= 1
-                return f
-        return None
 
     def _job_urls(self, job: Job) -> dict[str, str]:
         # fal's quirk: owner/alias only, the model sub-path is dropped.
@@ -94,18 +62,23 @@ class FalFake:
 
     def submit(self, req: Request, endpoint: str) -> Response:
         body = req.json()
-        fault = self._take(str(body.get("prompt", "")))
-        kind = fault.kind if fault else None
-        if kind in ("429", "503"):
-            self.submits.append(Submit(time.monotonic(), endpoint, body, req.headers, None))
-            if kind == "429":
-                return Response(429, {"detail": "Too many requests, slow down"},
-                                headers={"retry-after": f"{fault.retry_after:g}" if fault else "1"})
-            return Response(503, {"detail": "Service temporarily unavailable"})
-        job = Job(str(uuid.uuid4()), endpoint, body, kind)
-        self.jobs[job.id] = job
-        self.submits.append(Submit(time.monotonic(), endpoint, body, req.headers, job.id))
-        return Response(200, self._job_urls(job), delay=fault.delay if fault else 0.0)
+        prompt = str(body.get("prompt", ""))
+        with self.lock:
+            rule = self._take(prompt)
+            kind = rule.fault if rule else None
+            if rule and kind in ("429", "503"):
+                self.submits.append(Submit(time.monotonic(), prompt, int(kind), None, body,
+                                           endpoint, req.headers))
+                if kind == "429":
+                    return Response(429, {"detail": "Too many requests, slow down"},
+                                    headers={"retry-after": f"{rule.retry_after:g}"})
+                return Response(503, {"detail": "Service temporarily unavailable"})
+            job = Job(str(uuid.uuid4()), endpoint, body, kind)
+            self.jobs[job.id] = job
+            self.submits.append(Submit(time.monotonic(), prompt, 200, job.id, body, endpoint,
+                                       req.headers))
+        return Response(200, self._job_urls(job), delay=rule.delay if rule and kind == "slow"
+                        else 0.0)
 
     def status(self, job: Job) -> Response:
         job.polls += 1

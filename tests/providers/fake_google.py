@@ -30,13 +30,14 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from re import Match
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import unquote
 
-from .vendor_server import Request, Response, VendorServer
+from .vendor_server import Request, Response, ScriptedFaults, Submit, VendorServer
 
 MODEL_PATH = r"/v1/projects/(?P<p>[^/]+)/locations/(?P<l>[^/]+)/publishers/google/models/(?P<m>[^/:]+)"
 BUCKET = "fake-veo-out"
+FAULTS = ("429", "503", "slow", "moderation", "truncate", "expired")
 FILTER_REASON = ("Veo could not generate videos because the input prompt violates Vertex AI's "
                  "usage guidelines. Support codes: 58061214")
 
@@ -45,15 +46,6 @@ def google_error(code: int, status: str, message: str, headers: dict[str, str] |
                  ) -> Response:
     return Response(code, {"error": {"code": code, "message": message, "status": status}},
                     headers=dict(headers or {}))
-
-
-@dataclass
-class Rule:
-    word: str
-    fault: str
-    times: int
-    retry_after: float = 1.0
-    delay: float = 2.0
 
 
 @dataclass
@@ -66,36 +58,22 @@ class Job:
 
 
 @dataclass
-class GoogleFake:
+class GoogleFake(ScriptedFaults):
+    faults: ClassVar[tuple[str, ...]] = FAULTS
+    default_times: ClassVar[int] = 1
+
     server: VendorServer
     clip: Callable[[int], bytes]
     token: str
     answer: str = "base64"  # or "gcs"
     polls_to_finish: int = 2
-    rules: list[Rule] = field(default_factory=list)
     jobs: dict[str, Job] = field(default_factory=dict)
-    submits: list[tuple[float, str, int]] = field(default_factory=list)  # (time, prompt, status)
-    lock: threading.Lock = field(default_factory=threading.Lock)
     clip_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def bytes_of(self, seconds: int) -> bytes:
         # clip_bytes makes each length once but is not thread-safe, and the server is.
         with self.clip_lock:
             return self.clip(seconds)
-
-    def on(self, word: str, fault: str, *, times: int = 1, retry_after: float = 1.0,
-           delay: float = 2.0) -> None:
-        self.rules.append(Rule(word, fault, times, retry_after, delay))
-
-    def submits_for(self, word: str) -> list[tuple[float, str, int]]:
-        return [s for s in self.submits if word in s[1]]
-
-    def _take(self, prompt: str) -> Rule | None:
-        for rule in self.rules:
-            if rule.times > 0 and rule.word in prompt:
-                rule.times -= 1
-                return rule
-        return None
 
     def _authorized(self, req: Request) -> Response | None:
         got = req.headers.get("authorization", "")
@@ -111,6 +89,7 @@ class GoogleFake:
             return denied
         body = req.json()
         prompt = body["instances"][0]["prompt"]
+        name: str | None = None
         with self.lock:
             rule = self._take(prompt)
             fault = rule.fault if rule else None
@@ -128,7 +107,7 @@ class GoogleFake:
                                       fault)
                 resp = Response(200, {"name": name}, delay=rule.delay if fault == "slow" and rule
                                 else 0.0)
-            self.submits.append((time.monotonic(), prompt, resp.status))
+            self.submits.append(Submit(time.monotonic(), prompt, resp.status, name, body))
         return resp
 
     def fetch_operation(self, req: Request, m: Match[str]) -> Response:

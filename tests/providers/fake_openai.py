@@ -29,26 +29,18 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from re import Match
-from typing import Any
+from typing import Any, ClassVar
 
-from .vendor_server import Request, Response, VendorServer
+from .vendor_server import Request, Response, ScriptedFaults, Submit, VendorServer
 
 BLOCKED = "Your request was blocked by our moderation system."
+FAULTS = ("429", "503", "moderation", "moderation/poll", "slow", "truncate", "expired")
 
 
 def openai_error(status: int, code: str, message: str, kind: str = "invalid_request_error",
                  headers: dict[str, str] | None = None) -> Response:
     return Response(status, {"error": {"message": message, "type": kind, "param": None,
                                        "code": code}}, headers=dict(headers or {}))
-
-
-@dataclass
-class Rule:
-    word: str
-    fault: str
-    times: int
-    retry_after: float = 1.0
-    delay: float = 2.0
 
 
 @dataclass
@@ -81,35 +73,21 @@ class Video:
 
 
 @dataclass
-class OpenAIFake:
+class OpenAIFake(ScriptedFaults):
+    faults: ClassVar[tuple[str, ...]] = FAULTS
+    default_times: ClassVar[int] = 1
+
     server: VendorServer
     clip: Callable[[int], bytes]
     token: str
     polls_to_finish: int = 2
-    rules: list[Rule] = field(default_factory=list)
     videos: dict[str, Video] = field(default_factory=dict)
-    submits: list[tuple[float, str, int]] = field(default_factory=list)  # (time, prompt, status)
-    lock: threading.Lock = field(default_factory=threading.Lock)
     clip_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def bytes_of(self, seconds: int) -> bytes:
         # clip_bytes makes each length once but is not thread-safe, and the server is.
         with self.clip_lock:
             return self.clip(seconds)
-
-    def on(self, word: str, fault: str, *, times: int = 1, retry_after: float = 1.0,
-           delay: float = 2.0) -> None:
-        self.rules.append(Rule(word, fault, times, retry_after, delay))
-
-    def submits_for(self, word: str) -> list[tuple[float, str, int]]:
-        return [s for s in self.submits if word in s[1]]
-
-    def _take(self, prompt: str) -> Rule | None:
-        for rule in self.rules:
-            if rule.times > 0 and rule.word in prompt:
-                rule.times -= 1
-                return rule
-        return None
 
     def _authorized(self, req: Request) -> Response | None:
         got = req.headers.get("authorization", "").removeprefix("Bearer ")
@@ -133,6 +111,7 @@ class OpenAIFake:
         if denied := self._authorized(req):
             return denied
         body = req.json()
+        video_id: str | None = None
         with self.lock:
             rule = self._take(body["prompt"])
             fault = rule.fault if rule else None
@@ -149,9 +128,11 @@ class OpenAIFake:
                 video = Video(f"video_{uuid.uuid4().hex}", body["model"], body["prompt"],
                               body["seconds"], body["size"], fault)
                 self.videos[video.id] = video
+                video_id = video.id
                 resp = Response(200, video.state(self.polls_to_finish),
                                 delay=rule.delay if fault == "slow" and rule else 0.0)
-            self.submits.append((time.monotonic(), body["prompt"], resp.status))
+            self.submits.append(Submit(time.monotonic(), body["prompt"], resp.status, video_id,
+                                       body))
         return resp
 
     def retrieve(self, req: Request, m: Match[str]) -> Response:

@@ -8,13 +8,13 @@ processing -> succeeded over three polls; its ``output`` is a URL on a separate
 
 Faults apply to submits whose prompt contains a word, for the first ``times`` of them::
 
-    fake.fault("storm", "429", retry_after=1)     429 + Retry-After (Replicate's throttle body)
-    fake.fault("storm", "503", times=3)            a burst of 503s, no prediction
-    fake.fault("storm", "moderation")              created; then fails with E005 "flagged as sensitive"
-    fake.fault("storm", "fail")                    created; then fails with a transient error
-    fake.fault("storm", "slow", delay=2)           created, but the answer comes late
-    fake.fault("storm", "truncate")                the output file is cut short mid-transfer
-    fake.fault("storm", "expire")                  the output URL answers 403 (expired delivery)
+    fake.on("storm", "429", retry_after=1)     429 + Retry-After (Replicate's throttle body)
+    fake.on("storm", "503", times=3)            a burst of 503s, no prediction
+    fake.on("storm", "moderation")              created; then fails with E005 "flagged as sensitive"
+    fake.on("storm", "fail")                    created; then fails with a transient error
+    fake.on("storm", "slow", delay=2)           created, but the answer comes late
+    fake.on("storm", "truncate")                the output file is cut short mid-transfer
+    fake.on("storm", "expire")                  the output URL answers 403 (expired delivery)
 """
 
 from __future__ import annotations
@@ -23,23 +23,15 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
-from .vendor_server import Request, Response, VendorServer
+from .vendor_server import Request, Response, ScriptedFaults, Submit, VendorServer
 
 TOKEN = "r8_test-token-123456"
+FAULTS = ("429", "503", "moderation", "fail", "slow", "truncate", "expire")
 TRANSIENT = "CUDA out of memory. Tried to allocate 2.00 GiB (E1001)"
 MODERATION = ("The input or output was flagged as sensitive. Please try again with different "
               "inputs. (E005)")
-
-
-@dataclass
-class Fault:
-    word: str
-    kind: str
-    times: int = 1
-    retry_after: float = 1.0
-    delay: float = 0.0
 
 
 @dataclass
@@ -53,39 +45,15 @@ class Prediction:
 
 
 @dataclass
-class Submit:
-    """One create the fake received: what it carried, when, and the prediction it made."""
+class ReplicateFake(ScriptedFaults):
+    faults: ClassVar[tuple[str, ...]] = FAULTS
+    default_times: ClassVar[int] = 1
 
-    at: float
-    model: str
-    body: dict[str, Any]
-    headers: dict[str, str]
-    job_id: str | None
-
-
-@dataclass
-class ReplicateFake:
     server: VendorServer
     clip: Callable[[int], bytes]
     token: str = TOKEN
     output_list: bool = False
     predictions: dict[str, Prediction] = field(default_factory=dict)
-    submits: list[Submit] = field(default_factory=list)
-    faults: list[Fault] = field(default_factory=list)
-
-    def fault(self, word: str, kind: str, *, times: int = 1, retry_after: float = 1.0,
-              delay: float = 0.0) -> None:
-        self.faults.append(Fault(word, kind, times, retry_after, delay))
-
-    def submits_for(self, word: str) -> list[Submit]:
-        return [s for s in self.submits if word in str(s.body.get("input", {}).get("prompt", ""))]
-
-    def _take(self, prompt: str) -> Fault | None:
-        for f in self.faults:
-            if f.times > 0 and f.word in prompt:
-                f.times -= 1
-                return f
-        return None
 
     def view(self, p: Prediction) -> dict[str, Any]:
         """The prediction object as Replicate shows it at this point of its life."""
@@ -112,21 +80,25 @@ class ReplicateFake:
         if not isinstance(body, dict) or not isinstance(body.get("input"), dict):
             return Response(422, {"title": "Input validation failed", "status": 422,
                                   "detail": "input: input is required"})
-        fault = self._take(str(body["input"].get("prompt", "")))
-        kind = fault.kind if fault else None
-        if kind in ("429", "503"):
-            self.submits.append(Submit(time.monotonic(), model, body, req.headers, None))
-            if kind == "429":
-                return Response(429, {"title": "Request was throttled.", "status": 429,
-                                      "detail": "Request was throttled. Your rate limit resets "
-                                                "in ~1s."},
-                                headers={"retry-after": f"{fault.retry_after:g}" if fault else "1"})
-            return Response(503, {"title": "Service Unavailable", "status": 503,
-                                  "detail": "Replicate is temporarily unavailable"})
-        p = Prediction(secrets.token_hex(13), model, body["input"], kind)
-        self.predictions[p.id] = p
-        self.submits.append(Submit(time.monotonic(), model, body, req.headers, p.id))
-        return Response(201, self.view(p), delay=fault.delay if fault else 0.0)
+        prompt = str(body["input"].get("prompt", ""))
+        with self.lock:
+            rule = self._take(prompt)
+            kind = rule.fault if rule else None
+            if rule and kind in ("429", "503"):
+                self.submits.append(Submit(time.monotonic(), prompt, int(kind), None, body,
+                                           model, req.headers))
+                if kind == "429":
+                    return Response(429, {"title": "Request was throttled.", "status": 429,
+                                          "detail": "Request was throttled. Your rate limit "
+                                                    "resets in ~1s."},
+                                    headers={"retry-after": f"{rule.retry_after:g}"})
+                return Response(503, {"title": "Service Unavailable", "status": 503,
+                                      "detail": "Replicate is temporarily unavailable"})
+            p = Prediction(secrets.token_hex(13), model, body["input"], kind)
+            self.predictions[p.id] = p
+            self.submits.append(Submit(time.monotonic(), prompt, 201, p.id, body, model,
+                                       req.headers))
+        return Response(201, self.view(p), delay=rule.delay if rule and kind == "slow" else 0.0)
 
     def get(self, p: Prediction) -> Response:
         p.polls += 1

@@ -18,6 +18,8 @@ from shotline.providers.fal import FalProvider
 from shotline.renderer import RenderFailed
 from shotline.settings import Settings
 
+from . import contract
+from .contract import accepted, outcomes
 from .fake_fal import KEY, MODERATION, FalFake, install_fal
 from .vendor_server import VendorServer
 
@@ -43,18 +45,6 @@ def run(home: Path, *, config: dict[str, Any] | None = None, **kw: Any) -> Any:
 
 def rows(home: Path) -> list[dict[str, Any]]:
     return ledger.rows(Database.for_home(home))
-
-
-def outcomes(home: Path, fake: FalFake) -> dict[str, str]:
-    """Each ledger row's outcome, by the word of its shot's prompt; one row per billed job."""
-    by_job = {s.job_id: w for w in ("kite", "storm") for s in fake.submits_for(w) if s.job_id}
-    paid = rows(home)
-    assert len(paid) == len({r["provider_job_id"] for r in paid})
-    return {by_job[r["provider_job_id"]]: r["outcome"] for r in paid}
-
-
-def accepted(fake: FalFake) -> set[str]:
-    return {s.job_id for s in fake.submits if s.job_id}
 
 
 def request(model: str, size: str, seconds: int, *, audio: bool = False, seed: int | None = None,
@@ -163,48 +153,38 @@ def test_poll_maps_the_queue_states_and_cancel_puts(tmp_path: Path, fal: FalFake
 
 @pytest.mark.slow
 def test_429_with_retry_after_is_retried_after_that_delay(tmp_path: Path, fal: FalFake) -> None:
-    fal.fault("storm", "429", retry_after=1)
-    run(tmp_path)
-    first, second = fal.submits_for("storm")
-    assert first.job_id is None and second.job_id is not None
-    assert second.at - first.at >= 1.0
-    assert {r["provider_job_id"] for r in rows(tmp_path)} == accepted(fal)
-    assert len(rows(tmp_path)) == 2
+    contract.storm_429_retried(tmp_path, fal, lambda: run(tmp_path))
 
 
 @pytest.mark.slow
 def test_a_burst_of_503s_is_retried(tmp_path: Path, fal: FalFake) -> None:
-    fal.fault("storm", "503", times=3)
+    fal.on("storm", "503", times=3)
     result = run(tmp_path)
     assert result.seconds == pytest.approx(8, abs=1 / 24)
-    assert [s.job_id is None for s in fal.submits_for("storm")] == [True, True, True, False]
+    assert [s.job_id is None for s in fal.posts_for("storm")] == [True, True, True, False]
     assert {r["provider_job_id"] for r in rows(tmp_path)} == accepted(fal)
 
 
 @pytest.mark.slow
 def test_moderation_fails_with_the_vendors_words_and_is_not_resubmitted(
         tmp_path: Path, fal: FalFake) -> None:
-    fal.fault("storm", "moderation")
+    fal.on("storm", "moderation")
     with pytest.raises(RenderFailed, match="shot 2: .*flagged by a content checker") as info:
         run(tmp_path)
     assert MODERATION in str(info.value) and KEY not in str(info.value)
-    assert len(fal.submits_for("storm")) == 1
-    (kite,) = fal.submits_for("kite")
+    assert len(fal.posts_for("storm")) == 1
+    (kite,) = fal.posts_for("kite")
     assert [r["provider_job_id"] for r in rows(tmp_path)] == [kite.job_id]
 
 
 @pytest.mark.slow
 def test_a_transient_job_failure_is_resubmitted_and_not_billed(tmp_path: Path, fal: FalFake) -> None:
-    fal.fault("storm", "fail")
-    run(tmp_path)
-    failed, good = fal.submits_for("storm")
-    assert failed.job_id and good.job_id
-    assert {r["provider_job_id"] for r in rows(tmp_path)} == accepted(fal) - {failed.job_id}
+    contract.storm_failure_resubmitted(tmp_path, fal, lambda: run(tmp_path))
 
 
 @pytest.mark.slow
 def test_a_submit_timeout_is_not_resubmitted(tmp_path: Path, fal: FalFake) -> None:
-    fal.fault("storm", "slow", delay=2)
+    fal.on("storm", "slow", delay=2)
     with pytest.raises(RenderFailed, match="shot 2: .*not resubmitted") as info:
         run(tmp_path, config={"provider_timeout": 0.5})
     assert KEY not in str(info.value)
@@ -215,21 +195,21 @@ def test_a_submit_timeout_is_not_resubmitted(tmp_path: Path, fal: FalFake) -> No
 @pytest.mark.slow
 def test_a_truncated_download_fails_the_shot_without_a_second_submit(
         tmp_path: Path, fal: FalFake) -> None:
-    fal.fault("storm", "truncate")
+    fal.on("storm", "truncate")
     with pytest.raises(RenderFailed, match="shot 2: .*unusable file") as info:
         run(tmp_path)
     assert KEY not in str(info.value)
-    assert len(fal.submits_for("storm")) == 1
+    assert len(fal.posts_for("storm")) == 1
     assert outcomes(tmp_path, fal) == {"kite": "succeeded", "storm": "undelivered"}
 
 
 @pytest.mark.slow
 def test_an_expired_file_url_says_so(tmp_path: Path, fal: FalFake) -> None:
-    fal.fault("storm", "expire")
+    fal.on("storm", "expire")
     with pytest.raises(RenderFailed, match="shot 2: .*410: it has expired") as info:
         run(tmp_path)
     assert KEY not in str(info.value)
-    assert len(fal.submits_for("storm")) == 1
+    assert len(fal.posts_for("storm")) == 1
     assert outcomes(tmp_path, fal) == {"kite": "succeeded", "storm": "undelivered"}
 
 

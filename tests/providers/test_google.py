@@ -19,6 +19,7 @@ from shotline.providers.google import GoogleProvider
 from shotline.renderer import RenderFailed
 from shotline.settings import Settings
 
+from . import contract
 from .fake_google import BUCKET, FILTER_REASON, GoogleFake, install_google
 from .vendor_server import Response, VendorServer
 
@@ -120,20 +121,12 @@ def test_body_follows_the_table_for_audio_and_seed(tmp_path: Path, google: Googl
 
 @pytest.mark.slow
 def test_429_is_retried_after_retry_after(tmp_path: Path, google: GoogleFake) -> None:
-    google.on("dips", "429", retry_after=1.0)
-    run(tmp_path, brief=ONE_SHOT)
-    first, second = google.submits_for("dips")
-    assert (first[2], second[2]) == (429, 200)
-    assert second[0] - first[0] >= 1.0
-    assert len(ledger.rows(Database.for_home(tmp_path))) == 1
+    contract.retried_after_retry_after(tmp_path, google, lambda: run(tmp_path, brief=ONE_SHOT))
 
 
 @pytest.mark.slow
 def test_a_burst_of_503s_is_retried(tmp_path: Path, google: GoogleFake) -> None:
-    google.on("rises", "503", times=3)
-    run(tmp_path, brief=ONE_SHOT)
-    assert [s[2] for s in google.submits_for("rises")] == [503, 503, 503, 200]
-    assert len(ledger.rows(Database.for_home(tmp_path))) == 1
+    contract.burst_of_503s_retried(tmp_path, google, lambda: run(tmp_path, brief=ONE_SHOT))
 
 
 def test_moderation_fails_the_shot_with_googles_words(tmp_path: Path,
@@ -141,7 +134,7 @@ def test_moderation_fails_the_shot_with_googles_words(tmp_path: Path,
     google.on("dips", "moderation", times=5)
     error = failed(tmp_path, r"shot 2: .*moderation")
     assert FILTER_REASON in str(error)
-    assert len(google.submits_for("dips")) == 1  # never resubmitted
+    assert len(google.posts_for("dips")) == 1  # never resubmitted
     rows = ledger.rows(Database.for_home(tmp_path))
     assert [r["shot_key"] for r in rows] == [error.shots[0].key]  # filtered output is free
 
@@ -149,7 +142,7 @@ def test_moderation_fails_the_shot_with_googles_words(tmp_path: Path,
 def test_a_submit_timeout_is_not_resubmitted(tmp_path: Path, google: GoogleFake) -> None:
     google.on("dips", "slow", delay=1.5)
     failed(tmp_path, r"shot 2: .*not resubmitted", provider_timeout=0.5)
-    assert len(google.submits_for("dips")) == 1
+    assert len(google.posts_for("dips")) == 1
 
 
 @pytest.mark.parametrize("answer", ["base64", "gcs"])
@@ -158,14 +151,14 @@ def test_a_truncated_file_fails_the_shot(tmp_path: Path, google: GoogleFake,
     google.answer = answer
     google.on("dips", "truncate")
     failed(tmp_path, r"shot 2: job [0-9a-f-]{36} returned an unusable file")
-    assert len(google.submits_for("dips")) == 1
+    assert len(google.posts_for("dips")) == 1
 
 
 def test_an_expired_gcs_object_says_so(tmp_path: Path, google: GoogleFake) -> None:
     google.answer = "gcs"
     google.on("dips", "expired")
     failed(tmp_path, r"shot 2: .*answered 404: it has expired")
-    assert len(google.submits_for("dips")) == 1
+    assert len(google.posts_for("dips")) == 1
 
 
 def test_what_the_model_cannot_do_is_refused_before_any_call(

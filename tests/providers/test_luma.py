@@ -20,6 +20,7 @@ from shotline.providers.luma import LumaProvider
 from shotline.renderer import RenderFailed
 from shotline.settings import Settings
 
+from . import contract
 from .fake_luma import AGENTS, FAILED_MODERATION, KEY, LEGACY, REFUSAL, FakeLuma, install_luma
 from .vendor_server import VendorServer
 
@@ -127,22 +128,13 @@ def test_two_shots_render_and_bill_once_each(tmp_path: Path, fake: FakeLuma,
 
 @pytest.mark.slow
 def test_429_waits_for_retry_after_then_succeeds(tmp_path: Path, fake: FakeLuma) -> None:
-    fake.on("dips", "429", times=1)
-    run(tmp_path)
-    posts = fake.posts_for("dips")
-    assert [p.status for p in posts] == [429, 201]
-    assert posts[1].at - posts[0].at >= fake.retry_after
-    paid = rows(tmp_path)
-    assert sorted(r["provider_job_id"] for r in paid) == sorted(
-        str(s.job_id) for s in fake.accepted()) and len(paid) == 2
+    paid = contract.dips_429_honoured(tmp_path, fake, lambda: run(tmp_path), ok=201)
+    assert len(paid) == 2
 
 
 @pytest.mark.slow
 def test_a_burst_of_503s_is_retried(tmp_path: Path, fake: FakeLuma) -> None:
-    fake.on("dips", "503", times=2)
-    run(tmp_path)
-    assert [p.status for p in fake.posts_for("dips")] == [503, 503, 201]
-    assert len(rows(tmp_path)) == 2
+    contract.dips_503_burst_retried(tmp_path, fake, lambda: run(tmp_path), times=2, ok=201)
 
 
 @pytest.mark.parametrize(("fault", "words"), [("refused", REFUSAL),
@@ -166,10 +158,7 @@ def test_a_transient_failure_is_retried_as_a_new_generation(tmp_path: Path,
 
 
 def test_a_submit_that_times_out_is_not_resubmitted(tmp_path: Path, fake: FakeLuma) -> None:
-    fake.on("dips", "slow", times=1)
-    error = failure(tmp_path, provider_timeout=0.5)
-    assert "shot 2:" in str(error) and "not resubmitted" in str(error)
-    assert len(fake.posts_for("dips")) == 1
+    contract.dips_submit_timeout_not_resubmitted(fake, lambda **kw: failure(tmp_path, **kw))
 
 
 def test_a_truncated_file_fails_the_shot_without_a_second_submit(tmp_path: Path,

@@ -21,6 +21,7 @@ from shotline.providers.openai import OpenAIProvider, verify_webhook
 from shotline.renderer import RenderFailed
 from shotline.settings import Settings
 
+from . import contract
 from .fake_openai import BLOCKED, OpenAIFake, install_openai
 from .vendor_server import VendorServer
 
@@ -101,20 +102,12 @@ def test_two_shots_render_end_to_end(tmp_path: Path, gateway: OpenAIFake,
 
 @pytest.mark.slow
 def test_429_is_retried_after_retry_after(tmp_path: Path, gateway: OpenAIFake) -> None:
-    gateway.on("dips", "429", retry_after=1.0)
-    run(tmp_path, brief=ONE_SHOT)
-    first, second = gateway.submits_for("dips")
-    assert (first[2], second[2]) == (429, 200)
-    assert second[0] - first[0] >= 1.0
-    assert len(ledger.rows(Database.for_home(tmp_path))) == 1
+    contract.retried_after_retry_after(tmp_path, gateway, lambda: run(tmp_path, brief=ONE_SHOT))
 
 
 @pytest.mark.slow
 def test_a_burst_of_503s_is_retried(tmp_path: Path, gateway: OpenAIFake) -> None:
-    gateway.on("rises", "503", times=3)
-    run(tmp_path, brief=ONE_SHOT)
-    assert [s[2] for s in gateway.submits_for("rises")] == [503, 503, 503, 200]
-    assert len(ledger.rows(Database.for_home(tmp_path))) == 1
+    contract.burst_of_503s_retried(tmp_path, gateway, lambda: run(tmp_path, brief=ONE_SHOT))
 
 
 @pytest.mark.parametrize("fault", ["moderation", "moderation/poll"])
@@ -124,7 +117,7 @@ def test_moderation_fails_the_shot_with_the_vendors_words(tmp_path: Path, gatewa
     error = failed(tmp_path, r"shot 2: .*moderation")
     said = BLOCKED if fault == "moderation" else "flagged by our content policy"
     assert said in str(error)
-    assert len(gateway.submits_for("dips")) == 1  # never resubmitted
+    assert len(gateway.posts_for("dips")) == 1  # never resubmitted
     rows = ledger.rows(Database.for_home(tmp_path))
     assert [r["shot_key"] for r in rows] == [error.shots[0].key]
 
@@ -132,19 +125,19 @@ def test_moderation_fails_the_shot_with_the_vendors_words(tmp_path: Path, gatewa
 def test_a_submit_timeout_is_not_resubmitted(tmp_path: Path, gateway: OpenAIFake) -> None:
     gateway.on("dips", "slow", delay=1.5)
     failed(tmp_path, r"shot 2: .*not resubmitted", provider_timeout=0.5)
-    assert len(gateway.submits_for("dips")) == 1
+    assert len(gateway.posts_for("dips")) == 1
 
 
 def test_a_truncated_file_fails_the_shot(tmp_path: Path, gateway: OpenAIFake) -> None:
     gateway.on("dips", "truncate")
     failed(tmp_path, r"shot 2: job video_[0-9a-f]+ returned an unusable file")
-    assert len(gateway.submits_for("dips")) == 1
+    assert len(gateway.posts_for("dips")) == 1
 
 
 def test_expired_content_says_so(tmp_path: Path, gateway: OpenAIFake) -> None:
     gateway.on("dips", "expired")
     failed(tmp_path, r"shot 2: .*answered 404: it has expired")
-    assert len(gateway.submits_for("dips")) == 1
+    assert len(gateway.posts_for("dips")) == 1
 
 
 def test_what_the_model_cannot_do_is_refused_before_any_call(

@@ -23,6 +23,8 @@ from shotline.providers.replicate import ReplicateProvider, verify_webhook
 from shotline.renderer import RenderFailed
 from shotline.settings import Settings
 
+from . import contract
+from .contract import accepted, outcomes
 from .fake_replicate import MODERATION, TOKEN, ReplicateFake, install_replicate
 from .vendor_server import VendorServer
 
@@ -50,18 +52,6 @@ def run(home: Path, *, config: dict[str, Any] | None = None, **kw: Any) -> Any:
 
 def rows(home: Path) -> list[dict[str, Any]]:
     return ledger.rows(Database.for_home(home))
-
-
-def outcomes(home: Path, fake: ReplicateFake) -> dict[str, str]:
-    """Each ledger row's outcome, by the word of its shot's prompt; one row per billed job."""
-    by_job = {s.job_id: w for w in ("kite", "storm") for s in fake.submits_for(w) if s.job_id}
-    paid = rows(home)
-    assert len(paid) == len({r["provider_job_id"] for r in paid})
-    return {by_job[r["provider_job_id"]]: r["outcome"] for r in paid}
-
-
-def accepted(fake: ReplicateFake) -> set[str]:
-    return {s.job_id for s in fake.submits if s.job_id}
 
 
 def request(model: str, size: str, seconds: int, *, audio: bool = False, seed: int | None = None,
@@ -96,7 +86,7 @@ def test_two_shots_render_end_to_end(tmp_path: Path, rep: ReplicateFake) -> None
     assert sorted(r["amount"] for r in paid) == sorted(costs)  # not predict_time's 97 s
     assert len(rep.submits) == 2
     for s in rep.submits:
-        assert s.model == "google/veo-3.1"
+        assert s.endpoint == "google/veo-3.1"
         assert s.headers["authorization"] == f"Bearer {TOKEN}"
         assert "prefer" not in s.headers
         assert set(s.body) == {"input"}
@@ -137,7 +127,7 @@ def test_each_family_sends_its_documented_body(
     req = request(model, size, seconds, audio=audio, seed=seed, first_frame=first if frame else None)
     ref = direct(tmp_path, lambda p: p.submit(req))
     (sent,) = rep.submits
-    assert sent.model == req.wire_model and sent.body == {"input": body}
+    assert sent.endpoint == req.wire_model and sent.body == {"input": body}
     assert {k: type(v) for k, v in sent.body["input"].items()} == {k: type(v) for k, v in body.items()}
     assert ref.provider == "replicate" and ref.job_id == sent.job_id
 
@@ -164,51 +154,41 @@ def test_poll_maps_the_states_and_cancel_posts(tmp_path: Path, rep: ReplicateFak
 
 @pytest.mark.slow
 def test_429_with_retry_after_is_retried_after_that_delay(tmp_path: Path, rep: ReplicateFake) -> None:
-    rep.fault("storm", "429", retry_after=1)
-    run(tmp_path)
-    first, second = rep.submits_for("storm")
-    assert first.job_id is None and second.job_id is not None
-    assert second.at - first.at >= 1.0
-    assert len(rows(tmp_path)) == 2
-    assert {r["provider_job_id"] for r in rows(tmp_path)} == accepted(rep)
+    contract.storm_429_retried(tmp_path, rep, lambda: run(tmp_path))
 
 
 @pytest.mark.slow
 def test_a_burst_of_503s_is_retried_and_a_list_output_is_fetched(
         tmp_path: Path, rep: ReplicateFake) -> None:
     rep.output_list = True
-    rep.fault("storm", "503", times=3)
+    rep.on("storm", "503", times=3)
     result = run(tmp_path)
     assert result.seconds == pytest.approx(10, abs=1 / 24)
-    assert [s.job_id is None for s in rep.submits_for("storm")] == [True, True, True, False]
+    assert [s.job_id is None for s in rep.posts_for("storm")] == [True, True, True, False]
     assert {r["provider_job_id"] for r in rows(tmp_path)} == accepted(rep)
 
 
 @pytest.mark.slow
 def test_moderation_fails_with_the_vendors_words_and_is_not_resubmitted(
         tmp_path: Path, rep: ReplicateFake) -> None:
-    rep.fault("storm", "moderation")
+    rep.on("storm", "moderation")
     with pytest.raises(RenderFailed, match=r"shot 2: .*flagged as sensitive.*\(E005\)") as info:
         run(tmp_path)
     assert MODERATION in str(info.value) and TOKEN not in str(info.value)
-    assert len(rep.submits_for("storm")) == 1
-    (kite,) = rep.submits_for("kite")
+    assert len(rep.posts_for("storm")) == 1
+    (kite,) = rep.posts_for("kite")
     assert [r["provider_job_id"] for r in rows(tmp_path)] == [kite.job_id]
 
 
 @pytest.mark.slow
 def test_a_transient_job_failure_is_resubmitted_and_not_billed(
         tmp_path: Path, rep: ReplicateFake) -> None:
-    rep.fault("storm", "fail")
-    run(tmp_path)
-    failed, good = rep.submits_for("storm")
-    assert failed.job_id and good.job_id
-    assert {r["provider_job_id"] for r in rows(tmp_path)} == accepted(rep) - {failed.job_id}
+    contract.storm_failure_resubmitted(tmp_path, rep, lambda: run(tmp_path))
 
 
 @pytest.mark.slow
 def test_a_submit_timeout_is_not_resubmitted(tmp_path: Path, rep: ReplicateFake) -> None:
-    rep.fault("storm", "slow", delay=2)
+    rep.on("storm", "slow", delay=2)
     with pytest.raises(RenderFailed, match="shot 2: .*not resubmitted") as info:
         run(tmp_path, config={"provider_timeout": 0.5})
     assert TOKEN not in str(info.value)
@@ -220,19 +200,19 @@ def test_a_submit_timeout_is_not_resubmitted(tmp_path: Path, rep: ReplicateFake)
 @pytest.mark.slow
 def test_a_truncated_download_fails_the_shot_without_a_second_submit(
         tmp_path: Path, rep: ReplicateFake) -> None:
-    rep.fault("storm", "truncate")
+    rep.on("storm", "truncate")
     with pytest.raises(RenderFailed, match="shot 2: .*unusable file"):
         run(tmp_path)
-    assert len(rep.submits_for("storm")) == 1
+    assert len(rep.posts_for("storm")) == 1
     assert outcomes(tmp_path, rep) == {"kite": "succeeded", "storm": "undelivered"}
 
 
 @pytest.mark.slow
 def test_an_expired_file_url_says_so(tmp_path: Path, rep: ReplicateFake) -> None:
-    rep.fault("storm", "expire")
+    rep.on("storm", "expire")
     with pytest.raises(RenderFailed, match="shot 2: .*403: it has expired"):
         run(tmp_path)
-    assert len(rep.submits_for("storm")) == 1
+    assert len(rep.posts_for("storm")) == 1
     assert outcomes(tmp_path, rep) == {"kite": "succeeded", "storm": "undelivered"}
 
 

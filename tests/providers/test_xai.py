@@ -20,6 +20,7 @@ from shotline.providers.xai import XaiProvider
 from shotline.renderer import RenderFailed
 from shotline.settings import Settings
 
+from . import contract
 from .fake_xai import KEY, FakeXai, install_xai
 from .vendor_server import VendorServer
 
@@ -103,21 +104,12 @@ def test_two_shots_render_and_bill_once_each(tmp_path: Path, fake: FakeXai,
 
 @pytest.mark.slow
 def test_429_waits_for_retry_after_then_succeeds(tmp_path: Path, fake: FakeXai) -> None:
-    fake.on("dips", "429", times=1)
-    run(tmp_path)
-    posts = fake.posts_for("dips")
-    assert [p.status for p in posts] == [429, 200]
-    assert posts[1].at - posts[0].at >= fake.retry_after
-    assert sorted(r["provider_job_id"] for r in rows(tmp_path)) == sorted(
-        str(s.job_id) for s in fake.accepted())
+    contract.dips_429_honoured(tmp_path, fake, lambda: run(tmp_path))
 
 
 @pytest.mark.slow
 def test_a_burst_of_503s_is_retried(tmp_path: Path, fake: FakeXai) -> None:
-    fake.on("dips", "503", times=2)
-    run(tmp_path)
-    assert [p.status for p in fake.posts_for("dips")] == [503, 503, 200]
-    assert len(rows(tmp_path)) == 2
+    contract.dips_503_burst_retried(tmp_path, fake, lambda: run(tmp_path), times=2)
 
 
 def test_moderation_refusal_fails_with_the_vendors_words(tmp_path: Path, fake: FakeXai) -> None:
@@ -129,10 +121,7 @@ def test_moderation_refusal_fails_with_the_vendors_words(tmp_path: Path, fake: F
 
 
 def test_a_submit_that_times_out_is_not_resubmitted(tmp_path: Path, fake: FakeXai) -> None:
-    fake.on("dips", "slow", times=1)
-    error = failure(tmp_path, provider_timeout=0.5)
-    assert "shot 2:" in str(error) and "not resubmitted" in str(error)
-    assert len(fake.posts_for("dips")) == 1
+    contract.dips_submit_timeout_not_resubmitted(fake, lambda **kw: failure(tmp_path, **kw))
 
 
 def test_a_truncated_file_fails_the_shot_without_a_second_submit(tmp_path: Path,

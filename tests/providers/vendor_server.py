@@ -55,6 +55,8 @@ class Submit:
     status: int
     job_id: str | None
     body: Any
+    endpoint: str = ""  # the model or endpoint path it was posted to, where the URL names one
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -62,6 +64,8 @@ class Rule:
     word: str
     fault: str
     times: int
+    retry_after: float = 1.0  # seconds a 429 asks the client to wait
+    delay: float = 2.0  # seconds a slow answer comes late
 
 
 @dataclass(kw_only=True)
@@ -73,13 +77,16 @@ class ScriptedFaults:
     """
 
     faults: ClassVar[tuple[str, ...]] = ()
+    default_times: ClassVar[int] = 1_000_000  # how many submits a rule hits unless told
     submits: list[Submit] = field(default_factory=list)
     rules: list[Rule] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def on(self, word: str, fault: str, times: int = 1_000_000) -> Self:
+    def on(self, word: str, fault: str, times: int | None = None, *,
+           retry_after: float = 1.0, delay: float = 2.0) -> Self:
         assert fault in self.faults, fault
-        self.rules.append(Rule(word, fault, times))
+        self.rules.append(Rule(word, fault, self.default_times if times is None else times,
+                               retry_after, delay))
         return self
 
     def accepted(self) -> list[Submit]:
@@ -88,12 +95,17 @@ class ScriptedFaults:
     def posts_for(self, word: str) -> list[Submit]:
         return [s for s in self.submits if word in s.prompt]
 
-    def _fault(self, prompt: str) -> str | None:
+    def _take(self, prompt: str) -> Rule | None:
+        """The first rule left for this prompt, used up once (the caller holds ``lock``)."""
         for rule in self.rules:
             if rule.word in prompt and rule.times > 0:
                 rule.times -= 1
-                return rule.fault
+                return rule
         return None
+
+    def _fault(self, prompt: str) -> str | None:
+        rule = self._take(prompt)
+        return rule.fault if rule else None
 
 
 class VendorServer:
