@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import math
 
-from shotline.brief import parse_brief
-from shotline.capabilities import Capabilities, load_table
+from shotline.core.brief import parse_brief
+from shotline.core.capabilities import Capabilities, load_table
+from shotline.core.planner import PlanOptions, billed, plan
 from shotline.errors import ShotlineError
-from shotline.planner import PlanOptions, billed, plan
 
 TARGETS = [5, 10, 15, 20, 30, 45, 60, 90, 120]
 PROSE = " ".join(f"Scene beat number {i} unfolds slowly." for i in range(1, 121))

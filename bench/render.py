@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.clips import make_clip
 
-from shotline import media
 from shotline.api import arender
+from shotline.engine import media
 from shotline.settings import Settings
 
 

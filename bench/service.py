@@ -26,8 +26,8 @@ from pathlib import Path
 
 import httpx
 
-from shotline import tenants
 from shotline.api import open_store
+from shotline.service import tenants
 from shotline.settings import Settings
 
 BRIEF = "Shot {n}: A red kite rises over hill {n}.\n\nShot 2: The string snaps.\n"

@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 from typing import Literal
 
-from shotline.media import ffmpeg_exe
+from shotline.engine.media import ffmpeg_exe
 
 MARKER_SECONDS = 0.2
 BEEP_LEVEL = 0.8

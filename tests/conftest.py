@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from shotline.db import Database
+from shotline.store.db import Database
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

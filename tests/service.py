@@ -20,10 +20,10 @@ from typing import Any
 import httpx
 import uvicorn
 
-from shotline import actions, tenants
 from shotline.api import open_store
-from shotline.capabilities import load_table
-from shotline.server import create_app
+from shotline.core.capabilities import load_table
+from shotline.service import actions, tenants
+from shotline.service.server import create_app
 from shotline.settings import Settings
 
 # Two short shots: quick to draw, and enough to show per-shot behaviour.

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from shotline.brief import parse_brief
+from shotline.core.brief import parse_brief
 from shotline.errors import BriefError
 
 from .conftest import example

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from shotline.capabilities import OverrideExpiredWarning, load_table, tier_of
+from shotline.core.capabilities import OverrideExpiredWarning, load_table, tier_of
 from shotline.errors import CapabilityError, OverrideError
 
 TODAY = dt.date(2026, 11, 24)

@@ -8,7 +8,7 @@ from functools import cache
 
 import pytest
 
-from shotline.capabilities import Capabilities, ModelTable, load_table, tier_of
+from shotline.core.capabilities import Capabilities, ModelTable, load_table, tier_of
 from shotline.errors import CapabilityError
 
 PROVIDERS = {"fal", "replicate", "runway", "luma", "xai", "google", "byteplus", "openai"}

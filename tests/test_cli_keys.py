@@ -4,8 +4,8 @@ import json
 import os
 from pathlib import Path
 
-from shotline.db import Database
-from shotline.tenants import authenticate
+from shotline.service.tenants import authenticate
+from shotline.store.db import Database
 
 from .test_cli import as_json, run
 

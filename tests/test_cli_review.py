@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from shotline import tenants
 from shotline.api import open_store
+from shotline.service import tenants
 from shotline.settings import Settings
 
 from .service import process, queue_render, render_view, wait_until

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import json
 
-from shotline.db import Database, tenants
 from shotline.settings import Settings
+from shotline.store.db import Database, tenants
 
 from .test_cli import run
 

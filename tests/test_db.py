@@ -6,7 +6,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from shotline.db import SERVICE_COLUMNS, SERVICE_TABLES, Database, renders
+from shotline.store.db import SERVICE_COLUMNS, SERVICE_TABLES, Database, renders
 
 
 def test_m003_upgrades_a_database_made_before_the_service(tmp_path: Path) -> None:

@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 
-from shotline import ledger
 from shotline.api import render
-from shotline.db import Database
 from shotline.errors import BudgetError
 from shotline.providers.local import read_journal
 from shotline.settings import Settings
+from shotline.store import ledger
+from shotline.store.db import Database
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ def test_public_api_is_sorted_and_complete() -> None:
 
 
 def test_render_is_the_function_not_the_module() -> None:
-    import shotline.renderer
+    import shotline.engine.renderer  # the module must not shadow the function
 
     assert callable(shotline.render) and callable(shotline.arender)
     assert shotline.render.__module__ == "shotline.api"

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from shotline import idempotency
-from shotline.db import Database, idempotency_keys
 from shotline.errors import IdempotencyConflict, IdempotencyMismatch, ShotlineError, UserError
-from shotline.idempotency import Replay, abandon, begin, complete, fingerprint, prune
+from shotline.service import idempotency
+from shotline.service.idempotency import Replay, abandon, begin, complete, fingerprint, prune
+from shotline.store.db import Database, idempotency_keys
 
 FP = fingerprint("POST", "/v1/jobs", b'{"brief": "A gull.", "seconds": 5}')
 OTHER = fingerprint("POST", "/v1/jobs", b'{"brief": "A boat.", "seconds": 5}')

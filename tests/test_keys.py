@@ -4,7 +4,7 @@ from typing import Any
 
 import pytest
 
-from shotline.keys import canonical_json, render_key, shot_key
+from shotline.core.keys import canonical_json, render_key, shot_key
 
 BASE: dict[str, Any] = dict(
     provider="local", model="local/sim", prompt="A café.", seconds=4, size="1280x720",

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from shotline import ledger
-from shotline.db import Database, renders, reservations
 from shotline.errors import BudgetError
+from shotline.store import ledger
+from shotline.store.db import Database, renders, reservations
 
 
 def charge(job: str, amount: str = "1.00", render: str = "r1") -> ledger.Charge:

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from shotline import lifecycle
-from shotline.db import Database, render_events, renders, webhook_deliveries, webhook_events
 from shotline.settings import Settings
+from shotline.store import lifecycle
+from shotline.store.db import Database, render_events, renders, webhook_deliveries, webhook_events
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -13,12 +13,13 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from shotline import actions, lifecycle
 from shotline.api import open_store
-from shotline.capabilities import load_table
-from shotline.db import renders, webhook_events
+from shotline.core.capabilities import load_table
 from shotline.errors import StateError
+from shotline.service import actions
 from shotline.settings import Settings
+from shotline.store import lifecycle
+from shotline.store.db import renders, webhook_events
 
 BRIEFS = ["Shot 1: A kite.\n\nShot 2: A hill.", "Shot 1: A boat.\n\nShot 2: A gull."]
 

@@ -18,7 +18,7 @@ import av
 import pytest
 from PIL import Image, ImageChops, ImageStat
 
-from shotline import media
+from shotline.engine import media
 from shotline.errors import MediaError
 
 from .clips import BEEP_LEVEL, ffmpeg_exe, make_clip, make_vfr_clip

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shotline.brief import parse_brief
-from shotline.capabilities import Capabilities
+from shotline.core.brief import parse_brief
+from shotline.core.capabilities import Capabilities
+from shotline.core.planner import PlanOptions, parse_transition, plan
 from shotline.errors import BriefError, CapabilityError
-from shotline.planner import PlanOptions, parse_transition, plan
 
 from .conftest import example
 

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from shotline.brief import parse_brief
-from shotline.capabilities import load_table
-from shotline.planner import PlanOptions, plan
-from shotline.pricing import estimate
+from shotline.core.brief import parse_brief
+from shotline.core.capabilities import load_table
+from shotline.core.planner import PlanOptions, plan
+from shotline.core.pricing import estimate
 
 from .conftest import example
 

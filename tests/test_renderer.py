@@ -11,8 +11,8 @@ from pathlib import Path
 import av
 import pytest
 
-from shotline import media
 from shotline.api import arender, render
+from shotline.engine import media
 from shotline.providers.local import read_journal
 from shotline.settings import Settings
 
@@ -144,11 +144,11 @@ def test_live_display_on_a_terminal_shows_every_shot() -> None:
 
     from rich.console import Console
 
-    from shotline.brief import parse_brief
-    from shotline.capabilities import load_table
+    from shotline.core.brief import parse_brief
+    from shotline.core.capabilities import load_table
+    from shotline.core.planner import plan
     from shotline.display import RenderDisplay
-    from shotline.planner import plan
-    from shotline.renderer import ShotEvent
+    from shotline.engine.renderer import ShotEvent
 
     buffer = io.StringIO()
     console = Console(file=buffer, force_terminal=True, width=100)

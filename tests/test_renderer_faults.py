@@ -8,12 +8,13 @@ from typing import Any
 
 import pytest
 
-from shotline import ledger, media
 from shotline.api import render
-from shotline.db import Database
+from shotline.engine import media
+from shotline.engine.renderer import RenderFailed
 from shotline.providers.local import read_journal
-from shotline.renderer import RenderFailed
 from shotline.settings import Settings
+from shotline.store import ledger
+from shotline.store.db import Database
 
 pytestmark = pytest.mark.slow
 

@@ -11,10 +11,10 @@ import pytest
 import sqlalchemy as sa
 from standardwebhooks.webhooks import Webhook
 
-from shotline import tenants
 from shotline.api import open_store
-from shotline.db import renders, reservations
 from shotline.providers.local import read_journal
+from shotline.service import tenants
+from shotline.store.db import renders, reservations
 
 from .service import BRIEF, receiver, running, service_settings, wait_status
 

@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from shotline.errors import UnsafeURLError, UserError
-from shotline.ssrf import (
+from shotline.service.ssrf import (
     PinnedTransport,
     Resolver,
     Target,

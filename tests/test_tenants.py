@@ -12,9 +12,8 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
-from shotline.db import Database
 from shotline.errors import UserError
-from shotline.tenants import (
+from shotline.service.tenants import (
     authenticate,
     create_key,
     get_tenant,
@@ -25,6 +24,7 @@ from shotline.tenants import (
     set_budget,
     webhook_secret,
 )
+from shotline.store.db import Database
 
 BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
 

@@ -11,10 +11,10 @@ from typing import ClassVar
 import pytest
 import standardwebhooks
 
-from shotline import vendor_webhooks
-from shotline.db import Database
 from shotline.errors import PermanentError
 from shotline.providers.base import JobRef, JobStatus
+from shotline.service import vendor_webhooks
+from shotline.store.db import Database
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 

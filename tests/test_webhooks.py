@@ -13,8 +13,12 @@ import pytest
 import sqlalchemy as sa
 import standardwebhooks
 
-from shotline import webhooks
-from shotline.db import (
+from shotline.errors import UnsafeURLError, UserError
+from shotline.service import webhooks
+from shotline.service.webhooks import SCHEDULE, deliver_due, deliveries
+from shotline.settings import Settings
+from shotline.store import outbox
+from shotline.store.db import (
     Database,
     renders,
     tenants,
@@ -22,9 +26,7 @@ from shotline.db import (
     webhook_endpoints,
     webhook_events,
 )
-from shotline.errors import UnsafeURLError, UserError
-from shotline.settings import Settings
-from shotline.webhooks import SCHEDULE, deliver_due, deliveries, emit
+from shotline.store.outbox import emit
 
 TENANT_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 HOOK = "https://hooks.example/in"
@@ -122,7 +124,7 @@ def test_standard_webhooks_vector() -> None:
 
 
 def test_event_ids_are_standard_and_unique() -> None:
-    ids = {webhooks.new_event_id() for _ in range(200)}
+    ids = {outbox.new_event_id() for _ in range(200)}
     assert len(ids) == 200
     assert all(i.startswith("msg_") and len(i) == 28 and "." not in i for i in ids)
 

@@ -10,11 +10,12 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from shotline import ledger, tenants
 from shotline.api import open_store
-from shotline.db import reservations
 from shotline.providers.local import read_journal
+from shotline.service import tenants
 from shotline.settings import Settings
+from shotline.store import ledger
+from shotline.store.db import reservations
 
 from .service import BRIEF, free_port, process, queue_render, receiver, render_view, wait_until
 

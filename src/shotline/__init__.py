@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from .api import Options, Request, arender, estimate, plan, read_brief, render, resolve
-from .brief import Brief, Segment, parse_brief
-from .capabilities import Capabilities, ModelTable, OverrideExpiredWarning, load_table
+from .core.brief import Brief, Segment, parse_brief
+from .core.capabilities import Capabilities, ModelTable, OverrideExpiredWarning, load_table
+from .core.planner import Plan, PlannedShot, PlanOptions
+from .core.pricing import Estimate, ShotCost
+from .engine.renderer import RenderFailed, RenderResult, RenderStopped, ShotEvent, ShotResult
 from .errors import (
     AmbiguousSubmitError,
     BriefError,
@@ -24,9 +27,6 @@ from .errors import (
     UnsafeURLError,
     UserError,
 )
-from .planner import Plan, PlannedShot, PlanOptions
-from .pricing import Estimate, ShotCost
-from .renderer import RenderFailed, RenderResult, RenderStopped, ShotEvent, ShotResult
 from .settings import Settings
 
 __version__ = "0.1.0"

@@ -18,20 +18,20 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict, Unpack
 
-from .brief import Brief, parse_brief
-from .cache import Store
-from .capabilities import Capabilities, ModelTable, load_table
-from .db import Database
+from .core.brief import Brief, parse_brief
+from .core.capabilities import Capabilities, ModelTable, load_table
+from .core.planner import Plan, PlanOptions, parse_transition
+from .core.planner import plan as _plan
+from .core.pricing import Estimate
+from .core.pricing import estimate as _estimate
 from .errors import BriefError
-from .planner import Plan, PlanOptions, parse_transition
-from .planner import plan as _plan
-from .plugins import load_provider
-from .pricing import Estimate
-from .pricing import estimate as _estimate
+from .providers.plugins import load_provider
 from .settings import Settings
+from .store.cache import Store
+from .store.db import Database
 
 if TYPE_CHECKING:  # rendering imports PyAV and ffmpeg helpers: only load them to render
-    from .renderer import Listener, RenderResult
+    from .engine.renderer import Listener, RenderResult
 
 BriefSource = str | Path | Brief
 
@@ -140,7 +140,7 @@ async def arender(
     **kwargs: Unpack[Options],
 ) -> RenderResult:
     """Render ``brief`` into one verified MP4 (async). See :func:`render`."""
-    from .renderer import RenderJob, render_plan
+    from .engine.renderer import RenderJob, render_plan
 
     settings = kwargs.get("settings") or Settings()
     kwargs["settings"] = settings

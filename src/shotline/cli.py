@@ -20,20 +20,22 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from . import api, jobs, ledger, plugins
-from .cache import Store
-from .capabilities import Capabilities, OverrideExpiredWarning, load_table, parse_size
-from .db import Database
+from . import api
+from .core.capabilities import Capabilities, OverrideExpiredWarning, load_table, parse_size
+from .core.planner import Plan
+from .core.planner import plan as make_plan
+from .core.pricing import Estimate, usd
+from .core.pricing import estimate as make_estimate
 from .display import RenderDisplay
 from .errors import BriefError, ShotlineError
-from .planner import Plan
-from .planner import plan as make_plan
-from .pricing import Estimate, usd
-from .pricing import estimate as make_estimate
+from .providers import plugins
 from .settings import Settings
+from .store import ledger, lifecycle
+from .store.cache import Store
+from .store.db import Database
 
 if TYPE_CHECKING:
-    from .renderer import RenderResult
+    from .engine.renderer import RenderResult
 
 app = typer.Typer(
     add_completion=False,
@@ -335,8 +337,8 @@ def stitch_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Join clips from any source: normalise, trim to exactly --seconds, verify."""
-    from . import media  # imported here: every other command starts faster without PyAV
-    from .planner import parse_transition
+    from .core.planner import parse_transition
+    from .engine import media  # imported here: every other command starts faster without PyAV
 
     if fit not in ("letterbox", "crop"):
         raise BriefError(f"--fit {fit!r}: use letterbox or crop")
@@ -473,7 +475,7 @@ def spend_cmd(
 def renders_cmd(json_out: JsonOpt = False) -> None:
     """Recent renders, newest first."""
     _, db, _ = _open()
-    rows = jobs.list_renders(db)
+    rows = lifecycle.list_renders(db)
     if json_out:
         _dump(rows)
         return
@@ -489,7 +491,7 @@ def show_cmd(render_id: Annotated[str, typer.Argument(help="A render id (r_...).
              json_out: JsonOpt = False) -> None:
     """Reopen a render: its output and cost, with zero provider calls."""
     _, db, _ = _open()
-    row = jobs.get_render(db, render_id)
+    row = lifecycle.get_render(db, render_id)
     if row is None:
         raise BriefError(f"no render {render_id!r}; `shotline renders` lists them")
     row.pop("brief", None)
@@ -524,7 +526,7 @@ def keys_create(
     json_out: JsonOpt = False,
 ) -> None:
     """Make an API key (and a tenant, unless --tenant): the key is printed this once."""
-    from . import tenants
+    from .service import tenants
 
     _, db, _ = _open()
     made = tenants.create_key(db, name, tenant)
@@ -541,7 +543,7 @@ def keys_create(
 @keys_app.command("list")
 def keys_list(tenant: TenantOpt = None, json_out: JsonOpt = False) -> None:
     """Every key with its visible prefix and use (never the key itself)."""
-    from . import tenants
+    from .service import tenants
 
     _, db, _ = _open()
     rows = tenants.list_keys(db, tenant)
@@ -572,8 +574,8 @@ def _key_state(row: dict[str, Any]) -> str:
 @keys_app.command("revoke")
 def keys_revoke(key_id: Annotated[str, typer.Argument(help="A key id (key_...).")]) -> None:
     """Revoke a key for good: it stops authenticating at once."""
-    from . import tenants
     from .errors import UserError
+    from .service import tenants
 
     _, db, _ = _open()
     if not tenants.revoke_key(db, key_id):
@@ -602,8 +604,8 @@ def tenants_budget(
     json_out: JsonOpt = False,
 ) -> None:
     """Set a tenant's spending caps; renders that would pass them are refused."""
-    from . import tenants
     from .errors import UserError
+    from .service import tenants
 
     _, db, _ = _open()
     row = tenants.get_tenant(db, tenant)
@@ -628,7 +630,7 @@ def _cap(value: Decimal | None) -> str:
 @tenants_app.command("list")
 def tenants_list(json_out: JsonOpt = False) -> None:
     """Every tenant, its budgets and how many keys it can use."""
-    from . import tenants
+    from .service import tenants
 
     _, db, _ = _open()
     rows = tenants.list_tenants(db)
@@ -642,7 +644,7 @@ def tenants_list(json_out: JsonOpt = False) -> None:
     out.print(_whole(table, 0))
 
 
-# --- webhook endpoints (webhooks.py) ----------------------------------------------------
+# --- webhook endpoints (service/webhooks.py) ----------------------------------------------------
 # `webhooks` is imported in each command so that this section stays self-contained.
 
 webhooks_app = typer.Typer(help="A tenant's webhook endpoints: every event is sent to each.",
@@ -658,7 +660,7 @@ def webhooks_add(
     json_out: JsonOpt = False,
 ) -> None:
     """Send a tenant's events to URL; its signing secret is printed this once."""
-    from . import webhooks
+    from .service import webhooks
 
     settings, db, _ = _open()
     endpoint_id, secret = webhooks.add_endpoint(db, tenant, url, settings)
@@ -673,7 +675,7 @@ def webhooks_add(
 @webhooks_app.command("list")
 def webhooks_list(tenant: HookTenantOpt, json_out: JsonOpt = False) -> None:
     """A tenant's endpoints and whether each still receives events (never the secrets)."""
-    from . import webhooks
+    from .service import webhooks
 
     _, db, _ = _open()
     rows = webhooks.list_endpoints(db, tenant)
@@ -695,8 +697,8 @@ def webhooks_remove(
     tenant: HookTenantOpt,
 ) -> None:
     """Stop sending events to an endpoint; its deliveries still pending fail."""
-    from . import webhooks
     from .errors import UserError
+    from .service import webhooks
 
     _, db, _ = _open()
     if not webhooks.remove_endpoint(db, tenant, endpoint_id):
@@ -713,7 +715,7 @@ def serve_cmd(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
 ) -> None:
     """Run the HTTP API with a worker in the same process."""
-    from .server import serve
+    from .service.server import serve
 
     serve(Settings(), host, port)
 
@@ -723,7 +725,7 @@ def worker_cmd() -> None:
     """Run a worker alone against the same database (as many as you like)."""
     import logging
 
-    from .worker import run_forever
+    from .service.worker import run_forever
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     run_forever(Settings())
@@ -749,7 +751,7 @@ def _review(action: Callable[[Settings, Database, Store], Any], json_out: bool) 
 @app.command("approve")
 def approve_cmd(render_id: RenderIdArg, json_out: JsonOpt = False) -> None:
     """Publish a render that awaits review."""
-    from . import actions
+    from .service import actions
 
     _review(lambda s, db, _: actions.approve(db, None, render_id, base_url=s.public_url,
                                              operator=True), json_out)
@@ -760,7 +762,7 @@ def reject_cmd(render_id: RenderIdArg,
                reason: Annotated[str, typer.Option(help="Why, for the record.")],
                json_out: JsonOpt = False) -> None:
     """Reject a render that awaits review."""
-    from . import actions
+    from .service import actions
 
     _review(lambda s, db, _: actions.reject(db, None, render_id, reason, base_url=s.public_url,
                                             operator=True), json_out)
@@ -776,7 +778,7 @@ def reroll_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Render some shots again as new takes (only they are billed); a worker restitches."""
-    from . import actions
+    from .service import actions
 
     prompts: dict[int, str] = {}
     for item in prompt or []:
@@ -795,7 +797,7 @@ def cancel_cmd(render_id: RenderIdArg, json_out: JsonOpt = False) -> None:
     """Stop a render and cancel its vendor jobs that can be cancelled."""
     import asyncio
 
-    from . import actions
+    from .service import actions
 
     _review(lambda s, db, _: asyncio.run(actions.cancel(
         db, s, load_table(s.overrides_path), None, render_id, operator=True)), json_out)

@@ -13,10 +13,10 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from .planner import Plan
+from .core.planner import Plan
 
 if TYPE_CHECKING:  # the renderer pulls in the media stack; a display needs only the type
-    from .renderer import ShotEvent
+    from .engine.renderer import ShotEvent
 
 STYLE = {"done": "green", "cached": "cyan", "failed": "red", "stitched": "green"}
 

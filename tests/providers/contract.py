@@ -10,8 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from shotline import ledger
-from shotline.db import Database
+from shotline.store import ledger
+from shotline.store.db import Database
 
 from .vendor_server import ScriptedFaults
 

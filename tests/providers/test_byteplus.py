@@ -9,16 +9,17 @@ from typing import Any
 
 import pytest
 
-from shotline import ledger, media
 from shotline.api import estimate, render
-from shotline.capabilities import load_table
-from shotline.db import Database
+from shotline.core.capabilities import load_table
+from shotline.core.keys import shot_key
+from shotline.engine import media
+from shotline.engine.renderer import RenderFailed
 from shotline.errors import CapabilityError, ConfigError, ShotlineError
-from shotline.keys import shot_key
 from shotline.providers.base import JobRef, JobStatus, ShotRequest
 from shotline.providers.byteplus import BytePlusProvider
-from shotline.renderer import RenderFailed
 from shotline.settings import Settings
+from shotline.store import ledger
+from shotline.store.db import Database
 
 from . import contract
 from .fake_byteplus import KEY, FakeBytePlus, install_byteplus

@@ -9,14 +9,15 @@ from typing import Any
 
 import pytest
 
-from shotline import ledger, media
 from shotline.api import estimate, render
-from shotline.db import Database
+from shotline.engine import media
+from shotline.engine.renderer import RenderFailed
 from shotline.errors import CapabilityError, ConfigError
 from shotline.providers.base import JobRef, JobStatus, ShotRequest
 from shotline.providers.fal import FalProvider
-from shotline.renderer import RenderFailed
 from shotline.settings import Settings
+from shotline.store import ledger
+from shotline.store.db import Database
 
 from . import contract
 from .contract import accepted, outcomes
@@ -49,7 +50,7 @@ def rows(home: Path) -> list[dict[str, Any]]:
 
 def request(model: str, size: str, seconds: int, *, audio: bool = False, seed: int | None = None,
             **kw: Any) -> ShotRequest:
-    from shotline.capabilities import load_table
+    from shotline.core.capabilities import load_table
 
     wire = load_table().get(model).wire_model
     return ShotRequest(model=model, wire_model=wire, prompt="A red kite rises.", seconds=seconds,

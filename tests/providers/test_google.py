@@ -10,14 +10,15 @@ from typing import Any
 
 import pytest
 
-from shotline import ledger, media
 from shotline.api import estimate, render
-from shotline.db import Database
+from shotline.engine import media
+from shotline.engine.renderer import RenderFailed
 from shotline.errors import CapabilityError, ConfigError
 from shotline.providers.base import JobRef, ShotRequest
 from shotline.providers.google import GoogleProvider
-from shotline.renderer import RenderFailed
 from shotline.settings import Settings
+from shotline.store import ledger
+from shotline.store.db import Database
 
 from . import contract
 from .fake_google import BUCKET, FILTER_REASON, GoogleFake, install_google

@@ -18,6 +18,7 @@ from typing import Any
 import av
 import pytest
 
+from shotline.core.keys import shot_key
 from shotline.errors import (
     AmbiguousSubmitError,
     ConfigError,
@@ -25,11 +26,10 @@ from shotline.errors import (
     PermanentError,
     RetryableError,
 )
-from shotline.keys import shot_key
-from shotline.plugins import load_provider
 from shotline.providers.base import JobRef, JobStatus, Provider, ShotRequest
 from shotline.providers.local import LocalProvider, parse_faults, read_journal
 from shotline.providers.local_render import Look, background, render, wrap
+from shotline.providers.plugins import load_provider
 from shotline.settings import Settings
 
 SIZE = "192x108"

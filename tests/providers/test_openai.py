@@ -12,14 +12,15 @@ from typing import Any
 import pytest
 from standardwebhooks import Webhook
 
-from shotline import ledger, media
 from shotline.api import estimate, render
-from shotline.db import Database
+from shotline.engine import media
+from shotline.engine.renderer import RenderFailed
 from shotline.errors import CapabilityError, ConfigError, PermanentError
 from shotline.providers.base import JobRef, ShotRequest
 from shotline.providers.openai import OpenAIProvider, verify_webhook
-from shotline.renderer import RenderFailed
 from shotline.settings import Settings
+from shotline.store import ledger
+from shotline.store.db import Database
 
 from . import contract
 from .fake_openai import BLOCKED, OpenAIFake, install_openai

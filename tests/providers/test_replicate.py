@@ -13,15 +13,16 @@ from typing import Any
 import pytest
 from standardwebhooks import Webhook
 
-from shotline import ledger, media
 from shotline.api import estimate, render
-from shotline.capabilities import load_table
-from shotline.db import Database
+from shotline.core.capabilities import load_table
+from shotline.engine import media
+from shotline.engine.renderer import RenderFailed
 from shotline.errors import CapabilityError, ConfigError, PermanentError
 from shotline.providers.base import JobStatus, ShotRequest
 from shotline.providers.replicate import ReplicateProvider, verify_webhook
-from shotline.renderer import RenderFailed
 from shotline.settings import Settings
+from shotline.store import ledger
+from shotline.store.db import Database
 
 from . import contract
 from .contract import accepted, outcomes
@@ -299,7 +300,7 @@ def test_a_stale_webhook_is_rejected() -> None:
 
 def test_a_signed_webhook_is_only_a_hint_that_triggers_a_poll(tmp_path: Path, rep: ReplicateFake,
                                                               vendor_server: VendorServer) -> None:
-    from shotline import vendor_webhooks
+    from shotline.service import vendor_webhooks
 
     secret = "whsec_" + base64.b64encode(b"k" * 32).decode()
     shot = request("replicate/luma-ray-3.2", "540x540", 5)

@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 
 import httpx
 
-from ..capabilities import load_table, tier_of
+from ..core.capabilities import load_table, tier_of
 from ..errors import PermanentError
 from .base import JobRef, JobState, JobStatus, ShotRequest
 from .http import HttpProvider, add_seed, aspect_ratio, check, data_uri

@@ -41,7 +41,7 @@ from urllib.parse import quote
 
 import httpx
 
-from ..capabilities import load_table, tier_of
+from ..core.capabilities import load_table, tier_of
 from ..errors import CapabilityError, ConfigError, MediaError, PermanentError
 from ..settings import Settings
 from .base import JobRef, JobStatus, ShotRequest

@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 import httpx
 from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook, WebhookVerificationError
 
-from ..capabilities import Capabilities, load_table, parse_size
+from ..core.capabilities import Capabilities, load_table, parse_size
 from ..errors import (
     AmbiguousSubmitError,
     CapabilityError,

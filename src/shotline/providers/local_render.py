@@ -29,8 +29,8 @@ from typing import IO, Literal
 
 from PIL import Image, ImageDraw, ImageFont
 
+from ..engine.media import ffmpeg_exe
 from ..errors import MediaError
-from ..media import ffmpeg_exe
 
 MAX_TEXT = 600  # characters of the prompt that are laid out at all
 Codec = Literal["h264", "hevc"]

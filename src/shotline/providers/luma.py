@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from ..capabilities import load_table, tier_of
+from ..core.capabilities import load_table, tier_of
 from ..errors import PermanentError
 from ..settings import Settings
 from .base import JobRef, JobStatus, ShotRequest

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..capabilities import Capabilities, load_table, tier_of
+from ..core.capabilities import Capabilities, load_table, tier_of
 from ..errors import CapabilityError, PermanentError
 from .base import JobRef, JobStatus, ShotRequest
 from .http import HttpProvider, add_seed, aspect_ratio, check, data_uri, verify_signed

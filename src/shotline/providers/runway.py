@@ -28,7 +28,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..capabilities import Capabilities, load_table, parse_size
+from ..core.capabilities import Capabilities, load_table, parse_size
 from ..errors import CapabilityError, PermanentError
 from .base import JobRef, JobStatus, ShotRequest
 from .http import HttpProvider, add_seed, check, data_uri

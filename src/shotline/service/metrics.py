@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .db import Database, ledger, render_shots, renders, savings, webhook_deliveries
+from ..store.db import Database, ledger, render_shots, renders, savings, webhook_deliveries
 
 
 class DatabaseCollector(Collector):

@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import BriefError
+from ..errors import BriefError
 
 _SHOT_WORDS = (
     "shot|scene|take|plano|escena|toma|sc[eè]ne|plan|szene|einstellung|cena|inquadratura|"

@@ -39,12 +39,14 @@ from sqlalchemy.engine import Connection
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import __version__, actions, idempotency, ledger, lifecycle, metrics, tenants, webhooks
-from .api import open_store
-from .capabilities import ModelTable, load_table
-from .db import Database, media, renders
-from .errors import NotFoundError, ShotlineError
-from .settings import Settings
+from .. import __version__
+from ..api import open_store
+from ..core.capabilities import ModelTable, load_table
+from ..errors import NotFoundError, ShotlineError
+from ..settings import Settings
+from ..store import ledger, lifecycle
+from ..store.db import Database, media, renders
+from . import actions, idempotency, metrics, tenants, webhooks
 
 SETTLED = ("awaiting_review", "published", "rejected", "failed", "cancelled")
 TOKEN = re.compile(r"m_[A-Za-z0-9_-]{40,50}")

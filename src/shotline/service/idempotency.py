@@ -32,9 +32,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from .db import Database, idempotency_keys, insert_ignoring_duplicates
-from .errors import IdempotencyConflict, IdempotencyMismatch, UserError
-from .keys import canonical_json
+from ..core.keys import canonical_json
+from ..errors import IdempotencyConflict, IdempotencyMismatch, UserError
+from ..store.db import Database, idempotency_keys, insert_ignoring_duplicates
 
 MAX_KEY_LENGTH = 255
 DEFAULT_TTL = 86400.0

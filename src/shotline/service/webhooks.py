@@ -1,18 +1,15 @@
-"""Outbound webhooks (Standard Webhooks v1): signing, the outbox, delivery with retries.
+"""Outbound webhooks (Standard Webhooks v1): signing and delivery with retries.
 
-Invariants:
+Events are written by the outbox (:mod:`shotline.store.outbox`) in the transaction of the
+state change they report; this module sends them. Invariants:
 
-* :func:`emit` writes the event and its deliveries in the caller's transaction (the
-  outbox): a committed state change has its event, a rolled-back one has none.
-* One delivery per (event, URL): the render's own ``webhook_url`` (signed with the
-  tenant's secret) and each enabled endpoint of the tenant (signed with its own secret).
 * Every attempt of a delivery sends the stored payload bytes unchanged, with
   ``webhook-id`` = the event id (receivers dedupe on it) and ``webhook-timestamp`` = the
   time of that attempt, signed over both.
 * A delivery is sent only by the worker that claimed it: the claim moves
   ``next_attempt_at`` to a lease expiry under the write lock, and the outcome is written
   only while that lease value is still in place. Sends are at least once, never two at once.
-* Each attempt goes through the SSRF guard (:mod:`shotline.ssrf`) to the address it
+* Each attempt goes through the SSRF guard (:mod:`shotline.service.ssrf`) to the address it
   checked, never follows redirects, reads at most :data:`MAX_RESPONSE_BYTES` of the answer
   and gives up after ``settings.webhook_timeout`` seconds in all.
 * Retries follow :data:`SCHEDULE` (a ``Retry-After`` may only push them later); after the
@@ -27,11 +24,10 @@ import asyncio
 import base64
 import datetime as dt
 import email.utils
-import json
 import logging
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,8 +36,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from standardwebhooks.webhooks import Webhook
 
-from . import ssrf
-from .db import (
+from ..errors import NotFoundError, UnsafeURLError, UserError
+from ..settings import Settings
+from ..store.db import (
     Database,
     tenants,
     webhook_attempts,
@@ -49,8 +46,7 @@ from .db import (
     webhook_endpoints,
     webhook_events,
 )
-from .errors import NotFoundError, UnsafeURLError, UserError
-from .settings import Settings
+from . import ssrf
 
 log = logging.getLogger(__name__)
 
@@ -69,61 +65,10 @@ def new_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
 
 
-def new_event_id() -> str:
-    """``msg_`` + 24 URL-safe characters (never a ``.``, which the signed string uses)."""
-    return "msg_" + secrets.token_urlsafe(18)
-
-
 def sign(secret: str, msg_id: str, timestamp: int, payload: str) -> str:
     """The ``webhook-signature`` value (``v1,<base64>``) for one attempt."""
     when = dt.datetime.fromtimestamp(timestamp, dt.UTC)
     return Webhook(secret).sign(msg_id, when, payload)
-
-
-def _iso(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z")
-
-
-# --- the outbox ----------------------------------------------------------------------------
-
-
-def emit(conn: Connection, render: Mapping[str, Any], type: str, data: dict[str, Any], *,
-         now: float | None = None) -> str | None:
-    """Queue event ``type`` about ``render`` for delivery, in the caller's transaction.
-
-    ``render`` has ``id``, ``tenant_id`` and ``webhook_url``. Returns the event id, or None
-    when nobody is to be told: a render without a tenant (made from the CLI or library),
-    or a tenant render with no webhook URL and no enabled endpoint.
-    """
-    tenant_id = render.get("tenant_id")
-    if not tenant_id:
-        return None
-    targets = _targets(conn, tenant_id, render.get("webhook_url"))
-    if not targets:
-        return None
-    t = time.time() if now is None else now
-    event_id = new_event_id()
-    payload = json.dumps({"type": type, "timestamp": _iso(t), "data": data},
-                         separators=(",", ":"))
-    conn.execute(_e.insert().values(id=event_id, tenant_id=tenant_id, render_id=render["id"],
-                                    type=type, payload=payload, created_at=t))
-    conn.execute(_d.insert(), [
-        {"event_id": event_id, "endpoint_id": endpoint_id, "url": url, "state": "pending",
-         "attempts": 0, "next_attempt_at": t, "created_at": t}
-        for endpoint_id, url in targets])
-    return event_id
-
-
-def _targets(conn: Connection, tenant_id: str, own_url: str | None) -> list[tuple[str | None, str]]:
-    """(endpoint id or None, URL) for each receiver; a URL listed twice is sent to once."""
-    found: dict[str, str | None] = {own_url: None} if own_url else {}
-    rows = conn.execute(sa.select(_ep.c.id, _ep.c.url)
-                        .where(_ep.c.tenant_id == tenant_id, _ep.c.disabled_at.is_(None))
-                        .order_by(_ep.c.created_at, _ep.c.id))
-    for row in rows:
-        found.setdefault(row.url, row.id)
-    return [(endpoint_id, url) for url, endpoint_id in found.items()]
 
 
 # --- delivery ------------------------------------------------------------------------------

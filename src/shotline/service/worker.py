@@ -5,7 +5,7 @@ and any number can share a database. Invariants:
 
 * A worker only runs a render it holds the lease on, renews the lease while it runs, and
   stops the render at once if the lease is lost or the render is cancelled.
-* A worker killed mid-render leaves its calls at their recovery points (jobs.py): the next
+* A worker killed mid-render leaves its calls at their recovery points (calls.py): the next
   worker to claim the render resumes polling, or reconciles, and never pays twice.
 * On a clean stop (SIGTERM, Ctrl-C) the running renders are interrupted and their leases
   released, so another worker resumes them right away instead of after the lease runs out.
@@ -20,15 +20,16 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from . import actions, jobs, ledger, lifecycle, webhooks
-from .api import open_store
-from .capabilities import load_table
-from .db import renders
-from .errors import ShotlineError
-from .planner import Plan
-from .plugins import load_provider
-from .renderer import RenderFailed, RenderJob, RenderStopped, ShotEvent, render_plan
-from .settings import Settings
+from ..api import open_store
+from ..core.capabilities import load_table
+from ..core.planner import Plan
+from ..engine.renderer import RenderFailed, RenderJob, RenderStopped, ShotEvent, render_plan
+from ..errors import ShotlineError
+from ..providers.plugins import load_provider
+from ..settings import Settings
+from ..store import calls, ledger, lifecycle
+from ..store.db import renders
+from . import actions, webhooks
 
 log = logging.getLogger(__name__)
 TICK = 0.25  # seconds between looks at the queue when idle
@@ -64,7 +65,7 @@ class Worker:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.db, self.store = open_store(settings)
-        self.owner = jobs.new_owner()
+        self.owner = calls.new_owner()
         self.running: dict[str, asyncio.Task[None]] = {}
         self.wake = asyncio.Event()
 

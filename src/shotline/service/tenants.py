@@ -30,9 +30,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from ..errors import UserError
+from ..store.db import Database, api_keys, tenants
 from . import webhooks
-from .db import Database, api_keys, tenants
-from .errors import UserError
 
 KEY_PREFIX = "sl_live_"
 VISIBLE_CHARS = 12

@@ -28,7 +28,7 @@ from ipaddress import IPv4Address, IPv6Address, IPv6Network
 
 import httpx
 
-from .errors import UnsafeURLError
+from ..errors import UnsafeURLError
 
 IPAddress = IPv4Address | IPv6Address
 Resolver = Callable[[str, int], Awaitable[list[str]]]

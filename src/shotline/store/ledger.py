@@ -26,8 +26,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from ..errors import BudgetError
 from .db import Database, insert_ignoring_duplicates, ledger, renders, reservations, savings
-from .errors import BudgetError
 
 
 @dataclass(frozen=True)

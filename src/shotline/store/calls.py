@@ -1,4 +1,4 @@
-"""Render rows and the per-shot recovery points, as committed transactions.
+"""The per-shot recovery points and the singleflight claim, as committed transactions.
 
 A shot key moves through ``submitting -> submitted(job) -> done`` (or ``failed``) in the
 ``calls`` table; each arrow is one committed transaction and states only move forward.
@@ -19,13 +19,12 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from .db import Database, calls, render_shots, renders
+from .db import Database, calls
 
 LEASE_SECONDS = 120.0
 
@@ -33,10 +32,6 @@ LEASE_SECONDS = 120.0
 def new_owner() -> str:
     """A claim owner: host and pid (to tell a dead process) plus a per-render nonce."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def new_render_id() -> str:
-    return "r_" + uuid.uuid4().hex[:16]
 
 
 def owner_alive(owner: str | None, heartbeat: float, now: float) -> bool:
@@ -100,65 +95,3 @@ def set_call(db: Database, key: str, state: str, **values: Any) -> None:
 def set_call_in(conn: Connection, key: str, state: str, **values: Any) -> None:
     conn.execute(calls.update().where(calls.c.key == key)
                  .values(state=state, heartbeat=time.time(), **values))
-
-
-# --- renders --------------------------------------------------------------------------
-
-
-def open_render(conn: Connection, key: str, model: str, brief: str, plan: dict[str, Any],
-                shot_keys: list[str], estimate: Decimal) -> str:
-    """Create a render row, or reuse an unfinished one with the same key (a resumed run)."""
-    now = time.time()
-    row = conn.execute(sa.select(renders.c.id).where(
-        renders.c.key == key, renders.c.status.in_(("rendering", "stitching", "failed")))
-        .order_by(renders.c.created_at.desc())).first()
-    if row is not None:
-        conn.execute(renders.update().where(renders.c.id == row.id).values(
-            status="rendering", error=None, updated_at=now, estimate_usd=estimate))
-        return str(row.id)
-    render_id = new_render_id()
-    conn.execute(renders.insert().values(
-        id=render_id, key=key, status="rendering", model=model, brief=brief, plan=plan,
-        estimate_usd=estimate, cost_usd=0, created_at=now, updated_at=now))
-    conn.execute(render_shots.insert(), [
-        {"render_id": render_id, "idx": i, "key": k, "state": "pending", "cached": False,
-         "cost_usd": 0} for i, k in enumerate(shot_keys)])
-    return render_id
-
-
-def set_shot(conn: Connection, render_id: str, idx: int, **values: Any) -> None:
-    conn.execute(render_shots.update().where(render_shots.c.render_id == render_id,
-                                             render_shots.c.idx == idx).values(**values))
-
-
-def set_render(conn: Connection, render_id: str, **values: Any) -> None:
-    conn.execute(renders.update().where(renders.c.id == render_id)
-                 .values(updated_at=time.time(), **values))
-
-
-def finish_shared(conn: Connection, render_id: str, status: str, **values: Any) -> bool:
-    """Set the status of a render several CLI processes run, unless it is closed."""
-    closed = ("cancelled", "rejected", "published")
-    return bool(conn.execute(renders.update().where(renders.c.id == render_id,
-                                                    renders.c.status.not_in(closed))
-                             .values(status=status, updated_at=time.time(), **values)).rowcount)
-
-
-def list_renders(db: Database, limit: int = 100) -> list[dict[str, Any]]:
-    with db.read() as conn:
-        return [dict(r._mapping) for r in conn.execute(
-            sa.select(renders.c.id, renders.c.status, renders.c.model, renders.c.seconds,
-                      renders.c.cost_usd, renders.c.estimate_usd, renders.c.output,
-                      renders.c.created_at, renders.c.error)
-            .order_by(renders.c.created_at.desc()).limit(limit))]
-
-
-def get_render(db: Database, render_id: str) -> dict[str, Any] | None:
-    with db.read() as conn:
-        row = conn.execute(sa.select(renders).where(renders.c.id == render_id)).first()
-        if row is None:
-            return None
-        shots = [dict(r._mapping) for r in conn.execute(
-            sa.select(render_shots).where(render_shots.c.render_id == render_id)
-            .order_by(render_shots.c.idx))]
-    return {**dict(row._mapping), "shots": shots}

@@ -13,9 +13,9 @@ import time
 from collections.abc import Mapping
 from typing import Protocol
 
-from .db import Database, insert_ignoring_duplicates, vendor_events
-from .errors import PermanentError
-from .providers.base import JobRef, JobStatus, Provider
+from ..errors import PermanentError
+from ..providers.base import JobRef, JobStatus, Provider
+from ..store.db import Database, insert_ignoring_duplicates, vendor_events
 
 
 class SignedWebhooks(Protocol):

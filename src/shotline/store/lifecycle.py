@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import secrets
 import time
+import uuid
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from . import jobs, webhooks
-from .db import media, render_events, render_shots, renders
+from . import calls, outbox
+from .db import Database, media, render_events, render_shots, renders
 
 MOVES: dict[str, frozenset[str]] = {
     "queued": frozenset({"rendering", "failed", "cancelled"}),
@@ -71,7 +72,7 @@ def transition(conn: Connection, render_id: str, status: str, *, owner: str | No
     append_event(conn, render_id, "status", {"status": status, "error": view["error"]}, now)
     if status in WEBHOOK_EVENTS:  # a transition never changes who is told
         target = {"id": row.id, "tenant_id": row.tenant_id, "webhook_url": row.webhook_url}
-        webhooks.emit(conn, target, WEBHOOK_EVENTS[status], view, now=now)
+        outbox.emit(conn, target, WEBHOOK_EVENTS[status], view, now=now)
     return True
 
 
@@ -85,7 +86,7 @@ def shot_progress(conn: Connection, render_id: str, index: int, state: str,
                   progress: float | None, message: str = "") -> None:
     """Record a shot's state and progress, and log it for the event stream."""
     if state not in ("done", "cached", "failed"):  # the renderer writes final states itself
-        jobs.set_shot(conn, render_id, index, state=state, progress=progress)
+        set_shot(conn, render_id, index, state=state, progress=progress)
     append_event(conn, render_id, "shot", {"index": index + 1, "state": state,
                                            "progress": progress, "message": message})
 
@@ -108,6 +109,72 @@ def _publish_media(conn: Connection, row: Any, output: Path, now: float) -> None
         conn.execute(media.insert().values(
             token="m_" + secrets.token_urlsafe(32), tenant_id=row.tenant_id, render_id=row.id,
             kind=kind, path=str(path), created_at=now))
+
+
+# --- render rows ---------------------------------------------------------------------------
+
+
+def new_render_id() -> str:
+    return "r_" + uuid.uuid4().hex[:16]
+
+
+def open_render(conn: Connection, key: str, model: str, brief: str, plan: dict[str, Any],
+                shot_keys: list[str], estimate: Decimal) -> str:
+    """Create a render row, or reuse an unfinished one with the same key (a resumed run)."""
+    now = time.time()
+    row = conn.execute(sa.select(renders.c.id).where(
+        renders.c.key == key, renders.c.status.in_(("rendering", "stitching", "failed")))
+        .order_by(renders.c.created_at.desc())).first()
+    if row is not None:
+        conn.execute(renders.update().where(renders.c.id == row.id).values(
+            status="rendering", error=None, updated_at=now, estimate_usd=estimate))
+        return str(row.id)
+    render_id = new_render_id()
+    conn.execute(renders.insert().values(
+        id=render_id, key=key, status="rendering", model=model, brief=brief, plan=plan,
+        estimate_usd=estimate, cost_usd=0, created_at=now, updated_at=now))
+    conn.execute(render_shots.insert(), [
+        {"render_id": render_id, "idx": i, "key": k, "state": "pending", "cached": False,
+         "cost_usd": 0} for i, k in enumerate(shot_keys)])
+    return render_id
+
+
+def set_shot(conn: Connection, render_id: str, idx: int, **values: Any) -> None:
+    conn.execute(render_shots.update().where(render_shots.c.render_id == render_id,
+                                             render_shots.c.idx == idx).values(**values))
+
+
+def set_render(conn: Connection, render_id: str, **values: Any) -> None:
+    conn.execute(renders.update().where(renders.c.id == render_id)
+                 .values(updated_at=time.time(), **values))
+
+
+def finish_shared(conn: Connection, render_id: str, status: str, **values: Any) -> bool:
+    """Set the status of a render several CLI processes run, unless it is closed."""
+    closed = ("cancelled", "rejected", "published")
+    return bool(conn.execute(renders.update().where(renders.c.id == render_id,
+                                                    renders.c.status.not_in(closed))
+                             .values(status=status, updated_at=time.time(), **values)).rowcount)
+
+
+def list_renders(db: Database, limit: int = 100) -> list[dict[str, Any]]:
+    with db.read() as conn:
+        return [dict(r._mapping) for r in conn.execute(
+            sa.select(renders.c.id, renders.c.status, renders.c.model, renders.c.seconds,
+                      renders.c.cost_usd, renders.c.estimate_usd, renders.c.output,
+                      renders.c.created_at, renders.c.error)
+            .order_by(renders.c.created_at.desc()).limit(limit))]
+
+
+def get_render(db: Database, render_id: str) -> dict[str, Any] | None:
+    with db.read() as conn:
+        row = conn.execute(sa.select(renders).where(renders.c.id == render_id)).first()
+        if row is None:
+            return None
+        shots = [dict(r._mapping) for r in conn.execute(
+            sa.select(render_shots).where(render_shots.c.render_id == render_id)
+            .order_by(render_shots.c.idx))]
+    return {**dict(row._mapping), "shots": shots}
 
 
 # --- the view every face shows ------------------------------------------------------------
@@ -158,7 +225,7 @@ def enqueue(conn: Connection, *, tenant: str | None, key: str, model: str, brief
             max_usd: Decimal | None, now: float | None = None) -> str:
     """Create a queued render and its shots; the caller reserves its budget in the same txn."""
     now = now or time.time()
-    render_id = jobs.new_render_id()
+    render_id = new_render_id()
     conn.execute(renders.insert().values(
         id=render_id, key=key, status="queued", model=model, brief=brief, plan=plan,
         estimate_usd=estimate, cost_usd=0, created_at=now, updated_at=now, tenant_id=tenant,
@@ -183,7 +250,7 @@ def _lease_free(row: Any, now: float) -> bool:
     if row.lease_owner is None or (row.lease_until or 0) < now:
         return True
     # Same host and the process is gone: no need to wait for the lease to run out.
-    return not jobs.owner_alive(row.lease_owner, now, now)
+    return not calls.owner_alive(row.lease_owner, now, now)
 
 
 def claim_next(conn: Connection, owner: str, lease: float, now: float | None = None,

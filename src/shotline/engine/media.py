@@ -38,7 +38,7 @@ from av.video.frame import VideoFrame
 from av.video.stream import VideoStream
 from PIL import Image
 
-from .errors import MediaError
+from ..errors import MediaError
 
 __all__ = [
     "Probe",

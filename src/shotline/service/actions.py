@@ -22,20 +22,22 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.engine import Connection
 
-from . import api, ledger, lifecycle, ssrf
-from .cache import Store
-from .capabilities import Capabilities, ModelTable
-from .db import Database, calls, render_shots, renders, tenants
-from .errors import BriefError, NotFoundError, ProviderError, StateError
-from .keys import render_key
-from .planner import Plan
-from .planner import plan as make_plan
-from .plugins import load_provider
-from .pricing import call_cost
-from .pricing import estimate as price
-from .providers.base import JobRef
-from .renderer import request_for, stitch_settings
-from .settings import Settings
+from .. import api
+from ..core.capabilities import Capabilities, ModelTable
+from ..core.keys import render_key
+from ..core.planner import Plan
+from ..core.planner import plan as make_plan
+from ..core.pricing import call_cost
+from ..core.pricing import estimate as price
+from ..engine.renderer import request_for, stitch_settings
+from ..errors import BriefError, NotFoundError, ProviderError, StateError
+from ..providers.base import JobRef
+from ..providers.plugins import load_provider
+from ..settings import Settings
+from ..store import ledger, lifecycle
+from ..store.cache import Store
+from ..store.db import Database, calls, render_shots, renders, tenants
+from . import ssrf
 
 MAX_PROMPT = 4000
 log = logging.getLogger(__name__)

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict
 
+from ..errors import BriefError, CapabilityError
 from .brief import Brief, Segment
 from .capabilities import Capabilities, parse_size
-from .errors import BriefError, CapabilityError
 
 
 @dataclass(frozen=True)

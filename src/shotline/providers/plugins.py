@@ -9,9 +9,9 @@ from __future__ import annotations
 from functools import cache
 from importlib.metadata import EntryPoint, entry_points
 
-from .errors import ConfigError
-from .providers.base import Provider, make
-from .settings import Settings
+from ..errors import ConfigError
+from ..settings import Settings
+from .base import Provider, make
 
 GROUP = "shotline.providers"
 

@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .errors import CapabilityError, OverrideError
+from ..errors import CapabilityError, OverrideError
 
 AudioMode = Literal["optional", "always", "none"]
 ImageInput = Literal["first_frame", "last_frame", "reference"]

@@ -1,6 +1,6 @@
 """Running the shots of a plan: cache, singleflight, retries, download, probe, stitch.
 
-Invariants (see also jobs.py for the recovery points and ledger.py for money):
+Invariants (see also calls.py for the recovery points and ledger.py for money):
 
 * A shot whose key is stored is served from the store: no provider call, cost 0.
 * Shots run concurrently, at most ``settings.limit_for(provider)`` in flight per provider.
@@ -29,11 +29,11 @@ from typing import Any, Literal
 
 from sqlalchemy.engine import Connection
 
-from . import jobs, ledger, lifecycle, media
-from .cache import Store, copy_atomic
-from .capabilities import Capabilities, parse_size
-from .db import Database
-from .errors import (
+from ..core.capabilities import Capabilities, parse_size
+from ..core.keys import render_key, shot_key
+from ..core.planner import Plan, PlannedShot
+from ..core.pricing import ShotCost, call_cost
+from ..errors import (
     AmbiguousSubmitError,
     MediaError,
     PermanentError,
@@ -42,11 +42,12 @@ from .errors import (
     ShotlineError,
     UserError,
 )
-from .keys import render_key, shot_key
-from .planner import Plan, PlannedShot
-from .pricing import ShotCost, call_cost
-from .providers.base import JobRef, JobStatus, Provider, ShotRequest
-from .settings import Settings
+from ..providers.base import JobRef, JobStatus, Provider, ShotRequest
+from ..settings import Settings
+from ..store import calls, ledger, lifecycle
+from ..store.cache import Store, copy_atomic
+from ..store.db import Database
+from . import media
 
 ShotState = Literal["queued", "submitting", "rendering", "downloading", "done", "cached", "failed"]
 
@@ -157,7 +158,7 @@ class Renderer:
         self.render_id = render_id
         self.emit = listener
         self.limit = asyncio.Semaphore(settings.limit_for(caps.provider))
-        self.owner = jobs.new_owner()
+        self.owner = calls.new_owner()
         # Two shots of one brief can be identical (same key): the second waits for the first.
         self.key_locks: dict[str, asyncio.Lock] = {}
 
@@ -186,7 +187,7 @@ class Renderer:
         # A shot served from the store keeps what it cost when this render paid for it.
         paid = {} if result.cached else {"cost_usd": result.cost_usd}
         with self.db.write() as conn:
-            jobs.set_shot(conn, self.render_id, request.index, state=state, cached=result.cached,
+            lifecycle.set_shot(conn, self.render_id, request.index, state=state, cached=result.cached,
                           error=result.error, progress=None if result.error else 1.0, **paid)
         if result.error:
             result.error = f"shot {request.index + 1}: {result.error}"
@@ -200,7 +201,7 @@ class Renderer:
         result.clip, result.cached = stored.path, True
         with self.db.write() as conn:
             self.store.touch(conn, result.key)
-            jobs.set_shot(conn, self.render_id, result.index, state="cached", cached=True)
+            lifecycle.set_shot(conn, self.render_id, result.index, state="cached", cached=True)
             ledger.record_saving(conn, self.render_id, result.key, self.caps.provider,
                                  self.caps.model, cost.cost_usd)
         self.emit(ShotEvent(result.index, "cached"))
@@ -210,7 +211,7 @@ class Renderer:
         """Claim, submit or follow, poll, download, store: until done or out of attempts."""
         while True:
             with self.db.write() as conn:
-                c = jobs.claim(conn, request.key, self.caps.provider, self.caps.model, self.owner)
+                c = calls.claim(conn, request.key, self.caps.provider, self.caps.model, self.owner)
             ref: JobRef | None
             if c.action == "wait":  # another process is submitting this very shot
                 self.emit(ShotEvent(request.index, "queued", message="shared with another render"))
@@ -220,7 +221,7 @@ class Renderer:
                 if self._serve_stored(result, cost):
                     return
                 # Made before, but the file was pruned since: making it again is a new call.
-                jobs.set_call(self.db, request.key, "failed", error="clip no longer stored")
+                calls.set_call(self.db, request.key, "failed", error="clip no longer stored")
                 continue
             if c.action == "reconcile":
                 ref = await self._reconcile(request)
@@ -246,13 +247,13 @@ class Renderer:
             await self._failed_attempt(request, attempt, exc.reason, exc.retry_after)
             return None
         except PermanentError as exc:
-            jobs.set_call(self.db, request.key, "failed", error=exc.reason)
+            calls.set_call(self.db, request.key, "failed", error=exc.reason)
             raise
         except UserError as exc:  # refused before anything was sent: release the claim
-            jobs.set_call(self.db, request.key, "failed", error=str(exc))
+            calls.set_call(self.db, request.key, "failed", error=str(exc))
             raise
         checkpoint("submitted-uncommitted")
-        jobs.set_call(self.db, request.key, "submitted", job=ref.to_json())
+        calls.set_call(self.db, request.key, "submitted", job=ref.to_json())
         checkpoint("submitted")
         return ref
 
@@ -264,7 +265,7 @@ class Renderer:
         """
         find = getattr(self.provider, "find", None)
         if find is None:
-            jobs.set_call(self.db, request.key, "submitting", error="ambiguous submit")
+            calls.set_call(self.db, request.key, "submitting", error="ambiguous submit")
             raise AmbiguousSubmitError(
                 f"a submit for this shot may have reached {self.caps.provider} but its answer "
                 "was lost, and this provider cannot be asked by key. It was not resubmitted, "
@@ -272,14 +273,14 @@ class Renderer:
                 f"{request.key}); to make this shot anew and pay again, render with a new --take")
         ref: JobRef | None = await find(request)
         if ref is None:
-            jobs.set_call(self.db, request.key, "failed", error="not found at the provider")
+            calls.set_call(self.db, request.key, "failed", error="not found at the provider")
             return None
-        jobs.set_call(self.db, request.key, "submitted", job=ref.to_json())
+        calls.set_call(self.db, request.key, "submitted", job=ref.to_json())
         return ref
 
     async def _failed_attempt(self, request: ShotRequest, attempt: int, reason: str,
                               retry_after: float | None) -> None:
-        jobs.set_call(self.db, request.key, "failed", error=reason)
+        calls.set_call(self.db, request.key, "failed", error=reason)
         if attempt >= self.settings.max_attempts:
             raise PermanentError(f"gave up after {attempt} attempts: {reason}", reason=reason)
         delay = backoff(attempt - 1, self.settings.backoff_base, retry_after)
@@ -295,7 +296,7 @@ class Renderer:
                 with self.db.write() as conn:
                     ledger.record(conn, self._charge(ref, request, cost, status, "failed"))
             if not status.retryable:
-                jobs.set_call(self.db, request.key, "failed", error=reason)
+                calls.set_call(self.db, request.key, "failed", error=reason)
                 raise PermanentError(f"job {ref.job_id} failed: {reason}", reason=reason)
             await self._failed_attempt(request, attempt, reason, None)
             return False
@@ -314,7 +315,7 @@ class Renderer:
                                               provider=self.caps.provider, model=self.caps.model,
                                               cost_usd=cost.cost_usd)
             paid = ledger.record(conn, self._charge(ref, request, cost, status, "succeeded"))
-            jobs.set_call_in(conn, request.key, "done")
+            calls.set_call_in(conn, request.key, "done")
         checkpoint("done")
         result.cost_usd = cost.cost_usd if paid else Decimal(0)
         result.cached = not paid  # another render's call, shared: no charge here
@@ -422,7 +423,7 @@ async def render_plan(plan: Plan, job: RenderJob) -> RenderResult:
         limits = ledger.Limits(job.max_usd, job.settings.daily_budget_usd,
                                job.settings.monthly_budget_usd)
         with job.db.write() as conn:  # a refused budget rolls this back: nothing is written
-            render_id = jobs.open_render(conn, key, plan.model, job.brief_text,
+            render_id = lifecycle.open_render(conn, key, plan.model, job.brief_text,
                                          plan.model_dump(mode="json"), [r.key for r in requests],
                                          sum(costs, Decimal(0)))
             ledger.reserve(conn, render_id, todo, limits)
@@ -455,7 +456,7 @@ def _move(job: RenderJob, render_id: str, status: str, *, settle: bool = False,
             # Library and CLI runs hold no lease, and several of them may share one
             # render row (each resumes the same unfinished render): the last word wins,
             # unless somebody cancelled the render or reviewed it already.
-            moved = jobs.finish_shared(conn, render_id, status, **values)
+            moved = lifecycle.finish_shared(conn, render_id, status, **values)
         if settle or not moved:
             ledger.settle(conn, render_id)
     if not moved:
