@@ -48,13 +48,18 @@ def _pg_admin() -> tuple[str, sa.Engine]:
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
-    """The URL of a Postgres schema of this test's own, dropped afterwards."""
+    """The URL of a Postgres schema of this test's own, dropped afterwards.
+
+    Postgres is part of the test run, not an optional extra: `.ci/run` starts it, and a
+    server that cannot be reached fails the test with the reason instead of skipping it.
+    """
     where = sa.make_url(pg_urls()[0])
     host, port = where.host or "127.0.0.1", where.port or 5432
     try:
         socket.create_connection((host, port), timeout=3).close()
     except OSError as exc:
-        pytest.skip(f"no Postgres server reachable at {host}:{port} ({exc})")
+        pytest.fail(f"no Postgres server at {host}:{port} ({exc}): start it (scripts/test.sh "
+                    "does) or point SHOTLINE_TEST_POSTGRES_URL at one")
     url, admin = _pg_admin()
     schema = "test_" + uuid.uuid4().hex[:12]
     with admin.begin() as conn:
@@ -79,3 +84,20 @@ def pg_db(pg_url: str) -> Iterator[Database]:
 def example(name: str) -> Path:
     """An example brief shipped with the project."""
     return EXAMPLES / name
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A database URL of this test's own, once on SQLite and once on Postgres."""
+    if request.param == "postgres":
+        return str(request.getfixturevalue("pg_url"))
+    (tmp_path / "db").mkdir(exist_ok=True)
+    return f"sqlite:///{tmp_path / 'db' / 'shotline.db'}"
+
+
+@pytest.fixture
+def any_db(db_url: str) -> Iterator[Database]:
+    """A migrated Database, once on SQLite and once on Postgres."""
+    database = Database(db_url)
+    yield database
+    database.close()

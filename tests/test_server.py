@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -16,7 +17,7 @@ from shotline.providers.local import read_journal
 from shotline.service import tenants
 from shotline.store.db import renders, reservations
 
-from .service import BRIEF, receiver, running, service_settings, wait_status
+from .service import BRIEF, receiver, running, service_settings, wait_status, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -53,9 +54,14 @@ def test_post_to_published_with_signed_webhooks(tmp_path: Path, database: str,
         with pytest.raises(Exception, match="signature"):
             Webhook(secret).verify(told.body.replace(b"published", b"rejected"), told.headers)
 
-        sent = api.get("/v1/webhooks/deliveries", params={"render_id": render["id"]}).json()["data"]
-        assert {d["type"] for d in sent} == {"render.awaiting_review", "render.published"}
-        assert all(d["state"] == "delivered" and d["attempts"] for d in sent)
+        def sent() -> list[dict[str, Any]]:
+            answer = api.get("/v1/webhooks/deliveries", params={"render_id": render["id"]})
+            return list(answer.json()["data"])
+
+        # The receiver has the body before the worker records the outcome: wait for that.
+        wait_until(lambda: all(d["state"] == "delivered" for d in sent()), what="the record")
+        assert {d["type"] for d in sent()} == {"render.awaiting_review", "render.published"}
+        assert all(d["attempts"] == 1 for d in sent())
         assert api.post(f"/v1/renders/{render['id']}/approve").status_code == 409
 
 

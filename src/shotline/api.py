@@ -121,7 +121,8 @@ def plan(brief: BriefSource, **kwargs: Unpack[Options]) -> Plan:
 def estimate(brief: BriefSource, **kwargs: Unpack[Options]) -> Estimate:
     """What rendering ``brief`` would cost, shot by shot, before any call is made."""
     req = resolve(brief, **kwargs)
-    return _estimate(_plan(req.brief, req.caps, req.options), req.caps)
+    settings = kwargs.get("settings") or Settings()
+    return _estimate(_plan(req.brief, req.caps, req.options), req.caps, settings.max_attempts)
 
 
 def open_store(settings: Settings) -> tuple[Database, Store]:

@@ -115,6 +115,7 @@ def plan_json(plan: Plan, estimate: Estimate | None = None) -> dict[str, Any]:
     }
     if estimate:
         data["cost_usd"] = usd(estimate.cost_usd)
+        data["worst_usd"] = usd(estimate.worst_usd)
         data["price_source"] = estimate.price_source
     return data
 
@@ -138,9 +139,10 @@ def plan_table(plan: Plan, estimate: Estimate | None = None) -> Table:
 def _plan_and_estimate(
     brief: str | None, text: str | None, overrides: Path | None, **opts: Any
 ) -> tuple[Plan, Estimate]:
-    req = api.resolve(read_source(brief, text), settings=_settings(overrides), **opts)
+    settings = _settings(overrides)
+    req = api.resolve(read_source(brief, text), settings=settings, **opts)
     plan = make_plan(req.brief, req.caps, req.options)
-    return plan, make_estimate(plan, req.caps)
+    return plan, make_estimate(plan, req.caps, settings.max_attempts)
 
 
 @app.command("plan")
@@ -188,6 +190,11 @@ def estimate_cmd(
         out.print_json(json.dumps(plan_json(plan, est)))
     else:
         out.print(plan_table(plan, est))
+        if est.worst_usd > est.cost_usd:
+            out.print(f"worst case ${est.worst_usd:.2f}: this model bills failed attempts, and a "
+                      f"shot may be tried up to {est.worst_usd / est.cost_usd:.0f} times; "
+                      "--max-usd and the budgets stop it before any attempt they cannot cover",
+                      markup=False)
 
 
 def caps_json(caps: Capabilities) -> dict[str, Any]:

@@ -10,6 +10,10 @@ Invariants (see also calls.py for the recovery points and ledger.py for money):
   killed process) is reconciled with the provider, never resubmitted blindly.
 * A clip is probed before it takes its content-key name; its ledger row, its store row
   and its ``done`` state are committed together.
+* Before every submit, the render's reservation must cover what it has billed plus one
+  attempt at every shot still open (the one about to be submitted included); if not, it
+  is grown under every cap or the shot stops with ``BudgetError``. So a retry on a model
+  that bills failed attempts, a resumed render or a re-roll can never bill past a cap.
 * A permanent failure fails the render with the vendor's reason after the other shots
   have settled (they are being paid for; their clips are kept for the next run).
 """
@@ -27,6 +31,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from ..core.capabilities import Capabilities, parse_size
@@ -35,6 +40,7 @@ from ..core.planner import Plan, PlannedShot
 from ..core.pricing import ShotCost, call_cost
 from ..errors import (
     AmbiguousSubmitError,
+    BudgetError,
     MediaError,
     PermanentError,
     ProviderError,
@@ -46,7 +52,7 @@ from ..providers.base import JobRef, JobStatus, Provider, ShotRequest
 from ..settings import Settings
 from ..store import calls, ledger, lifecycle
 from ..store.cache import Store, copy_atomic
-from ..store.db import Database
+from ..store.db import Database, renders
 from . import media
 
 ShotState = Literal["queued", "submitting", "rendering", "downloading", "done", "cached", "failed"]
@@ -71,6 +77,7 @@ class ShotResult:
     cost_usd: Decimal = Decimal(0)
     job_id: str | None = None
     error: str | None = None
+    over_budget: bool = False  # stopped before an attempt the budget could not cover
 
 
 @dataclass
@@ -149,7 +156,8 @@ class Renderer:
     """Makes the clips of one render through one provider."""
 
     def __init__(self, provider: Provider, caps: Capabilities, settings: Settings,
-                 db: Database, store: Store, render_id: str, listener: Listener) -> None:
+                 db: Database, store: Store, render_id: str, listener: Listener,
+                 limits: ledger.Limits) -> None:
         self.provider = provider
         self.caps = caps
         self.settings = settings
@@ -161,6 +169,15 @@ class Renderer:
         self.owner = calls.new_owner()
         # Two shots of one brief can be identical (same key): the second waits for the first.
         self.key_locks: dict[str, asyncio.Lock] = {}
+        self.limits = limits
+        # What one more attempt at each shot not finished yet would cost: with what the
+        # render has billed, the least its reservation must cover before any submit.
+        self.open: dict[int, Decimal] = {}
+
+    def expect(self, requests: list[ShotRequest]) -> None:
+        """Note the shots this run will make, before any of them starts."""
+        for r in requests:
+            self.open[r.index] = call_cost(self.caps, r.seconds, r.size, r.audio).cost_usd
 
     async def run_shot(self, request: ShotRequest) -> ShotResult:
         async with self.key_locks.setdefault(request.key, asyncio.Lock()):
@@ -181,8 +198,11 @@ class Renderer:
                     f"{result.job_id}); the job was left with the provider, not resubmitted")
             except ProviderError as exc:  # the vendor's own words go to the user
                 result.error = str(exc) if exc.reason in str(exc) else f"{exc} ({exc.reason})"
+            except BudgetError as exc:
+                result.error, result.over_budget = str(exc), True
             except (MediaError, UserError) as exc:
                 result.error = str(exc)
+        self.open.pop(request.index, None)
         state = "failed" if result.error else ("cached" if result.cached else "done")
         # A shot served from the store keeps what it cost when this render paid for it.
         paid = {} if result.cached else {"cost_usd": result.cost_usd}
@@ -198,6 +218,7 @@ class Renderer:
         stored = self.store.clip(result.key)
         if stored is None:
             return False
+        self.open.pop(result.index, None)
         result.clip, result.cached = stored.path, True
         with self.db.write() as conn:
             self.store.touch(conn, result.key)
@@ -236,7 +257,22 @@ class Renderer:
             if await self._finish(ref, request, result, cost, c.attempts):
                 return
 
+    def _authorize(self, request: ShotRequest) -> None:
+        """Make sure the reservation covers this submit, growing it within every cap.
+
+        Raises BudgetError (and frees the claim) if it cannot: the attempts already made
+        stay in the ledger and the clips already made stay stored.
+        """
+        try:
+            with self.db.write() as conn:
+                need = ledger.billed(conn, self.render_id) + sum(self.open.values(), Decimal(0))
+                ledger.reserve(conn, self.render_id, need, self.limits, grow_only=True)
+        except BudgetError as exc:
+            calls.set_call(self.db, request.key, "failed", error="stopped by the budget")
+            raise BudgetError(f"stopped before an attempt that could be billed: {exc}") from None
+
     async def _submit(self, request: ShotRequest, attempt: int) -> JobRef | None:
+        self._authorize(request)
         checkpoint("claimed")
         self.emit(ShotEvent(request.index, "submitting"))
         try:
@@ -413,25 +449,28 @@ async def render_plan(plan: Plan, job: RenderJob) -> RenderResult:
     if job.render_id is None and (stored := job.store.output(key)) is not None:
         return _reopen(job, plan, key, requests, stored)
     costs = [call_cost(job.caps, r.seconds, r.size, r.audio).cost_usd for r in requests]
-    todo = sum((c for r, c in zip(requests, costs, strict=True) if not job.store.clip(r.key)),
-               Decimal(0))
+    to_make = [r for r in requests if not job.store.clip(r.key)]
+    todo = sum((c for r, c in zip(requests, costs, strict=True) if r in to_make), Decimal(0))
     preflight = getattr(job.provider, "preflight", None)
     if preflight is not None:  # a missing key is found before anything is written
         for request in requests:
             preflight(request)
     if job.render_id is None:
-        limits = ledger.Limits(job.max_usd, job.settings.daily_budget_usd,
-                               job.settings.monthly_budget_usd)
         with job.db.write() as conn:  # a refused budget rolls this back: nothing is written
             render_id = lifecycle.open_render(conn, key, plan.model, job.brief_text,
-                                         plan.model_dump(mode="json"), [r.key for r in requests],
-                                         sum(costs, Decimal(0)))
-            ledger.reserve(conn, render_id, todo, limits)
+                                              plan.model_dump(mode="json"),
+                                              [r.key for r in requests], sum(costs, Decimal(0)),
+                                              max_usd=job.max_usd)
+            limits = _limits(conn, job, render_id)
+            ledger.reserve(conn, render_id, ledger.billed(conn, render_id) + todo, limits)
     else:
         render_id = job.render_id
+        with job.db.read() as conn:
+            limits = _limits(conn, job, render_id)
         _move(job, render_id, "rendering")
     renderer = Renderer(job.provider, job.caps, job.settings, job.db, job.store, render_id,
-                        job.listener)
+                        job.listener, limits)
+    renderer.expect(to_make)
     shots = list(await asyncio.gather(*(renderer.run_shot(r) for r in requests)))
     this_run = sum((s.cost_usd for s in shots), Decimal(0))
     if failed := [s for s in shots if s.error]:
@@ -439,8 +478,19 @@ async def render_plan(plan: Plan, job: RenderJob) -> RenderResult:
             f" ({sum(1 for s in shots if s.clip)} of {len(shots)} clips are stored and will "
             "not be paid for again)")
         _move(job, render_id, "failed", error=message, settle=True)
+        if any(s.over_budget for s in failed):
+            raise BudgetError(f"render {render_id} stopped: {message}")
         raise RenderFailed(message, render_id, shots)
     return await _stitch(plan, job, render_id, key, shots, this_run)
+
+
+def _limits(conn: Connection, job: RenderJob, render_id: str) -> ledger.Limits:
+    """The caps on this render: its own (max_usd), its tenant's, and the operator's."""
+    row = conn.execute(sa.select(renders.c.tenant_id, renders.c.max_usd)
+                       .where(renders.c.id == render_id)).one()
+    return ledger.limits(conn, tenant=row.tenant_id, per_render=row.max_usd,
+                         daily=job.settings.daily_budget_usd,
+                         monthly=job.settings.monthly_budget_usd)
 
 
 def _move(job: RenderJob, render_id: str, status: str, *, settle: bool = False,

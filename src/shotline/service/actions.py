@@ -36,7 +36,7 @@ from ..providers.plugins import load_provider
 from ..settings import Settings
 from ..store import ledger, lifecycle
 from ..store.cache import Store
-from ..store.db import Database, calls, render_shots, renders, tenants
+from ..store.db import Database, calls, render_shots, renders
 from . import ssrf
 
 MAX_PROMPT = 4000
@@ -83,12 +83,8 @@ class RejectRequest(BaseModel):
 
 def _limits(conn: Connection, settings: Settings, tenant: str | None,
             max_usd: Decimal | None) -> ledger.Limits:
-    row = None if tenant is None else conn.execute(
-        sa.select(tenants).where(tenants.c.id == tenant)).first()
-    return ledger.Limits(
-        per_render=max_usd, daily=settings.daily_budget_usd, monthly=settings.monthly_budget_usd,
-        tenant=tenant, tenant_daily=row.daily_budget_usd if row else None,
-        tenant_monthly=row.monthly_budget_usd if row else None)
+    return ledger.limits(conn, tenant=tenant, per_render=max_usd,
+                         daily=settings.daily_budget_usd, monthly=settings.monthly_budget_usd)
 
 
 async def submit(db: Database, settings: Settings, table: ModelTable, tenant: str | None,
@@ -148,8 +144,12 @@ async def _preflight(settings: Settings, caps: Capabilities, requests: list[Any]
         await provider.aclose()
 
 
-def _row(conn: Connection, tenant: str | None, render_id: str, operator: bool) -> Any:
-    row = conn.execute(sa.select(renders).where(renders.c.id == render_id)).first()
+def _row(conn: Connection, tenant: str | None, render_id: str, operator: bool, *,
+         lock: bool = False) -> Any:
+    """The render, if ``tenant`` may see it; ``lock`` holds its row until the transaction ends
+    (taken before any budget lock: see db.py for the order)."""
+    query = sa.select(renders).where(renders.c.id == render_id)
+    row = conn.execute(query.with_for_update() if lock else query).first()
     if row is None or (not operator and row.tenant_id != tenant):
         raise NotFoundError(f"no render {render_id!r}")
     return row
@@ -198,7 +198,7 @@ def reroll(db: Database, settings: Settings, table: ModelTable, tenant: str | No
     (the shots that failed, when a failed render is re-rolled).
     """
     with db.write() as conn:
-        row = _row(conn, tenant, render_id, operator)
+        row = _row(conn, tenant, render_id, operator, lock=True)
         if row.status not in ("awaiting_review", "failed") or row.options is None:
             raise StateError(f"render {render_id} is {row.status}: only a render of the service "
                              "that is awaiting_review or failed can be re-rolled")
@@ -215,7 +215,9 @@ def reroll(db: Database, settings: Settings, table: ModelTable, tenant: str | No
         key = render_key([r.key for r in requests], stitch_settings(plan, settings.fit))
         amount = sum((call_cost(caps, r.seconds, r.size, r.audio).cost_usd for r in requests
                       if r.index + 1 in chosen or store.clip(r.key, conn) is None), Decimal(0))
-        ledger.reserve(conn, render_id, amount, _limits(conn, settings, row.tenant_id, None))
+        # max_usd caps everything the render ever bills, re-rolls included.
+        ledger.reserve(conn, render_id, ledger.billed(conn, render_id) + amount,
+                       _limits(conn, settings, row.tenant_id, row.max_usd))
         for n in chosen:
             conn.execute(render_shots.update().where(render_shots.c.render_id == render_id,
                                                      render_shots.c.idx == n - 1)
@@ -248,9 +250,10 @@ def _check_reroll(req: RerollRequest, n_shots: int) -> list[int]:
 async def cancel(db: Database, settings: Settings, table: ModelTable, tenant: str | None,
                  render_id: str, *, operator: bool = False) -> dict[str, Any]:
     """Stop a render and cancel its vendor jobs that no other live render shares."""
-    view = _act(db, tenant, render_id, "cancelled", "cancelled",
-                allowed="queued, rendering or stitching", base_url=settings.public_url,
-                operator=operator)
+    view = await asyncio.to_thread(
+        _act, db, tenant, render_id, "cancelled", "cancelled",
+        allowed="queued, rendering or stitching", base_url=settings.public_url,
+        operator=operator)
     await cancel_vendor_jobs(db, settings, table, render_id)
     return view
 
@@ -258,15 +261,7 @@ async def cancel(db: Database, settings: Settings, table: ModelTable, tenant: st
 async def cancel_vendor_jobs(db: Database, settings: Settings, table: ModelTable,
                              render_id: str) -> int:
     """Ask vendors to stop this render's jobs; the keys become free to submit again."""
-    with db.read() as conn:
-        keys = [r.key for r in conn.execute(sa.select(render_shots.c.key)
-                                            .where(render_shots.c.render_id == render_id))]
-        shared = {r.key for r in conn.execute(
-            sa.select(render_shots.c.key).join(renders, renders.c.id == render_shots.c.render_id)
-            .where(render_shots.c.key.in_(keys), renders.c.id != render_id,
-                   renders.c.status.in_(lifecycle.ACTIVE)))}
-        jobs_ = [r for r in conn.execute(sa.select(calls).where(
-            calls.c.key.in_(keys), calls.c.state == "submitted")) if r.key not in shared]
+    jobs_ = await asyncio.to_thread(_jobs_to_cancel, db, render_id)
     cancelled = 0
     for name in {call.provider for call in jobs_}:
         provider = load_provider(name, settings)  # one client per vendor, not per job
@@ -277,10 +272,26 @@ async def cancel_vendor_jobs(db: Database, settings: Settings, table: ModelTable
                 except ProviderError as exc:  # the job may run on; its result is not used
                     log.warning("could not cancel job %s at %s: %s", call.job.get("job_id"),
                                 name, exc)
-                with db.write() as conn:
-                    conn.execute(calls.update()
-                                 .where(calls.c.key == call.key, calls.c.state == "submitted")
-                                 .values(state="failed", error="cancelled by the user"))
+                await asyncio.to_thread(_cancelled, db, call.key)
         finally:
             await provider.aclose()
     return cancelled
+
+
+def _jobs_to_cancel(db: Database, render_id: str) -> list[Any]:
+    """The submitted calls of this render that no other live render shares."""
+    with db.read() as conn:
+        keys = [r.key for r in conn.execute(sa.select(render_shots.c.key)
+                                            .where(render_shots.c.render_id == render_id))]
+        shared = {r.key for r in conn.execute(
+            sa.select(render_shots.c.key).join(renders, renders.c.id == render_shots.c.render_id)
+            .where(render_shots.c.key.in_(keys), renders.c.id != render_id,
+                   renders.c.status.in_(lifecycle.ACTIVE)))}
+        return [r for r in conn.execute(sa.select(calls).where(
+            calls.c.key.in_(keys), calls.c.state == "submitted")) if r.key not in shared]
+
+
+def _cancelled(db: Database, key: str) -> None:
+    with db.write() as conn:
+        conn.execute(calls.update().where(calls.c.key == key, calls.c.state == "submitted")
+                     .values(state="failed", error="cancelled by the user"))

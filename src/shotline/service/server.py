@@ -47,6 +47,7 @@ from ..settings import Settings
 from ..store import ledger, lifecycle
 from ..store.db import Database, media, renders
 from . import actions, idempotency, metrics, tenants, webhooks
+from .worker import Background
 
 SETTLED = ("awaiting_review", "published", "rejected", "failed", "cancelled")
 TOKEN = re.compile(r"m_[A-Za-z0-9_-]{40,50}")
@@ -117,7 +118,7 @@ class Service:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.db, self.store = open_store(settings)
-        self.worker_task: asyncio.Task[None] | None = None
+        self.worker: Background | None = None
         self._table: tuple[tuple[int, int] | None, ModelTable] | None = None
 
     def table(self) -> ModelTable:
@@ -144,17 +145,14 @@ def create_app(settings: Settings | None = None, *, with_worker: bool = True) ->
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        stop = asyncio.Event()
         if with_worker:
-            from .worker import Worker
-
-            service.worker_task = asyncio.create_task(Worker(settings).run(stop))
+            service.worker = Background(settings)
+            await asyncio.to_thread(service.worker.start)
         try:
             yield
         finally:
-            stop.set()
-            if service.worker_task is not None:
-                await service.worker_task
+            if service.worker is not None:
+                await asyncio.to_thread(service.worker.stop)
             service.db.close()
 
     app = FastAPI(title="shotline", version=__version__, lifespan=lifespan,
@@ -241,8 +239,8 @@ def _routes(app: FastAPI, service: Service) -> None:  # noqa: C901 - one place l
             def save(conn: Connection, view: dict[str, Any]) -> None:
                 once.save(conn, 202 if view["status"] == "queued" else 200, view)
 
-            view, created = await actions.submit(db, settings, service.table(), tenant, req,
-                                                 also=save)
+            table = await asyncio.to_thread(service.table)
+            view, created = await actions.submit(db, settings, table, tenant, req, also=save)
         except BaseException:
             await once.forget()
             raise
@@ -323,7 +321,8 @@ def _routes(app: FastAPI, service: Service) -> None:  # noqa: C901 - one place l
     @app.post("/v1/renders/{render_id}/cancel", tags=["review"])
     async def cancel(render_id: Owned, tenant: Tenant) -> dict[str, Any]:
         """Stop a render and cancel the vendor jobs that can be cancelled."""
-        return await actions.cancel(db, settings, service.table(), tenant, render_id)
+        table = await asyncio.to_thread(service.table)
+        return await actions.cancel(db, settings, table, tenant, render_id)
 
     @app.get("/v1/media/{token}", tags=["files"])
     def media_file(token: str, tenant: Tenant) -> FileResponse:
@@ -365,9 +364,8 @@ def _routes(app: FastAPI, service: Service) -> None:  # noqa: C901 - one place l
         """Liveness and the database's reachability (no key needed)."""
         with db.read() as conn:
             conn.execute(sa.text("SELECT 1"))
-        task = service.worker_task
         return {"status": "ok", "database": "ok", "version": __version__,
-                "worker": bool(task and not task.done())}
+                "worker": bool(service.worker and service.worker.alive())}
 
     page, page_headers = review_page()
 

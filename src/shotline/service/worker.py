@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from typing import Any
 
@@ -24,7 +25,7 @@ from ..api import open_store
 from ..core.capabilities import load_table
 from ..core.planner import Plan
 from ..engine.renderer import RenderFailed, RenderJob, RenderStopped, ShotEvent, render_plan
-from ..errors import ShotlineError
+from ..errors import BudgetError, ShotlineError
 from ..providers.plugins import load_provider
 from ..settings import Settings
 from ..store import calls, ledger, lifecycle
@@ -150,7 +151,7 @@ class Worker:
             row = conn.execute(sa.select(renders).where(renders.c.id == render_id)).one()
         try:
             await self._render_row(row)
-        except (RenderFailed, RenderStopped) as exc:
+        except (RenderFailed, RenderStopped, BudgetError) as exc:  # already moved to failed
             log.info("render %s: %s", render_id, exc)
         except ShotlineError as exc:  # e.g. the stitch failed, or a key went missing
             log.warning("render %s failed: %s", render_id, exc)
@@ -178,6 +179,47 @@ class Worker:
                                  cost_usd=ledger.billed(conn, render_id),
                                  base_url=self.settings.public_url)
             ledger.settle(conn, render_id)
+
+
+class Background:
+    """A worker on a thread of its own, with its own event loop, for ``shotline serve``.
+
+    The worker's database calls, ffmpeg runs and file copies block its loop while they
+    last; on a thread of its own they never hold up the HTTP server's loop.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.thread = threading.Thread(target=self._run, name="shotline-worker", daemon=True)
+        self._started = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+
+    def start(self) -> None:
+        self.thread.start()
+        self._started.wait()
+
+    def alive(self) -> bool:
+        return self.thread.is_alive()
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Ask the worker to stop (its renders are released for others) and wait for it."""
+        if self._loop is not None and self._stop is not None and self.thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self.thread.join(timeout)
+
+    def _run(self) -> None:
+        async def main() -> None:
+            self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+            self._started.set()
+            await Worker(self.settings).run(self._stop)
+
+        try:
+            asyncio.run(main())
+        except Exception:  # the server stays up to answer; /healthz reports the worker gone
+            log.exception("the in-process worker stopped")
+        finally:
+            self._started.set()
 
 
 def run_forever(settings: Settings) -> None:

@@ -7,6 +7,9 @@ process allowed to call ``submit``; everyone else follows the job it records.
 
 * ``submitted`` carries the provider's job ref, committed before anyone polls, so a
   restarted process resumes polling instead of paying for a second submit.
+* The claim is a read-then-write under the ``call:<key>`` lock (see db.py): on SQLite the
+  file's write lock, on Postgres an advisory lock per key, so exactly one process reads
+  "no row" or "failed" and becomes the leader.
 * ``submitting`` whose owner is gone (killed between the claim and the job ref) is
   *ambiguous*: the vendor may or may not have the job. It is reconciled by asking the
   provider for a job with this key, never by submitting again blindly.
@@ -24,7 +27,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from .db import Database, calls
+from .db import Database, calls, lock
 
 LEASE_SECONDS = 120.0
 
@@ -61,8 +64,9 @@ class Claim:
 
 def claim(conn: Connection, key: str, provider: str, model: str, owner: str,
           now: float | None = None) -> Claim:
-    """Decide, under the write lock, who submits ``key``; 'lead' means we just claimed it."""
+    """Decide, under the key's lock, who submits ``key``; 'lead' means we just claimed it."""
     now = now or time.time()
+    lock(conn, f"call:{key}")
     row = conn.execute(sa.select(calls).where(calls.c.key == key)).first()
     if row is None:
         conn.execute(calls.insert().values(key=key, state="submitting", provider=provider,

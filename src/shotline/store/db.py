@@ -1,22 +1,44 @@
-"""The database: schema, migrations and the two kinds of transaction.
+"""The database: schema, migrations, locks and the two kinds of transaction.
 
 Embedded default: SQLite in WAL mode at ``$SHOTLINE_HOME/shotline.db``. Any SQLAlchemy
-URL works (``SHOTLINE_DATABASE_URL``), so the same code runs on Postgres.
+URL works (``SHOTLINE_DATABASE_URL``); Postgres is the one the scale-out path is tested on.
 
 Invariants:
 
-* Every read-then-write runs in :meth:`Database.write`, which on SQLite starts with
-  ``BEGIN IMMEDIATE``: the write lock is taken before the first read, so two processes
-  can never both read "not claimed yet" and both claim. A busy timeout makes waiters
-  queue instead of failing with ``database is locked``.
-* Migrations are named, ordered functions recorded in ``schema_migrations``; they run
-  once, in one transaction each, when a process opens the database.
+* Every read-then-write runs in :meth:`Database.write`. On SQLite that transaction starts
+  with ``BEGIN IMMEDIATE``: the one write lock of the file is taken before the first read,
+  so every writer is serialised and two processes can never both read "not claimed yet"
+  and both claim. A busy timeout makes waiters queue instead of failing.
+* Postgres runs many writers at once (READ COMMITTED), so a read-then-write that guards
+  money or a claim must also call :func:`lock` with the scope it guards: a
+  transaction-scoped advisory lock, held until commit or rollback, under which every
+  statement sees what the previous holder committed. On SQLite :func:`lock` does nothing,
+  because the write lock already covers every scope. The scopes, and who takes them:
+
+  ==========================  =====================================================
+  ``schema``                  :meth:`Database.migrate`
+  ``call:<shot key>``         the singleflight claim (``calls.claim``)
+  ``render-key:<key>``        opening or resuming a CLI render (``lifecycle.open_render``)
+  ``budget:render:<id>``      a render's own reservation (``ledger.reserve``)
+  ``budget:tenant:<id>``      a tenant's daily and monthly caps (``ledger.reserve``)
+  ``budget:global``           the operator's daily and monthly caps (``ledger.reserve``)
+  ==========================  =====================================================
+
+  Row locks (``SELECT ... FOR UPDATE``) guard single rows: a render's state changes
+  (``lifecycle.transition``), worker leases and webhook delivery claims (``SKIP LOCKED``).
+  To stay free of deadlocks, a transaction takes a render's row lock before any budget
+  scope, and budget scopes in the order of the table above (render, tenant, global).
+* The schema is versioned by Alembic (``store/migrations``; each step is frozen DDL). A
+  process opening the database brings it to the newest version under the ``schema`` lock;
+  a new database is created from the models and stamped, and an upgrade test checks that
+  the steps and the models agree.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+import hashlib
+import struct
+from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
@@ -25,6 +47,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+# The newest migration. A database at this version needs no migrating, and opening one
+# costs a single query; tests check it against the scripts.
+HEAD = "0003"
+# Applied steps of the schema_migrations table used before Alembic, and the Alembic
+# revision each set stands for.
+LEGACY = {"m001_initial": "0001", "m002_vendor_events": "0002", "m003_service": "0003"}
 
 
 class Money(sa.types.TypeDecorator[Decimal]):
@@ -271,45 +301,6 @@ webhook_attempts = sa.Table(
     sa.Column("seconds", sa.Float, nullable=False),
 )
 
-SERVICE_TABLES = (tenants, api_keys, idempotency_keys, render_events, media, webhook_endpoints,
-                  webhook_events, webhook_deliveries, webhook_attempts)
-SERVICE_COLUMNS = {
-    renders: ("tenant_id", "options", "webhook_url", "auto_approve", "max_usd", "lease_owner",
-              "lease_until", "review_note"),
-    render_shots: ("progress",),
-}
-
-migrations_table = sa.Table(
-    "schema_migrations", meta,
-    sa.Column("name", sa.String(80), primary_key=True),
-    sa.Column("applied_at", sa.Float, nullable=False),
-)
-
-
-def m001_initial(conn: Connection) -> None:
-    later = (migrations_table, vendor_events, *SERVICE_TABLES)
-    meta.create_all(conn, tables=[t for t in meta.sorted_tables if t not in later])
-
-
-def m002_vendor_events(conn: Connection) -> None:
-    vendor_events.create(conn)
-
-
-def m003_service(conn: Connection) -> None:
-    # A database made by this version's m001 already has the new columns.
-    for table, names in SERVICE_COLUMNS.items():
-        have = {c["name"] for c in sa.inspect(conn).get_columns(table.name)}
-        for name in (n for n in names if n not in have):
-            kind = table.c[name].type.compile(conn.dialect)
-            default = " NOT NULL DEFAULT FALSE" if name == "auto_approve" else ""
-            conn.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN {name} {kind}{default}"))
-    conn.execute(sa.text("CREATE INDEX IF NOT EXISTS ix_renders_tenant_id ON renders (tenant_id)"))
-    meta.create_all(conn, tables=list(SERVICE_TABLES))
-
-
-MIGRATIONS: list[Callable[[Connection], None]] = [m001_initial, m002_vendor_events, m003_service]
-
-
 def _sqlite_pragmas(dbapi_conn: Any, _: Any) -> None:
     # Autocommit at the driver level, so that BEGIN IMMEDIATE below is the only BEGIN.
     dbapi_conn.isolation_level = None
@@ -319,6 +310,19 @@ def _sqlite_pragmas(dbapi_conn: Any, _: Any) -> None:
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
+
+
+def lock(conn: Connection, *scopes: str) -> None:
+    """Hold ``scopes`` until this transaction ends (Postgres); a no-op on SQLite.
+
+    Each scope is a transaction-scoped advisory lock on a 64-bit number derived from its
+    name; scopes are taken in the order given (see the module docstring for the order).
+    """
+    if conn.dialect.name != "postgresql":
+        return
+    for scope in scopes:
+        number = struct.unpack(">q", hashlib.sha256(scope.encode()).digest()[:8])[0]
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:n)"), {"n": number})
 
 
 def insert_ignoring_duplicates(conn: Connection, table: sa.Table, values: dict[str, Any]) -> bool:
@@ -378,14 +382,46 @@ class Database:
             yield conn
 
     def migrate(self) -> None:
+        """Bring the schema to :data:`HEAD`, once, whichever process gets there first."""
         with self.write() as conn:
-            migrations_table.create(conn, checkfirst=True)
-            done = {r[0] for r in conn.execute(sa.select(migrations_table.c.name))}
-            for step in MIGRATIONS:
-                if step.__name__ not in done:
-                    step(conn)
-                    conn.execute(migrations_table.insert().values(
-                        name=step.__name__, applied_at=time.time()))
+            lock(conn, "schema")
+            inspector = sa.inspect(conn)
+            if inspector.has_table("alembic_version"):
+                version = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+                if version == HEAD:
+                    return
+                _upgrade(conn)
+            elif inspector.has_table("schema_migrations"):  # made before Alembic was used
+                done = {r[0] for r in conn.execute(sa.text("SELECT name FROM schema_migrations"))}
+                _upgrade(conn, stamp=max(LEGACY[name] for name in done))
+                conn.execute(sa.text("DROP TABLE schema_migrations"))
+            else:
+                # A new database: made from the models in one go, then stamped. The upgrade
+                # test checks that the steps arrive at the same schema.
+                meta.create_all(conn)
+                _stamp_new(conn)
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _stamp_new(conn: Connection) -> None:
+    """Record :data:`HEAD` in a new database as Alembic would, without loading Alembic."""
+    version = sa.Table("alembic_version", sa.MetaData(),
+                       sa.Column("version_num", sa.String(32), nullable=False),
+                       sa.PrimaryKeyConstraint("version_num", name="alembic_version_pkc"))
+    version.create(conn)
+    conn.execute(version.insert().values(version_num=HEAD))
+
+
+def _upgrade(conn: Connection, stamp: str | None = None) -> None:
+    """Run the Alembic steps after the database's version (first recording ``stamp``)."""
+    from alembic import command  # only when a schema changes: opening a current one is cheap
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = conn
+    if stamp is not None:
+        command.stamp(config, stamp)
+    command.upgrade(config, "head")

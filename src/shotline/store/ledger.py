@@ -4,14 +4,17 @@ Invariants:
 
 * One row per billed provider attempt, unique on (provider, provider job id): writing the
   same job twice is a no-op, so a retried or resumed worker can never double a charge.
-* A render reserves its estimate before the first provider call, inside the same
-  write-locked transaction that checks the limits, so two renders racing for the last
-  dollars of a budget cannot both get them. Committed spend in a window is the ledger
-  plus, for every open reservation, the larger of its estimate and what it has billed.
-  A render renewing its own reservation (resumed, or re-rolling a shot) is not counted
-  against itself.
-* Tenant budgets count only the spend of that tenant's renders; the operator's budgets
-  (settings) count everyone's.
+* A reservation is what a render may bill in all, what it has billed already included.
+  It is taken before the first provider call, and grown before any later attempt that
+  could be billed (a retry on a model that bills failures, a re-roll, a resumed render).
+  A budget therefore bounds what can be billed, not only what was estimated.
+* Every reservation is checked against every cap in one transaction that holds the
+  budget locks (db.lock: ``budget:render:<id>``, then ``budget:tenant:<id>`` when the
+  tenant has caps, then ``budget:global`` when the operator has): two renders racing for
+  the last dollars of a budget cannot both get them, on SQLite or on Postgres.
+* What counts against a cap in a window (a UTC day or month): every ledger row of the
+  window, plus what each open reservation may still bill (its amount less what its render
+  has billed). Tenant caps count only that tenant's renders; the operator's count all.
 * Reservations are settled when a render ends; the ledger is the truth about money.
 """
 
@@ -27,7 +30,16 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from ..errors import BudgetError
-from .db import Database, insert_ignoring_duplicates, ledger, renders, reservations, savings
+from .db import (
+    Database,
+    insert_ignoring_duplicates,
+    ledger,
+    lock,
+    renders,
+    reservations,
+    savings,
+    tenants,
+)
 
 
 @dataclass(frozen=True)
@@ -83,42 +95,76 @@ def _of_tenant(tenant: str) -> Any:
     return sa.select(renders.c.id).where(renders.c.tenant_id == tenant)
 
 
+def limits(conn: Connection, *, tenant: str | None, per_render: Decimal | None,
+           daily: Decimal | None, monthly: Decimal | None) -> Limits:
+    """The caps that apply to one render: its own, its tenant's and the operator's."""
+    row = None if tenant is None else conn.execute(
+        sa.select(tenants.c.daily_budget_usd, tenants.c.monthly_budget_usd)
+        .where(tenants.c.id == tenant)).first()
+    return Limits(per_render=per_render, daily=daily, monthly=monthly, tenant=tenant,
+                  tenant_daily=row.daily_budget_usd if row else None,
+                  tenant_monthly=row.monthly_budget_usd if row else None)
+
+
+def billed(conn: Connection, render_id: str, *, since: float | None = None) -> Decimal:
+    """What the ledger holds for one render (from ``since`` on), failed attempts included."""
+    query = sa.select(sa.func.sum(ledger.c.amount)).where(ledger.c.render_id == render_id)
+    if since is not None:
+        query = query.where(ledger.c.created_at >= since)
+    return Decimal(conn.execute(query).scalar_one() or 0)  # sum() keeps the Money type
+
+
 def committed(conn: Connection, since: float, *, tenant: str | None = None,
               excluding: str | None = None) -> Decimal:
-    """Money spent or promised since ``since``: ledger plus open reservations.
+    """Money billed since ``since``, plus what open reservations may still bill.
 
-    With ``tenant``, only that tenant's renders count; ``excluding`` leaves one render's
-    reservation out (the one being renewed), though not what it has already billed.
+    With ``tenant``, only that tenant's renders count; ``excluding`` leaves one render out
+    entirely (the one whose reservation is being set).
     """
-    res_query = sa.select(reservations).where(reservations.c.state == "open",
-                                              reservations.c.created_at >= since)
-    ledger_query = sa.select(ledger.c.render_id, ledger.c.amount).where(ledger.c.created_at >= since)
+    spent = sa.select(sa.func.sum(ledger.c.amount)).where(ledger.c.created_at >= since)
+    paid = (sa.select(ledger.c.render_id, sa.func.sum(ledger.c.amount).label("paid"))
+            .group_by(ledger.c.render_id).subquery())
+    still = (sa.select(reservations.c.amount, paid.c.paid)
+             .outerjoin(paid, paid.c.render_id == reservations.c.render_id)
+             .where(reservations.c.state == "open"))
     if tenant is not None:
-        res_query = res_query.where(reservations.c.render_id.in_(_of_tenant(tenant)))
-        ledger_query = ledger_query.where(ledger.c.render_id.in_(_of_tenant(tenant)))
-    open_res = {r.render_id: Decimal(r.amount) for r in conn.execute(res_query)
-                if r.render_id != excluding}
-    total = Decimal(0)
-    billed_open: dict[str, Decimal] = {}
-    for row in conn.execute(ledger_query):
-        if row.render_id in open_res:
-            billed_open[row.render_id] = billed_open.get(row.render_id, Decimal(0)) + row.amount
-        else:
-            total += Decimal(row.amount)
-    for render_id, amount in open_res.items():
-        total += max(amount, billed_open.get(render_id, Decimal(0)))
+        spent = spent.where(ledger.c.render_id.in_(_of_tenant(tenant)))
+        still = still.where(reservations.c.render_id.in_(_of_tenant(tenant)))
+    if excluding is not None:
+        spent = spent.where(sa.or_(ledger.c.render_id.is_(None), ledger.c.render_id != excluding))
+        still = still.where(reservations.c.render_id != excluding)
+    total = Decimal(conn.execute(spent).scalar_one() or 0)
+    for row in conn.execute(still):
+        total += max(row.amount - Decimal(row.paid or 0), Decimal(0))
     return total
 
 
-def reserve(conn: Connection, render_id: str, amount: Decimal, limits: Limits,
-            now: float | None = None) -> None:
-    """Reserve ``amount`` for a render, or raise BudgetError saying what does not fit."""
+def reserve(conn: Connection, render_id: str, total: Decimal, limits: Limits,
+            now: float | None = None, *, grow_only: bool = False) -> bool:
+    """Let a render bill up to ``total`` in all, or raise BudgetError saying what does not fit.
+
+    ``total`` includes what the render has billed already. With ``grow_only``, an open
+    reservation that covers ``total`` already is left as it is (and no cap is read). True
+    if the reservation was written. Call it in a write transaction: it takes the budget
+    locks, which are held until that transaction ends.
+    """
     now = now or time.time()
-    if limits.per_render is not None and amount > limits.per_render:
-        raise BudgetError(
-            f"the estimate is ${amount:.2f}, over the per-render cap of "
-            f"${limits.per_render:.2f}: raise --max-usd, shorten the brief, or pick a "
-            "cheaper model (`shotline estimate` compares)")
+    scopes = [f"budget:render:{render_id}"]
+    if limits.tenant is not None and (limits.tenant_daily is not None
+                                      or limits.tenant_monthly is not None):
+        scopes.append(f"budget:tenant:{limits.tenant}")
+    if limits.daily is not None or limits.monthly is not None:
+        scopes.append("budget:global")
+    lock(conn, *scopes)
+    existing = conn.execute(sa.select(reservations.c.amount, reservations.c.state)
+                            .where(reservations.c.render_id == render_id)).first()
+    if grow_only and existing is not None and existing.state == "open" \
+            and existing.amount >= total:
+        return False
+    paid = billed(conn, render_id)
+    if limits.per_render is not None and total > limits.per_render:
+        raise BudgetError(_over_render_cap(total, paid, limits.per_render))
+    more = max(total - paid, Decimal(0))  # what this render may still bill
     caps = (("day", limits.daily, None, "raise SHOTLINE_DAILY_BUDGET_USD"),
             ("month", limits.monthly, None, "raise SHOTLINE_MONTHLY_BUDGET_USD"),
             ("day", limits.tenant_daily, limits.tenant, "ask the operator to raise it"),
@@ -126,28 +172,34 @@ def reserve(conn: Connection, render_id: str, amount: Decimal, limits: Limits,
     for period, cap, tenant, remedy in caps:
         if cap is None:
             continue
-        adjective = ("daily" if period == "day" else "monthly") + (" tenant" if tenant else "")
-        used = committed(conn, _window_start(now, period), tenant=tenant, excluding=render_id)
-        if used + amount > cap:
+        since = _window_start(now, period)
+        # Everyone else's part of the window, and what this render billed in it already.
+        used = committed(conn, since, tenant=tenant, excluding=render_id) \
+            + billed(conn, render_id, since=since)
+        if used + more > cap:
+            adjective = ("daily" if period == "day" else "monthly") + (" tenant" if tenant else "")
+            what = "the estimate" if not paid else "what this render may still bill"
             raise BudgetError(
-                f"the estimate is ${amount:.2f} but only ${max(cap - used, Decimal(0)):.2f} "
-                f"of the {adjective} budget of ${cap:.2f} is left (${used:.2f} spent or "
-                f"reserved): {remedy} or wait for the next {period}")
-    existing = conn.execute(sa.select(reservations.c.state)
-                            .where(reservations.c.render_id == render_id)).first()
+                f"{what} is ${more:.2f} but only ${max(cap - used, Decimal(0)):.2f} of the "
+                f"{adjective} budget of ${cap:.2f} is left (${used:.2f} spent or reserved): "
+                f"{remedy} or wait for the next {period}")
     if existing is None:
         conn.execute(reservations.insert().values(
-            render_id=render_id, amount=amount, state="open", created_at=now))
-    else:  # a resumed render: its reservation is renewed with what is left to make
+            render_id=render_id, amount=total, state="open", created_at=now))
+    else:  # renewed: resumed, re-rolled, or grown before an attempt that may be billed
         conn.execute(reservations.update().where(reservations.c.render_id == render_id)
-                     .values(amount=amount, state="open", created_at=now))
+                     .values(amount=total, state="open", created_at=now))
+    return True
 
 
-def billed(conn: Connection, render_id: str) -> Decimal:
-    """What the ledger holds for one render: every billed attempt, failed ones included."""
-    total = conn.execute(sa.select(sa.func.sum(ledger.c.amount))  # keeps the Money type
-                         .where(ledger.c.render_id == render_id)).scalar_one()
-    return Decimal(total or 0)
+def _over_render_cap(total: Decimal, paid: Decimal, cap: Decimal) -> str:
+    if not paid:
+        return (f"the estimate is ${total:.2f}, over the per-render cap of ${cap:.2f}: raise "
+                "--max-usd, shorten the brief, or pick a cheaper model (`shotline estimate` "
+                "compares)")
+    return (f"this render may bill up to ${total:.2f} in all (${paid:.2f} billed so far), over "
+            f"its cap of ${cap:.2f}: raise --max-usd to let it go on; the clips already made "
+            "are kept and will not be paid for again")
 
 
 def settle(conn: Connection, render_id: str) -> None:

@@ -8,6 +8,9 @@ plus ``failed`` and ``cancelled``. Invariants:
 * The same transaction appends the change to ``render_events`` (the SSE stream) and, for
   the states a customer is told about, writes the webhook into the outbox: a state that
   committed has its event, and an event always has its state.
+* Locks (see db.py): a transition reads the render ``FOR UPDATE``; opening a CLI render
+  takes ``render-key:<key>``; a worker claims a render with ``FOR UPDATE SKIP LOCKED``;
+  renewing and releasing a lease are single conditional updates.
 * A worker holds a render through a lease (``lease_owner``, ``lease_until``) renewed by
   heartbeats. A lease lapses when it is not renewed or when its owner's process is gone;
   another worker then resumes the render, and the first one's late writes are fenced off
@@ -27,7 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from . import calls, outbox
-from .db import Database, media, render_events, render_shots, renders
+from .db import Database, lock, media, render_events, render_shots, renders
 
 MOVES: dict[str, frozenset[str]] = {
     "queued": frozenset({"rendering", "failed", "cancelled"}),
@@ -54,7 +57,10 @@ def transition(conn: Connection, render_id: str, status: str, *, owner: str | No
                base_url: str = "", now: float | None = None, **values: Any) -> bool:
     """Move a render to ``status`` if that move is allowed; False (and no change) if not."""
     now = now or time.time()
-    row = conn.execute(sa.select(renders).where(renders.c.id == render_id)).first()
+    # The row lock makes the check and the move one step: a cancel and a worker's move
+    # cannot both pass the check against the same old status.
+    row = conn.execute(sa.select(renders).where(renders.c.id == render_id)
+                       .with_for_update()).first()
     if row is None or status not in MOVES[row.status]:
         return False
     if owner is not None and row.lease_owner != owner:
@@ -119,20 +125,22 @@ def new_render_id() -> str:
 
 
 def open_render(conn: Connection, key: str, model: str, brief: str, plan: dict[str, Any],
-                shot_keys: list[str], estimate: Decimal) -> str:
+                shot_keys: list[str], estimate: Decimal, max_usd: Decimal | None = None) -> str:
     """Create a render row, or reuse an unfinished one with the same key (a resumed run)."""
     now = time.time()
+    lock(conn, f"render-key:{key}")  # two processes opening one brief share one row
     row = conn.execute(sa.select(renders.c.id).where(
         renders.c.key == key, renders.c.status.in_(("rendering", "stitching", "failed")))
         .order_by(renders.c.created_at.desc())).first()
     if row is not None:
         conn.execute(renders.update().where(renders.c.id == row.id).values(
-            status="rendering", error=None, updated_at=now, estimate_usd=estimate))
+            status="rendering", error=None, updated_at=now, estimate_usd=estimate,
+            max_usd=max_usd))
         return str(row.id)
     render_id = new_render_id()
     conn.execute(renders.insert().values(
         id=render_id, key=key, status="rendering", model=model, brief=brief, plan=plan,
-        estimate_usd=estimate, cost_usd=0, created_at=now, updated_at=now))
+        estimate_usd=estimate, cost_usd=0, created_at=now, updated_at=now, max_usd=max_usd))
     conn.execute(render_shots.insert(), [
         {"render_id": render_id, "idx": i, "key": k, "state": "pending", "cached": False,
          "cost_usd": 0} for i, k in enumerate(shot_keys)])
