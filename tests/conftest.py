@@ -4,6 +4,7 @@ import os
 import socket
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -46,9 +47,9 @@ def _pg_admin() -> tuple[str, sa.Engine]:
     raise error
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """The URL of a Postgres schema of this test's own, dropped afterwards.
+@contextmanager
+def pg_schema() -> Iterator[str]:
+    """The URL of a new Postgres schema, dropped on the way out.
 
     Postgres is part of the test run, not an optional extra: `.ci/run` starts it, and a
     server that cannot be reached fails the test with the reason instead of skipping it.
@@ -71,6 +72,13 @@ def pg_url() -> Iterator[str]:
         with admin.begin() as conn:
             conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """The URL of a Postgres schema of this test's own, dropped afterwards."""
+    with pg_schema() as url:
+        yield url
 
 
 @pytest.fixture

@@ -2,27 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from shotline.settings import Settings
 from shotline.store import lifecycle
 from shotline.store.db import Database, render_events, renders, webhook_deliveries, webhook_events
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+@pytest.fixture
+def db(any_db: Database) -> Database:
     """The same state machine on the embedded database and on Postgres."""
-    if request.param == "postgres":
-        yield request.getfixturevalue("pg_db")
-        return
-    database = Database.for_home(Settings(home=tmp_path / "h").home)
-    yield database
-    database.close()
+    return any_db
 
 
 def queue(db: Database, *, tenant: str | None = "t_1", webhook: str | None = None,

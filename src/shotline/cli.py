@@ -299,7 +299,7 @@ def render_cmd(
     take: TakeOpt = 1,
     transition: TransitionOpt = "none",
     fit: FitOpt = None,
-    max_usd: Annotated[float | None, typer.Option(help="Refuse if the estimate is above this.")]
+    max_usd: Annotated[float | None, typer.Option(help="The most this render may bill, retries included.")]
     = None,
     json_out: JsonOpt = False,
     overrides: OverridesOpt = None,

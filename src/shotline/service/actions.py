@@ -57,7 +57,8 @@ class RenderRequest(BaseModel):
     audio: bool | None = Field(None, description="An audio track (may raise the price).")
     seed: int | None = Field(None, description="Seed for models that take one.")
     transition: str = Field("none", description="none, or crossfade:SECONDS at every join.")
-    max_usd: Decimal | None = Field(None, ge=0, description="Refuse if the estimate is above.")
+    max_usd: Decimal | None = Field(None, ge=0, description="The most this render may ever "
+                                     "bill, re-rolls and billed retries included.")
     webhook_url: str | None = Field(None, max_length=2000,
                                     description="Told of awaiting_review, published, failed...")
     auto_approve: bool = Field(False, description="Publish without waiting for a review.")

@@ -40,6 +40,7 @@ from ..errors import NotFoundError, UnsafeURLError, UserError
 from ..settings import Settings
 from ..store.db import (
     Database,
+    lock,
     tenants,
     webhook_attempts,
     webhook_deliveries,
@@ -286,6 +287,7 @@ def add_endpoint(db: Database, tenant_id: str, url: str, settings: Settings, *,
                         resolver=resolver or ssrf.resolve)
     endpoint_id, secret = "we_" + secrets.token_hex(8), new_secret()
     with db.write() as conn:
+        lock(conn, f"endpoints:{tenant_id}")  # the count below stays true until we insert
         if conn.execute(sa.select(tenants.c.id).where(tenants.c.id == tenant_id)).first() is None:
             raise NotFoundError(f"no tenant {tenant_id!r}: `shotline keys create` makes one")
         enabled = conn.execute(sa.select(sa.func.count()).select_from(_ep).where(

@@ -23,7 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from .db import Database, Money, clips, outputs
+from .db import Database, Money, clips, outputs, upsert
 
 
 def sha256_file(path: Path) -> str:
@@ -87,13 +87,11 @@ class Store:
         size = tmp.stat().st_size
         os.replace(tmp, final)
         now = time.time()
-        existing = conn.execute(sa.select(clips.c.key).where(clips.c.key == key)).first()
-        values = dict(path=str(final), sha256=digest, bytes=size, seconds=seconds,
-                      provider=provider, model=model, cost_usd=cost_usd, used_at=now)
-        if existing:
-            conn.execute(clips.update().where(clips.c.key == key).values(**values))
-        else:
-            conn.execute(clips.insert().values(key=key, created_at=now, **values))
+        # Several renders following one shared job each store its clip: one row either way.
+        upsert(conn, clips, dict(key=key, path=str(final), sha256=digest, bytes=size,
+                                 seconds=seconds, provider=provider, model=model,
+                                 cost_usd=cost_usd, created_at=now, used_at=now),
+               keep=("created_at",))
         return final
 
     def touch(self, conn: Connection, key: str) -> None:
@@ -108,9 +106,8 @@ class Store:
 
     def put_output(self, conn: Connection, key: str, path: Path, seconds: float,
                    render_id: str) -> None:
-        conn.execute(outputs.delete().where(outputs.c.key == key))
-        conn.execute(outputs.insert().values(key=key, path=str(path), seconds=seconds,
-                                             render_id=render_id, created_at=time.time()))
+        upsert(conn, outputs, dict(key=key, path=str(path), seconds=seconds,
+                                   render_id=render_id, created_at=time.time()))
 
     # --- shotline cache stats | ls | prune ---------------------------------------------
 

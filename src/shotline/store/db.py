@@ -22,9 +22,12 @@ Invariants:
   ``budget:render:<id>``      a render's own reservation (``ledger.reserve``)
   ``budget:tenant:<id>``      a tenant's daily and monthly caps (``ledger.reserve``)
   ``budget:global``           the operator's daily and monthly caps (``ledger.reserve``)
+  ``endpoints:<tenant>``      the count of a tenant's webhook endpoints
   ==========================  =====================================================
 
-  Row locks (``SELECT ... FOR UPDATE``) guard single rows: a render's state changes
+  A row that several processes may write at once (a clip several renders fetched, an
+  output) is written with :func:`upsert`, one statement. Row locks
+  (``SELECT ... FOR UPDATE``) guard single rows: a render's state changes
   (``lifecycle.transition``), worker leases and webhook delivery claims (``SKIP LOCKED``).
   To stay free of deadlocks, a transaction takes a render's row lock before any budget
   scope, and budget scopes in the order of the table above (render, tenant, global).
@@ -325,16 +328,34 @@ def lock(conn: Connection, *scopes: str) -> None:
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:n)"), {"n": number})
 
 
-def insert_ignoring_duplicates(conn: Connection, table: sa.Table, values: dict[str, Any]) -> bool:
-    """Insert unless a unique key already holds the row; True if this call wrote it."""
+def _insert(conn: Connection, table: sa.Table, values: dict[str, Any]) -> Any:
+    """The dialect's INSERT, which knows ON CONFLICT."""
     if conn.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-        stmt: Any = pg_insert(table).values(**values).on_conflict_do_nothing()
-    else:
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+        return pg_insert(table).values(**values)
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-        stmt = sqlite_insert(table).values(**values).on_conflict_do_nothing()
+    return sqlite_insert(table).values(**values)
+
+
+def upsert(conn: Connection, table: sa.Table, values: dict[str, Any],
+           keep: tuple[str, ...] = ()) -> None:
+    """Insert the row, or update the one its primary key already names, in one statement.
+
+    Two processes writing the same row at once both succeed (the second one's values win),
+    where a read-then-insert would fail one of them on Postgres. ``keep`` names columns an
+    update leaves as they were (a creation time, say).
+    """
+    key = [c.name for c in table.primary_key.columns]
+    changed = {k: v for k, v in values.items() if k not in key and k not in keep}
+    conn.execute(_insert(conn, table, values).on_conflict_do_update(
+        index_elements=key, set_=changed))
+
+
+def insert_ignoring_duplicates(conn: Connection, table: sa.Table, values: dict[str, Any]) -> bool:
+    """Insert unless a unique key already holds the row; True if this call wrote it."""
+    stmt = _insert(conn, table, values).on_conflict_do_nothing()
     # SQLAlchemy keeps an INSERT's rowcount only when asked: psycopg would report -1, and
     # a lost race would read as won.
     return bool(conn.execute(stmt.execution_options(preserve_rowcount=True)).rowcount)
