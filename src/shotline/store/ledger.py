@@ -32,6 +32,7 @@ from sqlalchemy.engine import Connection
 from ..errors import BudgetError
 from .db import (
     Database,
+    Money,
     insert_ignoring_duplicates,
     ledger,
     lock,
@@ -114,6 +115,39 @@ def billed(conn: Connection, render_id: str, *, since: float | None = None) -> D
     return Decimal(conn.execute(query).scalar_one() or 0)  # sum() keeps the Money type
 
 
+def _usage(conn: Connection, since: float, *, tenant: str | None,
+           render_id: str | None) -> tuple[Decimal, Decimal, Decimal]:
+    """(used by everyone else in the window, what ``render_id`` billed in all, and since).
+
+    One statement, so one snapshot: a render recording a charge moves money from
+    "reserved" to "spent", and two separate reads could catch it in neither (on Postgres,
+    where writers do not wait for this transaction's reads).
+    """
+    def of_tenant(column: Any) -> Any:
+        return sa.true() if tenant is None else column.in_(_of_tenant(tenant))
+
+    others = sa.true() if render_id is None else sa.or_(ledger.c.render_id.is_(None),
+                                                         ledger.c.render_id != render_id)
+    spent = (sa.select(sa.func.coalesce(sa.func.sum(ledger.c.amount), 0))
+             .where(ledger.c.created_at >= since, others, of_tenant(ledger.c.render_id)))
+    is_open = reservations.c.state == "open"
+    paid = (sa.select(ledger.c.render_id, sa.func.sum(ledger.c.amount).label("paid"))
+            .where(ledger.c.render_id.in_(sa.select(reservations.c.render_id).where(is_open)))
+            .group_by(ledger.c.render_id).subquery())
+    left = reservations.c.amount - sa.func.coalesce(paid.c.paid, 0)
+    still = (sa.select(sa.func.coalesce(sa.func.sum(sa.case((left > 0, left), else_=0)), 0))
+             .select_from(reservations.outerjoin(paid, paid.c.render_id == reservations.c.render_id))
+             .where(is_open, of_tenant(reservations.c.render_id),
+                    sa.true() if render_id is None else reservations.c.render_id != render_id))
+    own = sa.select(sa.func.coalesce(sa.func.sum(ledger.c.amount), 0)).where(
+        ledger.c.render_id == render_id)
+    own_since = own.where(ledger.c.created_at >= since)
+    row = conn.execute(sa.select(*(sa.type_coerce(q.scalar_subquery(), Money())
+                                   for q in (spent, still, own, own_since)))).one()
+    used, left_open, own_all, own_window = (Decimal(v or 0) for v in row)
+    return used + left_open, own_all, own_window
+
+
 def committed(conn: Connection, since: float, *, tenant: str | None = None,
               excluding: str | None = None) -> Decimal:
     """Money billed since ``since``, plus what open reservations may still bill.
@@ -121,22 +155,7 @@ def committed(conn: Connection, since: float, *, tenant: str | None = None,
     With ``tenant``, only that tenant's renders count; ``excluding`` leaves one render out
     entirely (the one whose reservation is being set).
     """
-    spent = sa.select(sa.func.sum(ledger.c.amount)).where(ledger.c.created_at >= since)
-    paid = (sa.select(ledger.c.render_id, sa.func.sum(ledger.c.amount).label("paid"))
-            .group_by(ledger.c.render_id).subquery())
-    still = (sa.select(reservations.c.amount, paid.c.paid)
-             .outerjoin(paid, paid.c.render_id == reservations.c.render_id)
-             .where(reservations.c.state == "open"))
-    if tenant is not None:
-        spent = spent.where(ledger.c.render_id.in_(_of_tenant(tenant)))
-        still = still.where(reservations.c.render_id.in_(_of_tenant(tenant)))
-    if excluding is not None:
-        spent = spent.where(sa.or_(ledger.c.render_id.is_(None), ledger.c.render_id != excluding))
-        still = still.where(reservations.c.render_id != excluding)
-    total = Decimal(conn.execute(spent).scalar_one() or 0)
-    for row in conn.execute(still):
-        total += max(row.amount - Decimal(row.paid or 0), Decimal(0))
-    return total
+    return _usage(conn, since, tenant=tenant, render_id=excluding)[0]
 
 
 def reserve(conn: Connection, render_id: str, total: Decimal, limits: Limits,
@@ -164,7 +183,6 @@ def reserve(conn: Connection, render_id: str, total: Decimal, limits: Limits,
     paid = billed(conn, render_id)
     if limits.per_render is not None and total > limits.per_render:
         raise BudgetError(_over_render_cap(total, paid, limits.per_render))
-    more = max(total - paid, Decimal(0))  # what this render may still bill
     caps = (("day", limits.daily, None, "raise SHOTLINE_DAILY_BUDGET_USD"),
             ("month", limits.monthly, None, "raise SHOTLINE_MONTHLY_BUDGET_USD"),
             ("day", limits.tenant_daily, limits.tenant, "ask the operator to raise it"),
@@ -172,13 +190,14 @@ def reserve(conn: Connection, render_id: str, total: Decimal, limits: Limits,
     for period, cap, tenant, remedy in caps:
         if cap is None:
             continue
-        since = _window_start(now, period)
-        # Everyone else's part of the window, and what this render billed in it already.
-        used = committed(conn, since, tenant=tenant, excluding=render_id) \
-            + billed(conn, render_id, since=since)
+        others, own_all, own_window = _usage(conn, _window_start(now, period), tenant=tenant,
+                                             render_id=render_id)
+        # Everyone else's part of the window, and what this render billed in it already;
+        # then what it may still bill.
+        used, more = others + own_window, max(total - own_all, Decimal(0))
         if used + more > cap:
             adjective = ("daily" if period == "day" else "monthly") + (" tenant" if tenant else "")
-            what = "the estimate" if not paid else "what this render may still bill"
+            what = "the estimate" if not own_all else "what this render may still bill"
             raise BudgetError(
                 f"{what} is ${more:.2f} but only ${max(cap - used, Decimal(0)):.2f} of the "
                 f"{adjective} budget of ${cap:.2f} is left (${used:.2f} spent or reserved): "
