@@ -10,12 +10,15 @@ a model. Invariants:
   (:class:`OverrideExpiredWarning`), because silently dropping it could change a price;
 * a ``sunset`` model is listed but refuses new work, naming the date and a replacement.
 
-Nothing here does I/O except reading the two TOML files in :func:`load_table`.
+Nothing here does I/O except reading the two TOML files in :func:`load_table` (and a
+``stat`` of the overrides file in :func:`table_for`, which keeps one parsed table per
+process until that file changes).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import tomllib
 import warnings
 from collections.abc import Iterator, Mapping
@@ -273,3 +276,37 @@ def load_table(overrides: Path | None = None, *, packaged: str | None = None) ->
             )
             raise OverrideError(f"{where} entry {name}: {problems}") from None
     return ModelTable(entries)
+
+
+_TableStamp = tuple[Path | None, tuple[int, int] | None]
+_cached: tuple[_TableStamp, ModelTable] | None = None
+_cache_lock = threading.Lock()
+
+
+def _stamp(overrides: Path | None) -> _TableStamp:
+    if overrides is None:
+        return None, None
+    try:  # the size too: two edits can fall in one tick of the file system's clock
+        info = overrides.stat()
+    except FileNotFoundError:
+        return overrides, None
+    return overrides, (info.st_mtime_ns, info.st_size)
+
+
+def table_for(overrides: Path | None = None) -> ModelTable:
+    """The model table for ``overrides``, parsed once and kept until that file changes.
+
+    Parsing the table costs about 20 ms, far too much for every validate or request body
+    an adapter builds inside the event loop; a stat is cheap. An edited, added or removed
+    overrides file applies to the next call. Expired overrides still warn on every use
+    (in :meth:`ModelTable.get`), cached or not.
+    """
+    global _cached
+    stamp = _stamp(overrides)
+    cached = _cached
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    with _cache_lock:  # one parse when several threads miss at once
+        if _cached is None or _cached[0] != stamp:
+            _cached = (stamp, load_table(overrides))
+        return _cached[1]

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 
 from . import actions, jobs, ledger, lifecycle, webhooks
 from .api import open_store
-from .capabilities import load_table
+from .capabilities import table_for
 from .db import renders
 from .errors import ShotlineError
 from .planner import Plan
@@ -134,7 +134,7 @@ class Worker:
                     task.cancel()
                     await asyncio.gather(task, return_exceptions=True)
                     if status == "cancelled":
-                        table = load_table(self.settings.overrides_path)
+                        table = table_for(self.settings.overrides_path)
                         await actions.cancel_vendor_jobs(self.db, self.settings, table, render_id)
             await task
         except asyncio.CancelledError:  # the worker is stopping: let another resume it
@@ -159,7 +159,7 @@ class Worker:
             self._fail(render_id, f"internal error: {type(exc).__name__}")
 
     async def _render_row(self, row: Any) -> None:
-        table = load_table(self.settings.overrides_path)
+        table = table_for(self.settings.overrides_path)
         caps = table.drawing(table.get(row.model), preview=bool((row.options or {}).get("preview")))
         provider = load_provider(caps.provider, self.settings)
         job = RenderJob(

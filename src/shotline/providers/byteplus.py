@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 
 import httpx
 
-from ..capabilities import load_table, tier_of
+from ..capabilities import tier_of
 from ..errors import PermanentError
 from .base import JobRef, JobState, JobStatus, ShotRequest
 from .http import HttpProvider, add_seed, aspect_ratio, check, data_uri
@@ -68,7 +68,7 @@ class BytePlusProvider(HttpProvider):
         self.body(request)
 
     def body(self, request: ShotRequest) -> dict[str, Any]:
-        caps = load_table(self.settings.overrides_path).get(request.model)
+        caps = self.capabilities(request)
         check(request, caps, images=True)
         content: list[dict[str, Any]] = [{"type": "text", "text": request.prompt}]
         for role, frame in (("first_frame", request.first_frame),

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..capabilities import Capabilities, load_table, tier_of
+from ..capabilities import Capabilities, tier_of
 from ..errors import CapabilityError, PermanentError
 from .base import JobRef, JobStatus, ShotRequest
 from .http import HttpProvider, add_seed, aspect_ratio, check
@@ -90,7 +90,7 @@ class FalProvider(HttpProvider):
         self._mapping(request)
 
     def _mapping(self, request: ShotRequest) -> tuple[Capabilities, Mapper]:
-        caps = load_table(self.settings.overrides_path).get(request.model)
+        caps = self.capabilities(request)
         check(request, caps)
         mapper = next((fn for word, fn in FAMILIES if word in request.wire_model), None)
         if mapper is None:

@@ -41,7 +41,7 @@ from urllib.parse import quote
 
 import httpx
 
-from ..capabilities import load_table, tier_of
+from ..capabilities import tier_of
 from ..errors import CapabilityError, ConfigError, MediaError, PermanentError
 from ..settings import Settings
 from .base import JobRef, JobStatus, ShotRequest
@@ -129,7 +129,7 @@ class GoogleProvider(HttpProvider):
         return JobRef(self.name, name.rsplit("/", 1)[-1], {"operation": name, "model_path": path})
 
     def body(self, request: ShotRequest) -> dict[str, Any]:
-        caps = load_table(self.settings.overrides_path).get(request.model)
+        caps = self.capabilities(request)
         width, height = (int(side) for side in request.size.lower().split("x"))
         params: dict[str, Any] = {
             "durationSeconds": int(request.seconds),

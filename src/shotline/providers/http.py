@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 import httpx
 from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook, WebhookVerificationError
 
-from ..capabilities import Capabilities, load_table, parse_size
+from ..capabilities import Capabilities, parse_size, table_for
 from ..errors import (
     AmbiguousSubmitError,
     CapabilityError,
@@ -194,7 +194,7 @@ class HttpProvider:
         """Raise CapabilityError for a request this vendor's model cannot take (no I/O)."""
 
     def capabilities(self, request: ShotRequest) -> Capabilities:
-        return load_table(self.settings.overrides_path).get(request.model)
+        return table_for(self.settings.overrides_path).get(request.model)
 
     def auth_headers(self) -> dict[str, str]:
         """Headers that authenticate with the vendor (Bearer by default)."""

@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from ..capabilities import load_table, tier_of
+from ..capabilities import tier_of
 from ..errors import PermanentError
 from ..settings import Settings
 from .base import JobRef, JobStatus, ShotRequest
@@ -71,7 +71,7 @@ class LumaProvider(HttpProvider):
 
     def route(self, request: ShotRequest) -> tuple[str, dict[str, Any]]:
         """Which API (``agents`` or ``legacy``) and the JSON body, or CapabilityError."""
-        caps = load_table(self.settings.overrides_path).get(request.model)
+        caps = self.capabilities(request)
         check(request, caps)  # frames refused: Luma wants hosted URLs we do not upload
         common = {"model": request.wire_model, "prompt": request.prompt,
                   "aspect_ratio": aspect_ratio(request.size)}

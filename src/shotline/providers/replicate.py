@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..capabilities import Capabilities, load_table, tier_of
+from ..capabilities import Capabilities, tier_of
 from ..errors import CapabilityError, PermanentError
 from .base import JobRef, JobStatus, ShotRequest
 from .http import HttpProvider, add_seed, aspect_ratio, check, data_uri, verify_signed
@@ -87,7 +87,7 @@ class ReplicateProvider(HttpProvider):
         self._mapping(request)
 
     def _mapping(self, request: ShotRequest) -> tuple[Capabilities, Mapper]:
-        caps = load_table(self.settings.overrides_path).get(request.model)
+        caps = self.capabilities(request)
         check(request, caps, images=True)
         wire, framed = request.wire_model, bool(request.first_frame or request.last_frame)
         mapper = next((fn for word, fn in FAMILIES if wire.startswith(word)), None)

@@ -28,7 +28,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..capabilities import Capabilities, load_table, parse_size
+from ..capabilities import Capabilities, parse_size
 from ..errors import CapabilityError, PermanentError
 from .base import JobRef, JobStatus, ShotRequest
 from .http import HttpProvider, add_seed, check, data_uri
@@ -61,7 +61,7 @@ class RunwayProvider(HttpProvider):
 
     def endpoint(self, request: ShotRequest) -> tuple[str, dict[str, Any]]:
         """The path and JSON body for ``request``, or CapabilityError before any call."""
-        caps: Capabilities = load_table(self.settings.overrides_path).get(request.model)
+        caps: Capabilities = self.capabilities(request)
         check(request, caps, images=True)
         width, height = parse_size(request.size)
         ratio = f"{width}:{height}"

@@ -26,7 +26,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..capabilities import load_table, tier_of
+from ..capabilities import tier_of
 from ..errors import PermanentError
 from .base import JobRef, JobStatus, ShotRequest
 from .http import HttpProvider, add_seed, aspect_ratio, check, data_uri
@@ -53,7 +53,7 @@ class XaiProvider(HttpProvider):
         self.body(request)
 
     def body(self, request: ShotRequest) -> dict[str, Any]:
-        caps = load_table(self.settings.overrides_path).get(request.model)
+        caps = self.capabilities(request)
         check(request, caps, images=True)
         if request.last_frame:  # the 1.5 field for it is not documented: refuse, don't guess
             raise PermanentError("xai: last-frame input is not supported by this adapter",
