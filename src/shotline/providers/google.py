@@ -91,11 +91,19 @@ class GoogleProvider(HttpProvider):
             raise ConfigError("google: no access token; set GOOGLE_ACCESS_TOKEN")
         # google-auth is optional and untyped here, hence the dynamic import. Its refresh is
         # a blocking call, made only when the hour-long token has gone stale.
-        if self._adc is None:
-            auth = importlib.import_module("google.auth")
-            self._adc, _ = auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
-        if not self._adc.valid:
-            self._adc.refresh(importlib.import_module("google.auth.transport.requests").Request())
+        failures = importlib.import_module("google.auth.exceptions")
+        try:
+            if self._adc is None:
+                auth = importlib.import_module("google.auth")
+                self._adc, _ = auth.default(
+                    scopes=["https://www.googleapis.com/auth/cloud-platform"])
+            if not self._adc.valid:
+                self._adc.refresh(
+                    importlib.import_module("google.auth.transport.requests").Request())
+        except (failures.DefaultCredentialsError, failures.RefreshError) as exc:
+            raise ConfigError("google: no access token; set GOOGLE_ACCESS_TOKEN (e.g. `gcloud "
+                              "auth print-access-token`) or set up application default "
+                              f"credentials ({type(exc).__name__})") from None
         return str(self._adc.token)
 
     def is_moderation(self, message: str) -> bool:

@@ -47,9 +47,12 @@ from ..errors import (
     RetryableError,
 )
 from ..settings import Settings
-from .base import JobRef, ShotRequest
+from .base import BaseProvider, JobRef, ShotRequest
 
 MAX_REDIRECTS = 5
+# Seconds a vendor's creation time may read earlier than our clock at submit and still be
+# taken for that submit by a lookup (clock skew). A job older than this is another take's.
+CLOCK_SLACK = 120.0
 MODERATION_WORDS = ("moderation", "content policy", "safety", "nsfw", "flagged", "sensitive")
 RATIOS = ("16:9", "9:16", "1:1", "4:3", "3:4", "21:9", "9:21")
 
@@ -160,7 +163,7 @@ def verify_signed(vendor: str, body: bytes, headers: Mapping[str, str], secret: 
                              reason="bad webhook signature") from None
 
 
-class HttpProvider:
+class HttpProvider(BaseProvider):
     """Base class of the HTTP adapters; see the module docstring for the error rules."""
 
     name: ClassVar[str]

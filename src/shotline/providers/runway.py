@@ -6,7 +6,7 @@ Wire format (runwayml/sdk-python types and docs.dev.runwayml.com):
   ``X-Runway-Version: 2024-11-06``; without the version header the API answers 400.
 * ``POST /v1/text_to_video`` (or ``/v1/image_to_video`` when a first frame is given) with
   ``model``, ``promptText``, ``ratio`` as a ``"1280:720"`` string (the size, not a named
-  ratio), ``duration`` as an integer, ``seed`` only for models that have one (gen4.x) and
+  ratio), ``duration`` as an integer, ``seed`` for models that have one (gen4.x, Veo 3.1) and
   ``audio`` (bool) only for the Veo models, where it is optional and changes the price.
   Frames go in ``promptImage`` as ``[{"uri": <data URI>, "position": "first"|"last"}]``.
   The answer is ``{"id": <task id>}``.

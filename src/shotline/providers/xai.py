@@ -10,7 +10,8 @@ Wire format (docs.x.ai video generation guide, as mirrored by third parties):
 * ``GET /v1/videos/{request_id}`` answers ``status`` ``"pending"`` until ``"done"`` (with
   ``video.url``, ``video.duration``, ``video.respect_moderation``) or ``"expired"`` (the
   request aged out at xAI: there is nothing to fetch and polling longer cannot help).
-* Audio is always generated and there is no switch for it, so none is sent. No seed is
+* ``generate_audio`` (a bool, default true at xAI) is always sent, so a silent shot asks
+  for no audio track instead of getting one (the price is the same either way). No seed is
   documented: one is sent only if the capability table says ``seed = true``.
 * A prompt refused by moderation answers 4xx; a clip that fails output moderation comes
   back ``done`` with ``respect_moderation: false``. xAI bills moderation blocks (the
@@ -62,6 +63,7 @@ class XaiProvider(HttpProvider):
             "model": request.wire_model, "prompt": request.prompt,
             "duration": int(request.seconds), "resolution": tier_of(request.size),
             "aspect_ratio": aspect_ratio(request.size, RATIOS, tolerance=0.02),
+            "generate_audio": bool(request.audio),
         }
         add_seed(body, caps, request)
         if request.first_frame:
