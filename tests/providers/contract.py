@@ -108,12 +108,13 @@ def dips_submit_timeout_not_resubmitted(fake: ScriptedFaults,
 
 
 def dips_submit_timeout_reconciled(home: Path, fake: ScriptedFaults,
-                                   render_two: Callable[[], Any]) -> None:
+                                   render_two: Callable[[], Any], word: str = "dips") -> None:
     """A submit whose answer comes after the timeout is found with the vendor's lookup and
-    followed: the render finishes, that shot was posted once, and each job billed once."""
-    fake.on("dips", "slow", times=1)
+    followed: the render finishes, that shot was posted once (the fake records every POST),
+    and each job is billed once."""
+    fake.on(word, "slow", times=1)
     render_two()
-    [post] = fake.posts_for("dips")
+    [post] = fake.posts_for(word)
     paid = ledger.rows(Database.for_home(home))
     assert post.job_id in {r["provider_job_id"] for r in paid}
     assert sorted(r["provider_job_id"] for r in paid) == sorted(accepted(fake))

@@ -30,6 +30,7 @@ import mimetypes
 import os
 import time
 from collections.abc import Mapping
+from datetime import datetime
 from math import gcd
 from pathlib import Path
 from typing import Any, ClassVar
@@ -76,6 +77,18 @@ def aspect_ratio(size: str, ratios: tuple[str, ...] = RATIOS, tolerance: float |
     if tolerance is not None and abs(_ratio_value(best) / (w / h) - 1) > tolerance:
         raise CapabilityError(f"size {size} has no matching aspect ratio ({', '.join(ratios)})")
     return best
+
+
+def parse_time(value: Any) -> float | None:
+    """Unix seconds from a vendor's ISO 8601 time or number, or None if it is neither."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def data_uri(path: Path) -> str:

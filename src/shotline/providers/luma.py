@@ -38,7 +38,6 @@ from __future__ import annotations
 import base64
 import mimetypes
 import os
-from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -49,7 +48,7 @@ from ..capabilities import tier_of
 from ..errors import AmbiguousSubmitError, CapabilityError, PermanentError
 from ..settings import Settings
 from .base import JobRef, JobStatus, ShotRequest
-from .http import CLOCK_SLACK, HttpProvider, aspect_ratio, check
+from .http import CLOCK_SLACK, HttpProvider, aspect_ratio, check, parse_time
 
 LEGACY_ENV = "SHOTLINE_LUMA_LEGACY_BASE_URL"
 LEGACY_DEFAULT = "https://api.lumalabs.ai/dream-machine/v1"
@@ -64,16 +63,6 @@ LIST_PAGE, LIST_PAGES = 100, 5  # find() reads at most this many recent generati
 def _frame(path: Path) -> dict[str, str]:
     mime = mimetypes.guess_type(path.name)[0] or "image/png"
     return {"data": base64.b64encode(path.read_bytes()).decode("ascii"), "media_type": mime}
-
-
-def _created(job: dict[str, Any]) -> float | None:
-    raw = job.get("created_at")
-    if not isinstance(raw, str):
-        return None
-    try:
-        return datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 class LumaProvider(HttpProvider):
@@ -207,7 +196,7 @@ class LumaProvider(HttpProvider):
                 raise PermanentError("luma: the generation list has no 'generations'",
                                      reason="bad list answer")
             for job in jobs:
-                created = _created(job)
+                created = parse_time(job.get("created_at"))
                 if created is not None and created < since - CLOCK_SLACK:
                     return None  # newest first: everything further is older still
                 made = job.get("request") if isinstance(job.get("request"), dict) else {}
