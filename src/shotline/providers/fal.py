@@ -67,6 +67,12 @@ def _wan(r: ShotRequest, c: Capabilities) -> dict[str, Any]:
             "aspect_ratio": aspect_ratio(r.size)}
 
 
+def _wan27(r: ShotRequest, c: Capabilities) -> dict[str, Any]:
+    # 2.7 takes an integer duration (a string is refused) and rewrites prompts unless told not.
+    return {"prompt": r.prompt, "duration": r.seconds, "resolution": tier_of(r.size),
+            "aspect_ratio": aspect_ratio(r.size), "enable_prompt_expansion": False}
+
+
 def _hailuo(r: ShotRequest, c: Capabilities) -> dict[str, Any]:
     body: dict[str, Any] = {"prompt": r.prompt, "prompt_optimizer": False}  # send the words as written
     if len(c.durations) > 1:  # Pro has a fixed length and no duration field
@@ -86,7 +92,8 @@ def _luma(r: ShotRequest, c: Capabilities) -> dict[str, Any]:
 
 Mapper = Callable[[ShotRequest, Capabilities], dict[str, Any]]
 FAMILIES: tuple[tuple[str, Mapper], ...] = (
-    ("kling", _kling), ("seedance", _seedance), ("wan", _wan), ("hailuo", _hailuo),
+    ("kling", _kling), ("seedance", _seedance), ("wan/v2.7", _wan27), ("wan", _wan),
+    ("hailuo", _hailuo),
     ("veo3", _veo3_fast), ("luma/", _luma),
 )
 

@@ -10,6 +10,9 @@ Wire format (runwayml/sdk-python types and docs.dev.runwayml.com):
   ``audio`` (bool) only for the Veo models, where it is optional and changes the price.
   Frames go in ``promptImage`` as ``[{"uri": <data URI>, "position": "first"|"last"}]``.
   The answer is ``{"id": <task id>}``.
+* ``hailuo3`` (MiniMax H3) and ``grok_imagine_1_5`` take a named ``ratio`` (``"16:9"``)
+  and a ``resolution`` tier instead; the other resold models (Kling 3.0, Seedance 2.x,
+  Gemini Omni Flash) take pixel ratios like Runway's own.
 * ``gen4_turbo`` is image-to-video only, and ``gen4.5`` text-to-video takes only 1280:720
   and 720:1280: both are refused here (CapabilityError) before any billable call.
 * ``GET /v1/tasks/{id}``: ``PENDING`` and ``THROTTLED`` (over the concurrency limit:
@@ -28,13 +31,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..capabilities import Capabilities, parse_size
+from ..capabilities import Capabilities, parse_size, tier_of
 from ..errors import CapabilityError, PermanentError
 from .base import JobRef, JobStatus, ShotRequest
-from .http import HttpProvider, add_seed, check, data_uri
+from .http import HttpProvider, add_seed, aspect_ratio, check, data_uri
 
 VERSION = "2024-11-06"
 IMAGE_ONLY = frozenset({"gen4_turbo"})  # models without a text-only route
+# Models that take a named ratio and a resolution tier instead of a "W:H" pixel ratio.
+NAMED_RATIOS = {"hailuo3": ("21:9", "16:9", "4:3", "1:1", "3:4", "9:16"),
+                "grok_imagine_1_5": ("1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3")}
 T2V_RATIOS = {"gen4.5": ("1280:720", "720:1280")}  # text-only ratios, where narrower
 
 
@@ -79,6 +85,9 @@ class RunwayProvider(HttpProvider):
                                       f"{', '.join(allowed)}; {ratio} needs a first frame")
         body: dict[str, Any] = {"model": model, "promptText": request.prompt, "ratio": ratio,
                                 "duration": int(request.seconds)}
+        if model in NAMED_RATIOS:
+            body |= {"ratio": aspect_ratio(request.size, NAMED_RATIOS[model], tolerance=0.02),
+                     "resolution": tier_of(request.size)}
         add_seed(body, caps, request)
         if caps.audio == "optional":  # Veo: the switch exists and changes the price
             body["audio"] = bool(request.audio)
