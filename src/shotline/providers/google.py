@@ -120,8 +120,8 @@ class GoogleProvider(HttpProvider):
             raise CapabilityError(
                 f"{request.model} is not supported by this adapter yet: Gemini Omni uses the "
                 "Interactions API, whose request and result are not documented well enough "
-                "here to implement honestly. Use google/veo-3.1-generate-001 or "
-                "google/veo-3.1-fast-generate-001.")
+                "here to implement honestly. Use runway/gemini_omni_flash, "
+                "google/veo-3.1-generate-001 or google/veo-3.1-fast-generate-001.")
 
     async def submit(self, request: ShotRequest) -> JobRef:
         self.validate(request)
