@@ -56,6 +56,14 @@ def test_providers_json_lists_durations_and_status() -> None:
     assert models["local/preview"]["max_seconds"] == 15
     assert models["local/preview"]["audio"] == "optional"
     assert {m["status"] for m in models.values()} == {"active", "sunset"}
+    vendors = [m for m in models.values() if m["status"] == "active"
+               and not m["model"].startswith("local/")]
+    assert len(vendors) >= 40
+    assert all(m["price_ref"] and m["price_date"] and m["price_source"] for m in vendors)
+    # Whether a lost submit can be looked up, and what to check where it cannot.
+    assert models["replicate/luma-ray-3.2"]["lookup"]["finds_jobs"] is True
+    runway = models["runway/gen4.5"]["lookup"]
+    assert runway["finds_jobs"] is False and "check" in runway["how"]
 
 
 def test_human_output_is_a_table() -> None:

@@ -61,6 +61,10 @@ class BytePlusProvider(HttpProvider):
     name: ClassVar[str] = "byteplus"
     key_env: ClassVar[tuple[str, ...]] = ("ARK_API_KEY",)
     default_base_url: ClassVar[str] = "https://ark.ap-southeast.bytepluses.com"
+    lookup: ClassVar[str] = (
+        "ModelArk lists tasks by model and status, but a task does not carry its prompt, so "
+        "shots cannot be told apart: check the ModelArk console for a task of this model "
+        "created after the submit")
 
 
     def validate(self, request: ShotRequest) -> None:

@@ -60,6 +60,9 @@ class GoogleProvider(HttpProvider):
     name: ClassVar[str] = "google"
     key_env: ClassVar[tuple[str, ...]] = ("GOOGLE_ACCESS_TOKEN",)
     default_base_url: ClassVar[str] = "https://us-central1-aiplatform.googleapis.com"
+    lookup: ClassVar[str] = (
+        "Vertex has no lookup of a Veo operation by its request: check the Vertex AI section of "
+        "the Cloud console for an operation started after the submit")
 
     def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None
                  ) -> None:

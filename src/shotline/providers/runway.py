@@ -55,6 +55,9 @@ class RunwayProvider(HttpProvider):
     name: ClassVar[str] = "runway"
     key_env: ClassVar[tuple[str, ...]] = ("RUNWAYML_API_SECRET",)
     default_base_url: ClassVar[str] = "https://api.dev.runwayml.com"
+    lookup: ClassVar[str] = (
+        "Runway has no task list and no idempotency key: check the task history of the Runway "
+        "developer portal for a task created after the submit")
 
 
     def auth_headers(self) -> dict[str, str]:

@@ -47,6 +47,9 @@ class XaiProvider(HttpProvider):
     name: ClassVar[str] = "xai"
     key_env: ClassVar[tuple[str, ...]] = ("XAI_API_KEY",)
     default_base_url: ClassVar[str] = "https://api.x.ai"
+    lookup: ClassVar[str] = (
+        "xAI has no list of video requests and no idempotency key: check the usage page of the "
+        "xAI console for a video request made after the submit")
 
 
     def validate(self, request: ShotRequest) -> None:
