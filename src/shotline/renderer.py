@@ -275,7 +275,7 @@ class Renderer:
         if self.provider.finds_jobs:
             try:
                 ref = await self.provider.find(request, since)
-            except (AmbiguousSubmitError, ProviderError) as exc:
+            except ShotlineError as exc:  # could not ask, or no answer: leave it, never guess
                 why = f"the lookup could not tell ({exc})"
             else:
                 if ref is None:
