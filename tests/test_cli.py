@@ -102,7 +102,8 @@ def test_overrides_file_and_expiry_warning(tmp_path: Path) -> None:
 
 
 def test_providers_show_which_adapters_have_credentials() -> None:
-    env = {k: v for k, v in os.environ.items() if k not in ("FAL_KEY", "RUNWAYML_API_SECRET")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("FAL_KEY", "RUNWAYML_API_SECRET", "OPENAI_API_KEY")}
     env["FAL_KEY"] = "fal-present-123456"
     proc = subprocess.run([sys.executable, "-m", "shotline", "providers", "--json"],
                           capture_output=True, text=True, env=env, timeout=60)
@@ -110,4 +111,5 @@ def test_providers_show_which_adapters_have_credentials() -> None:
     assert models["local/preview"]["credentials"] == "not needed"
     assert models["fal/kling-video-v2.6-pro"]["credentials"] == "present"
     assert models["runway/gen4.5"]["credentials"] == "missing: set RUNWAYML_API_SECRET"
+    assert models["openai/sora-2"]["credentials"] == "missing: set OPENAI_API_KEY"
     assert "fal-present-123456" not in proc.stdout

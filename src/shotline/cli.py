@@ -210,13 +210,14 @@ def providers_cmd(json_out: JsonOpt = False, overrides: OverridesOpt = None) -> 
     lookups = {c.provider: plugins.lookup(c.provider) for c in models}
 
     def credentials(c: Capabilities) -> str:
-        gateway = table_data.gateways.get(c.gateway or "")
-        if gateway is None:
+        if c.provider != "openai":
             return keys[c.provider]
-        if gateway.key_env is None:
+        # The openai adapter's key depends on the model: its gateway's, else OpenAI's own.
+        gateway = table_data.gateways.get(c.gateway or "")
+        variable = gateway.key_env if gateway else "OPENAI_API_KEY"
+        if variable is None:
             return "not needed"
-        present = bool(os.environ.get(gateway.key_env))
-        return "present" if present else f"missing: set {gateway.key_env}"
+        return "present" if os.environ.get(variable) else f"missing: set {variable}"
 
     if json_out:
         out.print_json(json.dumps([
