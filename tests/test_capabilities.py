@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 
 import pytest
 
-from shotline.core.capabilities import OverrideExpiredWarning, load_table, tier_of
+from shotline.core.capabilities import OverrideExpiredWarning, load_table, table_for, tier_of
 from shotline.errors import CapabilityError, OverrideError
 
 TODAY = dt.date(2026, 11, 24)
@@ -86,3 +87,26 @@ def test_unknown_model_suggests() -> None:
 def test_tiers() -> None:
     assert tier_of("1280x720") == tier_of("720x1280") == "720p"
     assert tier_of("3840x2160") == "4k"
+
+
+def test_the_shared_table_is_parsed_once_and_an_edited_overrides_file_still_applies(
+        tmp_path: Path) -> None:
+    path = tmp_path / "overrides.toml"
+    first = table_for(path)
+    assert table_for(path) is first  # no file yet: one parse, kept
+    write(tmp_path, """
+[models."local/sim"]
+reason = "test"
+expires = 2099-01-01
+max_seconds = 10
+durations = [4, 6, 8, 10]
+""")
+    edited = table_for(path)
+    assert edited is not first and edited.get("local/sim").max_seconds == 10
+    assert table_for(path) is edited
+    # Same size, new contents: caught by the modification time as well as the size.
+    path.write_text(path.read_text("utf-8").replace("10]", "12]").replace("= 10", "= 12"), "utf-8")
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 1_000_000))
+    assert table_for(path).get("local/sim").durations[-1] == 12
+    path.unlink()
+    assert table_for(path).get("local/sim").max_seconds == 8

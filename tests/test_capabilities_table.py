@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+from collections.abc import Iterable
 from decimal import Decimal
 from functools import cache
+from pathlib import Path
 
 import pytest
 
 from shotline.core.capabilities import Capabilities, ModelTable, load_table, tier_of
-from shotline.errors import CapabilityError
+from shotline.errors import CapabilityError, OverrideError
+from shotline.providers.base import Provider, ShotRequest
+from shotline.providers.plugins import load_provider
+from shotline.settings import Settings
 
 PROVIDERS = {"fal", "replicate", "runway", "luma", "xai", "google", "byteplus", "openai"}
 SORA_SUNSET = dt.date(2026, 9, 24)
+IMAGE_TO_VIDEO_ONLY = {"runway/gen4_turbo", "replicate/runwayml-gen4-turbo"}
 
 
 @cache
@@ -25,8 +32,51 @@ def vendor_models() -> list[Capabilities]:
 
 
 def test_table_loads_with_enough_vendor_models() -> None:
-    assert len(vendor_models()) >= 20
+    active = [c for c in vendor_models() if c.status == "active"]
+    assert len(active) >= 40
     assert {"local/preview", "local/sim"} <= set(table().names())
+
+
+def test_every_vendor_price_has_a_source_and_a_date() -> None:
+    for caps in vendor_models():
+        assert caps.price_ref.strip() and caps.price_date is not None, caps.model
+        assert dt.date(2025, 1, 1) <= caps.price_date <= dt.date(2026, 12, 31), caps.model
+        if caps.price_source == "inferred":  # an inferred price says so where it is given
+            assert "inferred" in caps.price_ref, caps.model
+
+
+def test_a_packaged_entry_without_a_price_source_is_refused() -> None:
+    text = """
+[models."acme/dream-1"]
+wire_model = "dream-1"
+durations = [5]
+max_seconds = 5
+sizes = ["1280x720"]
+fps = [24]
+audio = "none"
+prices = { "*" = 0.1 }
+"""
+    with pytest.raises(OverrideError, match="price_ref"):
+        load_table(packaged=text)
+    dated = text + 'price_ref = "acme.example/pricing"\nprice_date = 2026-11-20\n'
+    assert load_table(packaged=dated).get("acme/dream-1").price_date == dt.date(2026, 11, 20)
+
+
+def test_the_late_2026_lineup_is_in_the_table() -> None:
+    by_wire = {c.wire_model: c for c in vendor_models() if c.status == "active"}
+    kling3 = table().get("fal/kling-video-v3-pro")
+    assert (kling3.durations[0], kling3.max_seconds, kling3.audio_multiplier) == (3, 15, Decimal("1.5"))
+    assert {"first_frame", "last_frame"} <= set(kling3.image_inputs)
+    seedance = table().get("runway/seedance2")
+    assert (seedance.durations[0], seedance.max_seconds) == (4, 15)
+    assert "reference" in seedance.image_inputs
+    assert table().get("runway/seedance2_5").max_seconds == 30
+    gen45 = table().get("runway/gen4.5")
+    assert (gen45.durations[0], gen45.max_seconds, gen45.audio) == (2, 10, "none")
+    assert table().get("xai/grok-imagine-video").audio == "optional"
+    for wire in ("fal-ai/veo3.1", "fal-ai/veo3.1/fast", "fal-ai/veo3.1/lite", "ray-3.2",
+                 "hailuo3", "fal-ai/wan/v2.7/text-to-video", "veo-3.1-generate-001"):
+        assert wire in by_wire, wire
 
 
 def test_every_provider_has_a_model() -> None:
@@ -113,3 +163,45 @@ def test_vendor_models_are_not_simulated() -> None:
     for caps in vendor_models():
         assert caps.price_source != "simulated", caps.model
         assert caps.notes, caps.model
+
+
+@pytest.fixture
+def every_vendor_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("FAL_KEY", "REPLICATE_API_TOKEN", "RUNWAYML_API_SECRET", "LUMAAI_API_KEY",
+                "XAI_API_KEY", "GOOGLE_ACCESS_TOKEN", "ARK_API_KEY", "OPENAI_API_KEY"):
+        monkeypatch.setenv(var, "test-key-123456")
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "test-project")
+
+
+def test_every_active_model_and_every_replacement_is_one_this_version_renders(
+        every_vendor_key: None, tmp_path: Path) -> None:
+    """The planner's table and the adapters agree: each active model's adapter accepts a
+    plain request at its default size and shortest duration (no I/O), and every sunset
+    model points at such a model."""
+    settings = Settings(home=tmp_path)
+    frame = tmp_path / "first.png"
+    frame.write_bytes(b"\x89PNG\r\n\x1a\n")  # read, never decoded, by a validate
+    providers = {name: load_provider(name, settings) for name in PROVIDERS | {"local"}}
+    try:
+        refused = {}
+        for caps in (c for c in table() if c.status == "active"):
+            request = ShotRequest(
+                model=caps.model, wire_model=caps.wire_model, prompt="A kite.",
+                seconds=caps.durations[0], size=caps.default_size, fps=caps.default_fps,
+                audio=caps.audio == "always", seed=None, take=1, key="k" * 16,
+                first_frame=frame if caps.model in IMAGE_TO_VIDEO_ONLY else None)
+            try:
+                providers[caps.provider].preflight(request)
+            except CapabilityError as exc:
+                refused[caps.model] = str(exc)
+        assert refused == {}
+        for caps in (c for c in table() if c.status == "sunset"):
+            assert caps.replacement not in refused and table().get(caps.replacement).status == \
+                "active", caps.model
+    finally:
+        asyncio.run(_close(providers.values()))
+
+
+async def _close(providers: Iterable[Provider]) -> None:
+    for provider in providers:
+        await provider.aclose()

@@ -56,6 +56,14 @@ def test_providers_json_lists_durations_and_status() -> None:
     assert models["local/preview"]["max_seconds"] == 15
     assert models["local/preview"]["audio"] == "optional"
     assert {m["status"] for m in models.values()} == {"active", "sunset"}
+    vendors = [m for m in models.values() if m["status"] == "active"
+               and not m["model"].startswith("local/")]
+    assert len(vendors) >= 40
+    assert all(m["price_ref"] and m["price_date"] and m["price_source"] for m in vendors)
+    # Whether a lost submit can be looked up, and what to check where it cannot.
+    assert models["replicate/luma-ray-3.2"]["lookup"]["finds_jobs"] is True
+    runway = models["runway/gen4.5"]["lookup"]
+    assert runway["finds_jobs"] is False and "check" in runway["how"]
 
 
 def test_human_output_is_a_table() -> None:
@@ -94,7 +102,8 @@ def test_overrides_file_and_expiry_warning(tmp_path: Path) -> None:
 
 
 def test_providers_show_which_adapters_have_credentials() -> None:
-    env = {k: v for k, v in os.environ.items() if k not in ("FAL_KEY", "RUNWAYML_API_SECRET")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("FAL_KEY", "RUNWAYML_API_SECRET", "OPENAI_API_KEY")}
     env["FAL_KEY"] = "fal-present-123456"
     proc = subprocess.run([sys.executable, "-m", "shotline", "providers", "--json"],
                           capture_output=True, text=True, env=env, timeout=60)
@@ -102,4 +111,5 @@ def test_providers_show_which_adapters_have_credentials() -> None:
     assert models["local/preview"]["credentials"] == "not needed"
     assert models["fal/kling-video-v2.6-pro"]["credentials"] == "present"
     assert models["runway/gen4.5"]["credentials"] == "missing: set RUNWAYML_API_SECRET"
+    assert models["openai/sora-2"]["credentials"] == "missing: set OPENAI_API_KEY"
     assert "fal-present-123456" not in proc.stdout

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import sys
 import warnings
 from collections.abc import Callable
@@ -21,7 +22,13 @@ from rich.console import Console
 from rich.table import Table
 
 from . import api
-from .core.capabilities import Capabilities, OverrideExpiredWarning, load_table, parse_size
+from .core.capabilities import (
+    Capabilities,
+    OverrideExpiredWarning,
+    load_table,
+    parse_size,
+    table_for,
+)
 from .core.planner import Plan
 from .core.planner import plan as make_plan
 from .core.pricing import Estimate, usd
@@ -209,14 +216,29 @@ def caps_json(caps: Capabilities) -> dict[str, Any]:
 
 @app.command("providers")
 def providers_cmd(json_out: JsonOpt = False, overrides: OverridesOpt = None) -> None:
-    """List every known model: durations, sizes, audio, prices and status."""
+    """List every known model: durations, sizes, audio, prices, status, and whether a lost
+    submit can be looked up at the vendor."""
     settings = _settings(overrides)
-    table_data = load_table(settings.overrides_path)
+    table_data = table_for(settings.overrides_path)
     models = [table_data.get(name) for name in table_data.names()]
     keys = {c.provider: plugins.credentials(c.provider) for c in models}
+    lookups = {c.provider: plugins.lookup(c.provider) for c in models}
+
+    def credentials(c: Capabilities) -> str:
+        if c.provider != "openai":
+            return keys[c.provider]
+        # The openai adapter's key depends on the model: its gateway's, else OpenAI's own.
+        gateway = table_data.gateways.get(c.gateway or "")
+        variable = gateway.key_env if gateway else "OPENAI_API_KEY"
+        if variable is None:
+            return "not needed"
+        return "present" if os.environ.get(variable) else f"missing: set {variable}"
+
     if json_out:
-        out.print_json(json.dumps([{**caps_json(c), "credentials": keys[c.provider]}
-                                   for c in models]))
+        out.print_json(json.dumps([
+            {**caps_json(c), "credentials": credentials(c),
+             "lookup": {"finds_jobs": lookups[c.provider][0], "how": lookups[c.provider][1]}}
+            for c in models]))
         return
     table = Table(title="models (✎ = overridden by the user)", title_justify="left")
     for col in ("model", "durations", "audio", "$/s", "status", "credentials"):
@@ -230,8 +252,14 @@ def providers_cmd(json_out: JsonOpt = False, overrides: OverridesOpt = None) -> 
         status = c.status if c.status == "active" else f"sunset {c.sunset_date}"
         name = f"{c.model} ✎" if c.override else c.model
         table.add_row(name, durations, f"{c.audio} ×{c.audio_multiplier}", prices, status,
-                      keys[c.provider])
+                      credentials(c))
     out.print(table)
+    found = Table(title="after a submit whose answer was lost", title_justify="left")
+    found.add_column("provider")
+    found.add_column("lookup", overflow="fold")
+    for provider, (can, how) in sorted(lookups.items()):
+        found.add_row(provider, f"looked up: {how}" if can else f"cannot look up: {how}")
+    out.print(found)
 
 
 OutOpt = Annotated[Path | None, typer.Option("-o", "--output", help="Where to write the MP4.")]

@@ -98,8 +98,23 @@ def dips_503_burst_retried(home: Path, fake: ScriptedFaults, render_two: Callabl
 
 def dips_submit_timeout_not_resubmitted(fake: ScriptedFaults,
                                         fail: Callable[..., BaseException]) -> None:
-    """A submit whose answer comes after the timeout is not sent again."""
+    """A submit whose answer comes after the timeout, on a vendor with no lookup, is not
+    sent again, and the message says what to check."""
     fake.on("dips", "slow", times=1)
     error = fail(provider_timeout=0.5)
     assert "shot 2:" in str(error) and "not resubmitted" in str(error)
+    assert "dashboard" in str(error) and "after 20" in str(error)  # from when to look
     assert len(fake.posts_for("dips")) == 1
+
+
+def dips_submit_timeout_reconciled(home: Path, fake: ScriptedFaults,
+                                   render_two: Callable[[], Any], word: str = "dips") -> None:
+    """A submit whose answer comes after the timeout is found with the vendor's lookup and
+    followed: the render finishes, that shot was posted once (the fake records every POST),
+    and each job is billed once."""
+    fake.on(word, "slow", times=1)
+    render_two()
+    [post] = fake.posts_for(word)
+    paid = ledger.rows(Database.for_home(home))
+    assert post.job_id in {r["provider_job_id"] for r in paid}
+    assert sorted(r["provider_job_id"] for r in paid) == sorted(accepted(fake))

@@ -2,8 +2,10 @@
 
 ``install_fal(server, clip_bytes)`` teaches the server fal's queue routes and returns the
 :class:`FalFake` that keeps the jobs. A job moves IN_QUEUE -> IN_PROGRESS -> COMPLETED over
-three status polls; its result points at a file on a separate ``/cdn/...`` path (fal serves
-files from its CDN host, not the queue host), which holds ``clip_bytes(duration)``.
+three status polls (``GET /platform/models/requests/by-endpoint`` lists them, with their
+``json_input``, as fal's platform API does); its result points at a file on a separate
+``/cdn/...`` path (fal serves files from its CDN host, not the queue host), which holds
+``clip_bytes(duration)``.
 
 Faults apply to submits whose prompt contains a word, for the first ``times`` of them::
 
@@ -22,6 +24,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, ClassVar
 
 from .vendor_server import Request, Response, ScriptedFaults, Submit, VendorServer
@@ -40,6 +43,7 @@ class Job:
     fault: str | None = None
     polls: int = 0
     cancelled: bool = False
+    started: float = field(default_factory=time.time)
 
 
 @dataclass
@@ -79,6 +83,20 @@ class FalFake(ScriptedFaults):
                                        req.headers))
         return Response(200, self._job_urls(job), delay=rule.delay if rule and kind == "slow"
                         else 0.0)
+
+    def history(self, req: Request) -> Response:
+        """The platform API's request list for one endpoint since ``start``, one per page."""
+        endpoint = req.query["endpoint_id"][0]
+        since = datetime.fromisoformat(req.query["start"][0].replace("Z", "+00:00")).timestamp()
+        cursor = int(req.query.get("cursor", ["0"])[0])
+        with self.lock:
+            mine = [j for j in self.jobs.values() if j.endpoint == endpoint and j.started >= since]
+        items = [{"request_id": j.id, "endpoint_id": j.endpoint, "status": "success",
+                  "json_input": j.body if "payloads" in req.query.get("expand", []) else None}
+                 for j in mine[cursor:cursor + 1]]
+        more = cursor + 1 < len(mine)
+        return Response(200, {"items": items, "has_more": more,
+                              "next_cursor": str(cursor + 1) if more else None})
 
     def status(self, job: Job) -> Response:
         job.polls += 1
@@ -141,6 +159,9 @@ def install_fal(server: VendorServer, clip: Callable[[int], bytes], *, key: str 
     def cdn(req: Request, m: Any) -> Response:
         job = fake.jobs.get(m["id"])
         return fake.file(job) if job else Response(404, body=b"no such file")
+
+    server.route("GET", r"/platform/models/requests/by-endpoint")(
+        lambda req, m: denied(req) or fake.history(req))
 
     def post(req: Request, m: Any) -> Response:
         return denied(req) or fake.submit(req, m["endpoint"])

@@ -2,10 +2,19 @@
 
 The Agents API (Ray 3.2) is served under ``/v1`` and the legacy Dream Machine API (Ray 2)
 under ``/dream-machine/v1``, as on Luma's two hosts; tests point
-``SHOTLINE_LUMA_BASE_URL`` and ``SHOTLINE_LUMA_LEGACY_BASE_URL`` at them. Both answer a
-submit with the generation object (``{"id", "state": "queued", ...}``); ``GET
-/generations/{id}`` goes ``queued`` -> ``dreaming`` -> ``completed`` with
-``assets.video``, or ``failed`` with ``failure_reason``. Errors are ``{"detail": ...}``.
+``SHOTLINE_LUMA_BASE_URL`` and ``SHOTLINE_LUMA_LEGACY_BASE_URL`` at them. The shapes are
+those of the official SDKs' types (``luma_agents.types.Generation``,
+``lumaai.types.Generation``):
+
+* Agents: ``POST /v1/generations``; ``state`` ``queued`` -> ``processing`` ->
+  ``completed`` with ``output: [{"type": "video", "url"}]``, or ``failed`` with
+  ``failure_code`` and ``failure_reason``.
+* Dream Machine: ``POST /dream-machine/v1/generations/video``; ``state`` ``queued`` ->
+  ``dreaming`` -> ``completed`` with ``assets.video``, or ``failed``; ``GET
+  /dream-machine/v1/generations?limit&offset`` lists generations newest first, each with
+  ``created_at`` and its ``request``.
+
+Errors are ``{"detail": ...}``.
 Files come from ``http://localhost:PORT/cdn/...``: another host for the client, like
 Luma's presigned storage URLs, so the key must not be sent there.
 
@@ -18,6 +27,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from re import Match
 from typing import Any, ClassVar
 
@@ -30,7 +40,8 @@ LEGACY = "/dream-machine/v1"
 # generation faults: moderation (failed with a moderation failure_reason), fail (failed,
 # transient), truncate, gone (the file URL answers 410).
 FAULTS = ("429", "503", "refused", "slow", "moderation", "fail", "truncate", "gone")
-STATES = ("queued", "dreaming", "dreaming", "completed")
+STATES = {AGENTS: ("queued", "processing", "processing", "completed"),
+          LEGACY: ("queued", "dreaming", "dreaming", "completed")}
 REFUSAL = "Prompt not allowed because advanced moderation failed"
 FAILED_MODERATION = "The generated video was blocked by content moderation"
 
@@ -54,10 +65,15 @@ class FakeLuma(ScriptedFaults):
 
     def _generation(self, job_id: str, job: dict[str, Any], state: str) -> dict[str, Any]:
         port = self.server.url.rsplit(":", 1)[1]
-        video = f"http://localhost:{port}/cdn/{job_id}.mp4?X-Amz-Signature=x" \
-            if state == "completed" else None
-        return {"id": job_id, "state": state, "model": job["model"], "failure_reason": None,
-                "assets": {"video": video}, "created_at": "2026-11-24T12:00:00.000Z"}
+        done = state == "completed"
+        video = f"http://localhost:{port}/cdn/{job_id}.mp4?X-Amz-Signature=x" if done else None
+        common = {"id": job_id, "state": state, "model": job["model"], "failure_reason": None,
+                  "created_at": job["created_at"]}
+        if job["api"] == AGENTS:
+            return {**common, "type": "video", "failure_code": None,
+                    "output": [{"type": "video", "url": video}] if done else None}
+        return {**common, "generation_type": "video", "assets": {"video": video},
+                "request": job["request"]}
 
     def submit(self, req: Request, m: Match[str]) -> Response:
         if denied := self._auth(req):
@@ -77,8 +93,10 @@ class FakeLuma(ScriptedFaults):
                 self.submits.append(Submit(time.monotonic(), prompt, refused.status, None, body))
                 return refused
             job_id = str(uuid.uuid4())
+            created = datetime.now(UTC).isoformat().replace("+00:00", "Z")
             job = {"polls": 0, "fault": fault, "api": m["api"], "model": body["model"],
-                   "duration": int(str(nested["duration"]).rstrip("s"))}
+                   "duration": int(str(nested["duration"]).rstrip("s")), "created_at": created,
+                   "request": {**body, "generation_type": "video"}}
             self.jobs[job_id] = job
             self.submits.append(Submit(time.monotonic(), prompt, 201, job_id, body))
         answer = self._generation(job_id, job, "queued")
@@ -93,15 +111,35 @@ class FakeLuma(ScriptedFaults):
             job = self.jobs.get(m["id"])
             if job is None or job["api"] != m["api"]:  # each API knows only its own jobs
                 return Response(404, {"detail": "Generation not found"})
-            state = STATES[min(job["polls"], len(STATES) - 1)]
+            states = STATES[job["api"]]
+            state = states[min(job["polls"], len(states) - 1)]
             job["polls"] += 1
             self.served.append(state)
         answer = self._generation(m["id"], job, state)
         if state == "completed" and job["fault"] in ("moderation", "fail"):
             reason = FAILED_MODERATION if job["fault"] == "moderation" else \
                 "Job failed due to an internal error, please try again"
-            answer.update(state="failed", failure_reason=reason, assets={"video": None})
+            answer.update(state="failed", failure_reason=reason)
+            if job["api"] == AGENTS:
+                answer.update(output=None, failure_code="content_moderated"
+                              if job["fault"] == "moderation" else "generation_failed")
+            else:
+                answer.update(assets={"video": None})
         return Response(200, answer)
+
+    def listing(self, req: Request, m: Match[str]) -> Response:
+        """Dream Machine's list, newest first, paged by limit and offset."""
+        if denied := self._auth(req):
+            return denied
+        limit = int(req.query.get("limit", ["10"])[0])
+        offset = int(req.query.get("offset", ["0"])[0])
+        with self.lock:
+            mine = [(i, j) for i, j in self.jobs.items() if j["api"] == LEGACY]
+            page = list(reversed(mine))[offset:offset + limit]
+            items = [self._generation(i, j, STATES[LEGACY][min(j["polls"], 3)]) for i, j in page]
+        return Response(200, {"generations": items, "count": len(items),
+                              "has_more": offset + limit < len(mine), "limit": limit,
+                              "offset": offset})
 
     def file(self, req: Request, m: Match[str]) -> Response:
         job = self.jobs.get(m["id"])
@@ -116,7 +154,9 @@ def install_luma(server: VendorServer, clip_bytes: Callable[[int], bytes], **kw:
     """Teach ``server`` both Luma APIs; returns the fake to script faults and inspect."""
     fake = FakeLuma(server, clip_bytes, **kw)
     api = rf"(?P<api>{AGENTS}|{LEGACY})"
-    server.route("POST", rf"{api}/generations")(fake.submit)
+    server.route("POST", rf"(?P<api>{AGENTS})/generations")(fake.submit)
+    server.route("POST", rf"(?P<api>{LEGACY})/generations/video")(fake.submit)
+    server.route("GET", rf"{LEGACY}/generations")(fake.listing)
     server.route("GET", rf"{api}/generations/(?P<id>[0-9a-f-]+)")(fake.status)
     server.route("GET", r"/cdn/(?P<id>[0-9a-f-]+)\.mp4")(fake.file)
     return fake

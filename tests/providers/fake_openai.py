@@ -3,7 +3,8 @@
 ``install_openai(server, clip_bytes, token=...)`` teaches a :class:`VendorServer` the wire
 format and returns the :class:`OpenAIFake` holding the job state. A video is ``queued``
 on submit, ``in_progress`` on the following polls and ``completed`` after
-``polls_to_finish`` polls; its bytes are at ``GET /v1/videos/{id}/content``.
+``polls_to_finish`` polls; its bytes are at ``GET /v1/videos/{id}/content``. ``GET
+/v1/videos?order=desc&limit=&after=`` lists the videos newest first, as OpenAI's list does.
 
 Misbehaviour is scripted per prompt word with :meth:`OpenAIFake.on`; each rule applies to
 the next ``times`` submits whose prompt contains the word:
@@ -53,6 +54,7 @@ class Video:
     fault: str | None = None
     polls: int = 0
     deleted: bool = False
+    created_at: int = field(default_factory=lambda: int(time.time()))
 
     def state(self, polls_to_finish: int) -> dict[str, Any]:
         done = self.polls > polls_to_finish
@@ -65,7 +67,7 @@ class Video:
                      "flagged by our content policy and could not be delivered."}
         progress = 100 if done else min(90, 100 * self.polls // (polls_to_finish + 1))
         return {"id": self.id, "object": "video", "model": self.model, "status": status,
-                "progress": progress, "created_at": 1764000000,
+                "progress": progress, "created_at": self.created_at,
                 "completed_at": 1764000150 if done else None,
                 "expires_at": 1764086550 if done else None, "prompt": self.prompt,
                 "seconds": self.seconds, "size": self.size, "remixed_from_video_id": None,
@@ -153,6 +155,22 @@ class OpenAIFake(ScriptedFaults):
             return openai_error(404, "video_expired", "The video content has expired.")
         return Response(200, body=self.bytes_of(int(video.seconds)), truncate=video.fault == "truncate")
 
+    def listing(self, req: Request, m: Match[str]) -> Response:
+        if denied := self._authorized(req):
+            return denied
+        limit = int(req.query.get("limit", ["20"])[0])
+        after = req.query.get("after", [None])[0]
+        with self.lock:
+            videos = [v for v in self.videos.values() if not v.deleted]
+        if req.query.get("order", ["desc"])[0] == "desc":
+            videos.reverse()
+        start = next((i + 1 for i, v in enumerate(videos) if v.id == after), 0)
+        page = videos[start:start + limit]
+        return Response(200, {"object": "list", "data": [v.state(self.polls_to_finish) for v in page],
+                              "first_id": page[0].id if page else None,
+                              "last_id": page[-1].id if page else None,
+                              "has_more": start + limit < len(videos)})
+
     def delete(self, req: Request, m: Match[str]) -> Response:
         video = self._video(req, m)
         if isinstance(video, Response):
@@ -165,6 +183,7 @@ def install_openai(server: VendorServer, clip: Callable[[int], bytes], *, token:
                    polls_to_finish: int = 2) -> OpenAIFake:
     fake = OpenAIFake(server, clip, token, polls_to_finish)
     server.route("POST", r"/v1/videos")(fake.create)
+    server.route("GET", r"/v1/videos")(fake.listing)
     server.route("GET", r"/v1/videos/(?P<id>[^/]+)")(fake.retrieve)
     server.route("GET", r"/v1/videos/(?P<id>[^/]+)/content")(fake.content)
     server.route("DELETE", r"/v1/videos/(?P<id>[^/]+)")(fake.delete)

@@ -5,6 +5,8 @@ the :class:`ReplicateFake` that keeps the predictions. A prediction moves starti
 processing -> succeeded over three polls; its ``output`` is a URL on a separate
 ``/delivery/...`` path (Replicate serves files from replicate.delivery), holding
 ``clip_bytes(duration)``. With ``output_list=True`` the output is a one-element list.
+``GET /v1/predictions`` lists them newest first, ``page`` at a time, with a ``next`` cursor
+URL (as Replicate's list does).
 
 Faults apply to submits whose prompt contains a word, for the first ``times`` of them::
 
@@ -23,6 +25,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from .vendor_server import Request, Response, ScriptedFaults, Submit, VendorServer
@@ -42,6 +45,9 @@ class Prediction:
     fault: str | None = None
     polls: int = 0
     canceled: bool = False
+    created_at: str = field(
+        default_factory=lambda: datetime.now(UTC).isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z"))
 
 
 @dataclass
@@ -71,7 +77,7 @@ class ReplicateFake(ScriptedFaults):
                 MODERATION if p.fault == "moderation" else TRANSIENT,
                 "urls": {"get": api, "cancel": f"{api}/cancel", "stream": None},
                 "metrics": {"predict_time": 97.1} if status == "succeeded" else {},
-                "created_at": "2026-11-24T12:00:00.000Z"}
+                "created_at": p.created_at}
 
     # -- routes
 
@@ -99,6 +105,16 @@ class ReplicateFake(ScriptedFaults):
             self.submits.append(Submit(time.monotonic(), prompt, 201, p.id, body, model,
                                        req.headers))
         return Response(201, self.view(p), delay=rule.delay if rule and kind == "slow" else 0.0)
+
+    def listing(self, req: Request, page: int = 2) -> Response:
+        """Newest first, ``page`` predictions per answer, and a cursor to the next ones."""
+        start = int(req.query.get("cursor", ["0"])[0])
+        with self.lock:
+            newest = list(reversed(self.predictions.values()))
+        more = start + page < len(newest)
+        return Response(200, {
+            "previous": None, "results": [self.view(p) for p in newest[start:start + page]],
+            "next": f"{self.server.url}/v1/predictions?cursor={start + page}" if more else None})
 
     def get(self, p: Prediction) -> Response:
         p.polls += 1
@@ -140,6 +156,7 @@ def install_replicate(server: VendorServer, clip: Callable[[int], bytes], *, tok
         return handle
 
     server.route("GET", r"/v1/predictions/(?P<id>[0-9a-z]+)")(authed(fake.get))
+    server.route("GET", r"/v1/predictions")(lambda req, m: denied(req) or fake.listing(req))
     server.route("POST", r"/v1/predictions/(?P<id>[0-9a-z]+)/cancel")(authed(fake.cancel))
 
     @server.route("POST", r"/v1/models/(?P<owner>[^/]+)/(?P<name>[^/]+)/predictions")

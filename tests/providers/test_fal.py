@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,7 @@ import pytest
 from shotline.api import estimate, render
 from shotline.engine import media
 from shotline.engine.renderer import RenderFailed
-from shotline.errors import CapabilityError, ConfigError
+from shotline.errors import AmbiguousSubmitError, CapabilityError, ConfigError
 from shotline.providers.base import JobRef, JobStatus, ShotRequest
 from shotline.providers.fal import FalProvider
 from shotline.settings import Settings
@@ -33,6 +35,7 @@ def fal(vendor_server: VendorServer, clip_bytes: Callable[[int], bytes],
         monkeypatch: pytest.MonkeyPatch) -> Iterator[FalFake]:
     monkeypatch.setenv("FAL_KEY", KEY)
     monkeypatch.setenv("SHOTLINE_FAL_BASE_URL", vendor_server.url)
+    monkeypatch.setenv("SHOTLINE_FAL_API_URL", vendor_server.url + "/platform")
     yield install_fal(vendor_server, clip_bytes)
 
 
@@ -184,13 +187,32 @@ def test_a_transient_job_failure_is_resubmitted_and_not_billed(tmp_path: Path, f
 
 
 @pytest.mark.slow
-def test_a_submit_timeout_is_not_resubmitted(tmp_path: Path, fal: FalFake) -> None:
-    fal.on("storm", "slow", delay=2)
-    with pytest.raises(RenderFailed, match="shot 2: .*not resubmitted") as info:
-        run(tmp_path, config={"provider_timeout": 0.5})
-    assert KEY not in str(info.value)
+def test_a_submit_timeout_is_found_in_the_history_not_resubmitted(tmp_path: Path,
+                                                                  fal: FalFake) -> None:
+    contract.dips_submit_timeout_reconciled(
+        tmp_path, fal, lambda: run(tmp_path, config={"provider_timeout": 0.5}), word="storm")
     storm_posts = [r for r in fal.server.calls("POST") if "storm" in r.json()["prompt"]]
     assert len(storm_posts) == 1
+    [listed, *_] = fal.server.calls("GET", "/platform/models/requests/by-endpoint")
+    assert listed.headers["authorization"] == f"Key {KEY}"  # the platform host gets the key
+
+
+def test_an_unlisted_request_is_unknown_until_the_deadline_then_never_made(
+        tmp_path: Path, fal: FalFake) -> None:
+    mine = request("fal/seedance-2.0", "480x480", 8)
+
+    async def go(p: FalProvider) -> tuple[Any, Any, Any]:
+        made = await p.submit(dataclasses.replace(mine, prompt="Another prompt."))
+        with pytest.raises(AmbiguousSubmitError, match="no request with this input is in the history yet"):
+            await p.find(mine, time.time())
+        old = await p.find(mine, time.time() - p.settings.render_deadline - 1)
+        other = await p.find(dataclasses.replace(mine, prompt="Another prompt."), time.time())
+        return made, old, other
+
+    made, old, other = direct(tmp_path, go)
+    assert old is None
+    assert other is not None and other.job_id == made.job_id
+    assert other.data == {k: made.data[k] for k in ("status_url", "response_url", "cancel_url")}
 
 
 @pytest.mark.slow

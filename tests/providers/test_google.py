@@ -173,9 +173,23 @@ def test_what_the_model_cannot_do_is_refused_before_any_call(
 
 def test_gemini_omni_is_refused_before_any_call(tmp_path: Path, google: GoogleFake,
                                                 vendor_server: VendorServer) -> None:
+    # Not in the packaged table (runway/gemini_omni_flash serves it); a user who adds it
+    # by hand is told why before anything is sent.
+    overrides = tmp_path / "omni.toml"
+    overrides.write_text("""
+[models."google/gemini-omni-1.2-flash"]
+reason = "test"
+expires = 2099-01-01
+duration_range = [3, 15]
+max_seconds = 15
+sizes = ["1280x720"]
+fps = [24]
+audio = "always"
+prices = { "720p" = 0.13 }
+""")
     with pytest.raises(CapabilityError, match="not supported by this adapter yet"):
         render(BRIEF, model="google/gemini-omni-1.2-flash", seconds=8, size=SIZE,
-               settings=settings(tmp_path))
+               settings=settings(tmp_path, overrides=overrides))
     assert vendor_server.requests == []
 
 

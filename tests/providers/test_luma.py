@@ -92,10 +92,11 @@ def fake(vendor_server: VendorServer, clip_bytes: Callable[[int], bytes],
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("model", "prefix", "body"), [
-    ("luma/ray-2", LEGACY, {"model": "ray-2", "aspect_ratio": "1:1", "resolution": "540p",
-                            "duration": "5s"}),
-    ("luma/ray-3.2", AGENTS, {"model": "ray-3.2", "aspect_ratio": "1:1", "type": "video",
-                              "video": {"resolution": "540p", "duration": "5s"}}),
+    ("luma/ray-2", LEGACY + "/generations/video",
+     {"model": "ray-2", "aspect_ratio": "1:1", "resolution": "540p", "duration": "5s"}),
+    ("luma/ray-3.2", AGENTS + "/generations",
+     {"model": "ray-3.2", "aspect_ratio": "1:1", "type": "video",
+      "video": {"resolution": "540p", "duration": "5s"}}),
 ], ids=["ray-2-legacy", "ray-3.2-agents"])
 def test_two_shots_render_and_bill_once_each(tmp_path: Path, fake: FakeLuma,
                                              vendor_server: VendorServer, model: str,
@@ -110,10 +111,12 @@ def test_two_shots_render_and_bill_once_each(tmp_path: Path, fake: FakeLuma,
     assert {r["shot_key"]: r["amount"] for r in paid} == {
         shot.key: cost.cost_usd for shot, cost in zip(result.shots, est.shots, strict=True)}
     assert len(paid) == 2 and all(r["outcome"] == "succeeded" for r in paid)
-    assert {"queued", "dreaming", "completed"} <= set(fake.served)
+    running = "processing" if prefix.startswith(AGENTS) else "dreaming"
+    assert {"queued", running, "completed"} <= set(fake.served)
 
     posts = vendor_server.calls("POST")
-    assert {p.path for p in posts} == {f"{prefix}/generations"}
+    assert {p.path for p in posts} == {prefix}
+    prefix = prefix.rsplit("/generations", 1)[0]
     bodies = sorted((p.json() for p in posts), key=lambda b: b["prompt"])
     # No seed (Luma has none), no audio switch, durations as strings.
     assert [typed(b) for b in bodies] == [typed({"prompt": p, **body}) for p in sorted(PROMPTS)]
@@ -158,8 +161,16 @@ def test_a_transient_failure_is_retried_as_a_new_generation(tmp_path: Path,
     assert [r["outcome"] for r in rows(tmp_path)] == ["succeeded", "succeeded"]  # not billed
 
 
-def test_a_submit_that_times_out_is_not_resubmitted(tmp_path: Path, fake: FakeLuma) -> None:
-    contract.dips_submit_timeout_not_resubmitted(fake, lambda **kw: failure(tmp_path, **kw))
+def test_a_ray_2_submit_that_times_out_is_found_in_the_list_not_resubmitted(
+        tmp_path: Path, fake: FakeLuma) -> None:
+    contract.dips_submit_timeout_reconciled(tmp_path, fake,
+                                            lambda: run(tmp_path, provider_timeout=0.5))
+
+
+def test_a_ray_32_submit_that_times_out_is_not_resubmitted(tmp_path: Path,
+                                                           fake: FakeLuma) -> None:
+    contract.dips_submit_timeout_not_resubmitted(
+        fake, lambda **kw: failure(tmp_path, model="luma/ray-3.2", **kw))
 
 
 def test_a_truncated_file_fails_the_shot_without_a_second_submit(tmp_path: Path,
@@ -196,7 +207,8 @@ def test_what_the_model_cannot_do_is_refused_before_any_call(
     (request(MODEL, "1280x544"), "size 1280x544"),
     (request(MODEL, audio=True), "audio"),
     (request(MODEL, first_frame=Path("f.png")), "first frame"),
-], ids=["ray-3.2-9s", "ray-2-10s", "size", "audio", "frame"])
+    (request("luma/ray-3.2", seconds=10, first_frame=Path("f.png")), "need a 5 s clip"),
+], ids=["ray-3.2-9s", "ray-2-10s", "size", "audio", "frame", "ray-3.2-10s-frame"])
 def test_the_adapter_itself_refuses_before_any_call(
         tmp_path: Path, fake: FakeLuma, vendor_server: VendorServer, req: ShotRequest,
         words: str) -> None:

@@ -13,9 +13,10 @@ import pytest
 from standardwebhooks import Webhook
 
 from shotline.api import estimate, render
+from shotline.core.capabilities import load_table
 from shotline.engine import media
 from shotline.engine.renderer import RenderFailed
-from shotline.errors import CapabilityError, ConfigError, PermanentError
+from shotline.errors import CapabilityError, ConfigError, OverrideError, PermanentError
 from shotline.providers.base import JobRef, ShotRequest
 from shotline.providers.openai import OpenAIProvider, verify_webhook
 from shotline.settings import Settings
@@ -123,10 +124,78 @@ def test_moderation_fails_the_shot_with_the_vendors_words(tmp_path: Path, gatewa
     assert [r["shot_key"] for r in rows] == [error.shots[0].key]
 
 
-def test_a_submit_timeout_is_not_resubmitted(tmp_path: Path, gateway: OpenAIFake) -> None:
-    gateway.on("dips", "slow", delay=1.5)
-    failed(tmp_path, r"shot 2: .*not resubmitted", provider_timeout=0.5)
+def test_a_submit_timeout_is_found_in_the_video_list_not_resubmitted(
+        tmp_path: Path, gateway: OpenAIFake) -> None:
+    contract.dips_submit_timeout_reconciled(tmp_path, gateway,
+                                            lambda: run(tmp_path, provider_timeout=0.5))
     assert len(gateway.posts_for("dips")) == 1
+
+
+def test_a_gateway_without_a_video_list_leaves_the_shot_unresubmitted(
+        tmp_path: Path, gateway: OpenAIFake, vendor_server: VendorServer) -> None:
+    vendor_server.routes = [r for r in vendor_server.routes
+                            if not (r[0] == "GET" and r[1].pattern == "/v1/videos$")]
+    gateway.on("dips", "slow", delay=1.5)
+    error = failed(tmp_path, r"shot 2: .*lookup could not tell .*404", provider_timeout=0.5)
+    assert "not resubmitted" in str(error) and "dashboard" in str(error)
+    assert len(gateway.posts_for("dips")) == 1
+
+
+LITELLM_KEY = "sk-litellm-key-987654"
+
+
+def test_named_gateways_each_get_their_own_url_and_key_only(
+        tmp_path: Path, gateway: OpenAIFake, clip_bytes: Callable[[int], bytes],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    proxy = VendorServer().start()
+    try:
+        litellm = install_openai(proxy, clip_bytes, token=LITELLM_KEY)
+        monkeypatch.setenv("LITELLM_API_KEY", LITELLM_KEY)
+        overrides = tmp_path / "gateways.toml"
+        overrides.write_text(OVERRIDES + f"""
+[gateways.litellm]
+base_url = "{proxy.url}/"
+key_env = "LITELLM_API_KEY"
+
+[models."openai/litellm-veo"]
+reason = "test: a model served by a named gateway"
+expires = 2099-01-01
+gateway = "litellm"
+wire_model = "vertex_ai/veo-3.1-generate-001"
+durations = [4, 6, 8]
+max_seconds = 8
+sizes = ["1280x720"]
+fps = [24]
+audio = "always"
+prices = {{ "720p" = 0.40 }}
+""")
+        config = Settings(home=tmp_path, poll_interval=0.02, backoff_base=0.01,
+                          overrides=overrides)
+        render(ONE_SHOT, model="openai/litellm-veo", seconds=4, size=SIZE, settings=config)
+        render(ONE_SHOT, model=MODEL, seconds=4, size=SIZE, settings=config)
+        [body] = [r.json() for r in proxy.calls("POST")]
+        assert body["model"] == "vertex_ai/veo-3.1-generate-001"
+        assert proxy.requests and all(r.headers["authorization"] == f"Bearer {LITELLM_KEY}"
+                                      for r in proxy.requests)
+        assert all(LITELLM_KEY not in str(r.headers) for r in gateway.server.requests)
+        assert len(litellm.videos) == 1 and len(gateway.videos) == 1
+        paid = ledger.rows(Database.for_home(tmp_path))
+        assert sorted(r["provider_job_id"] for r in paid) == sorted([*litellm.videos,
+                                                                     *gateway.videos])
+        monkeypatch.delenv("LITELLM_API_KEY")
+        with pytest.raises(ConfigError, match="gateway 'litellm'; set LITELLM_API_KEY"):
+            render(ONE_SHOT, model="openai/litellm-veo", seconds=4, size=SIZE, take=2,
+                   settings=config)
+    finally:
+        proxy.stop()
+
+
+def test_a_model_naming_an_undeclared_gateway_is_refused(tmp_path: Path) -> None:
+    overrides = tmp_path / "o.toml"
+    overrides.write_text(OVERRIDES.replace('wire_model = "sora-2-gateway"',
+                                           'wire_model = "x"\ngateway = "nowhere"'))
+    with pytest.raises(OverrideError, match="gateway 'nowhere' is not declared"):
+        load_table(overrides)
 
 
 def test_a_truncated_file_fails_the_shot(tmp_path: Path, gateway: OpenAIFake) -> None:

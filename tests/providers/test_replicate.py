@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,6 +21,7 @@ from shotline.engine import media
 from shotline.engine.renderer import RenderFailed
 from shotline.errors import CapabilityError, ConfigError, PermanentError
 from shotline.providers.base import JobStatus, ShotRequest
+from shotline.providers.http import CLOCK_SLACK
 from shotline.providers.replicate import ReplicateProvider, verify_webhook
 from shotline.settings import Settings
 from shotline.store import ledger
@@ -188,14 +191,34 @@ def test_a_transient_job_failure_is_resubmitted_and_not_billed(
 
 
 @pytest.mark.slow
-def test_a_submit_timeout_is_not_resubmitted(tmp_path: Path, rep: ReplicateFake) -> None:
-    rep.on("storm", "slow", delay=2)
-    with pytest.raises(RenderFailed, match="shot 2: .*not resubmitted") as info:
-        run(tmp_path, config={"provider_timeout": 0.5})
-    assert TOKEN not in str(info.value)
+def test_a_submit_timeout_is_found_in_the_list_not_resubmitted(tmp_path: Path,
+                                                               rep: ReplicateFake) -> None:
+    contract.dips_submit_timeout_reconciled(
+        tmp_path, rep, lambda: run(tmp_path, config={"provider_timeout": 0.5}), word="storm")
     posts = [r for r in rep.server.calls("POST", "/predictions$")
              if "storm" in r.json()["input"]["prompt"]]
     assert len(posts) == 1
+
+
+def test_find_matches_the_exact_input_after_the_submit_across_pages(
+        tmp_path: Path, rep: ReplicateFake) -> None:
+    mine = request("replicate/luma-ray-3.2", "540x540", 5)
+    other = dataclasses.replace(mine, prompt="Another prompt.")
+
+    async def go(p: ReplicateProvider) -> tuple[Any, ...]:
+        before = time.time()
+        made = await p.submit(mine)
+        for _ in range(3):  # newer predictions push ours to a later page of the list
+            await p.submit(other)
+        found = await p.find(mine, before)
+        later = await p.find(mine, time.time() + CLOCK_SLACK + 60)  # a later take's lookup
+        missing = await p.find(dataclasses.replace(mine, seconds=10), before)
+        return made, found, later, missing
+
+    made, found, later, missing = direct(tmp_path, go)
+    assert found is not None and found.job_id == made.job_id
+    assert later is None and missing is None
+    assert len(rep.server.calls("GET", "^/v1/predictions$")) >= 3  # it followed the cursor
 
 
 @pytest.mark.slow

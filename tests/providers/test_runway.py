@@ -247,14 +247,14 @@ def test_the_version_header_is_required_like_the_vendor(
 @pytest.mark.parametrize(("req", "path", "body"), [
     (request("runway/veo3.1", "1920x1080", 8, audio=True, seed=3), "/v1/text_to_video",
      {"model": "veo3.1", "promptText": "A kite.", "ratio": "1920:1080", "duration": 8,
-      "audio": True}),
+      "audio": True, "seed": 3}),
     (request("runway/veo3.1_fast", "720x1280", 4), "/v1/text_to_video",
      {"model": "veo3.1_fast", "promptText": "A kite.", "ratio": "720:1280", "duration": 4,
       "audio": False}),
     (request(MODEL, "720x1280", 10, seed=0), "/v1/text_to_video",
      {"model": "gen4.5", "promptText": "A kite.", "ratio": "720:1280", "duration": 10,
       "seed": 0}),
-], ids=["veo3.1-audio-no-seed", "veo3.1_fast-silent", "gen4.5-seed"])
+], ids=["veo3.1-audio-seed", "veo3.1_fast-silent", "gen4.5-seed"])
 def test_each_model_gets_its_documented_body(tmp_path: Path, fake: FakeRunway,
                                              req: ShotRequest, path: str,
                                              body: dict[str, Any]) -> None:

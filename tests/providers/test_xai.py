@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,8 +37,9 @@ def settings(home: Path, **kw: Any) -> Settings:
     return Settings(home=home, poll_interval=0.02, backoff_base=0.01, **kw)
 
 
-def run(home: Path, **kw: Any) -> Any:
-    return render(BRIEF, model=MODEL, seconds=SECONDS, size=SIZE, settings=settings(home, **kw))
+def run(home: Path, audio: bool = True, **kw: Any) -> Any:
+    return render(BRIEF, model=MODEL, seconds=SECONDS, size=SIZE, audio=audio,
+                  settings=settings(home, **kw))
 
 
 def rows(home: Path) -> list[dict[str, Any]]:
@@ -93,7 +95,7 @@ def test_two_shots_render_and_bill_once_each(tmp_path: Path, fake: FakeXai,
     bodies = sorted((p.json() for p in vendor_server.calls("POST")), key=lambda b: b["prompt"])
     assert [typed(b) for b in bodies] == [typed({
         "model": "grok-imagine-video", "prompt": prompt, "duration": 2, "resolution": "480p",
-        "aspect_ratio": "1:1"}) for prompt in sorted(PROMPTS)]
+        "aspect_ratio": "1:1", "generate_audio": True}) for prompt in sorted(PROMPTS)]
     api = vendor_server.calls(pattern=r"^/v1/")
     assert api and all(r.headers["authorization"] == f"Bearer {KEY}" for r in api)
     files = vendor_server.calls("GET", r"^/cdn/")
@@ -222,9 +224,17 @@ def test_every_table_size_maps_to_a_resolution_and_ratio(
     body = provider.body(request(model, size=size, seconds=5, seed=7))
     asyncio.run(provider.aclose())
     wire = load_table().get(model).wire_model
-    # No audio switch (always on) and no seed (the table says the vendor has none).
+    # No seed (the table says the vendor has none); the audio switch always goes.
     assert typed(body) == typed({"model": wire, "prompt": "A kite.", "duration": 5,
-                                 "resolution": resolution, "aspect_ratio": ratio})
+                                 "resolution": resolution, "aspect_ratio": ratio,
+                                 "generate_audio": True})
+
+
+def test_audio_off_is_sent_as_generate_audio_false(tmp_path: Path, fake: FakeXai) -> None:
+    provider = XaiProvider(settings(tmp_path))
+    silent = dataclasses.replace(request(), audio=False)
+    assert provider.body(silent)["generate_audio"] is False
+    asyncio.run(provider.aclose())
 
 
 def test_every_xai_size_in_the_table_maps(tmp_path: Path, fake: FakeXai) -> None:

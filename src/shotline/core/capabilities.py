@@ -8,14 +8,21 @@ a model. Invariants:
 * every override carries a ``reason`` and an ``expires`` date, or the file is refused;
 * an override past its date still applies, but warns on every use
   (:class:`OverrideExpiredWarning`), because silently dropping it could change a price;
-* a ``sunset`` model is listed but refuses new work, naming the date and a replacement.
+* a ``sunset`` model is listed but refuses new work, naming the date and a replacement;
+* every price names its source and the date it was read (``price_date``);
+* a model may name a ``gateway``: an OpenAI-compatible endpoint declared under
+  ``[gateways.NAME]`` (a base URL and the environment variable holding its key, never the
+  key itself); a model naming an undeclared gateway refuses the whole table.
 
-Nothing here does I/O except reading the two TOML files in :func:`load_table`.
+Nothing here does I/O except reading the two TOML files in :func:`load_table` (and a
+``stat`` of the overrides file in :func:`table_for`, which keeps one parsed table per
+process until that file changes).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import tomllib
 import warnings
 from collections.abc import Iterator, Mapping
@@ -48,6 +55,24 @@ class Override(BaseModel):
     fields: tuple[str, ...]
 
 
+class Gateway(BaseModel):
+    """An OpenAI-compatible ``/v1/videos`` endpoint (LiteLLM's proxy, a reseller, ...)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    base_url: str = Field(pattern=r"^https?://[^/\s]+(/\S*)?$",
+                          description="the gateway's URL without the /v1/videos path")
+    key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                                description="environment variable that holds its API key; "
+                                "none for a gateway that takes no key")
+    reason: str = ""
+
+    @property
+    def url(self) -> str:
+        return self.base_url.rstrip("/")
+
+
 class Capabilities(BaseModel):
     """What one model accepts per call, and what it bills."""
 
@@ -72,6 +97,12 @@ class Capabilities(BaseModel):
     billing_block: int = Field(1, description="the vendor bills in blocks of this many seconds")
     billed_on_failure: bool = False
     price_source: PriceSource = "vendor"
+    price_date: dt.date | None = Field(None, description="when the price was read at its "
+                                       "source (required in the packaged table)")
+    price_ref: str = Field("", description="where the price was read (a page, an SDK, a "
+                           "reseller), or how it was inferred")
+    gateway: str | None = Field(None, description="openai models: the [gateways] entry that "
+                                "serves it; none is OpenAI's own API")
     status: Literal["active", "sunset"] = "active"
     sunset_date: dt.date | None = None
     replacement: str | None = None
@@ -108,6 +139,8 @@ class Capabilities(BaseModel):
             raise ValueError(f"default_fps {self.default_fps} is not one of fps")
         if self.status == "sunset" and self.sunset_date is None:
             raise ValueError("a sunset model needs sunset_date")
+        if self.gateway is not None and self.provider != "openai":
+            raise ValueError("only openai/... models go through a gateway")
         return self
 
     def price_per_second(self, size: str) -> Decimal:
@@ -153,10 +186,12 @@ PREVIEW_MODEL = "local/preview"
 
 
 class ModelTable:
-    """The packaged table merged with the user's overrides."""
+    """The packaged table merged with the user's overrides, and the declared gateways."""
 
-    def __init__(self, entries: Mapping[str, Capabilities]) -> None:
+    def __init__(self, entries: Mapping[str, Capabilities],
+                 gateways: Mapping[str, Gateway] | None = None) -> None:
         self._entries = dict(sorted(entries.items()))
+        self.gateways: dict[str, Gateway] = dict(gateways or {})
 
     def __iter__(self) -> Iterator[Capabilities]:
         return iter(self._entries.values())
@@ -212,15 +247,31 @@ def _expand(raw: Mapping[str, Any]) -> dict[str, Any]:
     return entry
 
 
-def _read_toml(path: Path | None, text: str | None = None) -> dict[str, Any]:
+def _read_toml(path: Path | None, text: str | None = None
+               ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``[models]`` and ``[gateways]`` tables of one file."""
     try:
         data = tomllib.loads(text if text is not None else Path(path or "").read_text("utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise OverrideError(f"cannot read {path}: {exc}") from None
-    models = data.get("models", {})
+    models, gateways = data.get("models", {}), data.get("gateways", {})
     if not isinstance(models, dict):
         raise OverrideError(f"{path}: expected [models.\"provider/model\"] tables")
-    return models
+    if not isinstance(gateways, dict) or not all(isinstance(g, dict) for g in gateways.values()):
+        raise OverrideError(f"{path}: expected [gateways.NAME] tables with base_url and key_env")
+    return models, gateways
+
+
+def _gateways(raw: Mapping[str, Any], source: str) -> dict[str, Gateway]:
+    found = {}
+    for name, entry in raw.items():
+        try:
+            found[name] = Gateway.model_validate({**entry, "name": name})
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'entry'}: {e['msg']}"
+                                 for e in exc.errors())
+            raise OverrideError(f"{source}: gateway {name!r}: {problems}") from None
+    return found
 
 
 def _apply_override(
@@ -246,6 +297,9 @@ def _apply_override(
         merged.pop("default_size", None)
     if base and "fps" in fields and "default_fps" not in fields:
         merged.pop("default_fps", None)
+    if "prices" in fields and "price_ref" not in fields:  # the packaged source no longer holds
+        merged["price_ref"] = f"override: {reason.strip()}"
+        merged["price_date"] = fields.get("price_date")
     merged.update(fields)
     merged["override"] = Override(
         reason=reason.strip(), expires=expires, source=source, fields=tuple(sorted(fields))
@@ -256,9 +310,13 @@ def _apply_override(
 def load_table(overrides: Path | None = None, *, packaged: str | None = None) -> ModelTable:
     """Read the packaged table and apply an overrides file if it exists."""
     text = packaged or resources.files("shotline").joinpath("data/models.toml").read_text("utf-8")
-    raw = {name: dict(entry, model=name) for name, entry in _read_toml(None, text).items()}
+    packaged_models, packaged_gateways = _read_toml(None, text)
+    raw = {name: dict(entry, model=name) for name, entry in packaged_models.items()}
+    gateways = _gateways(packaged_gateways, "packaged table")
     if overrides is not None and overrides.exists():
-        for name, entry in _read_toml(overrides).items():
+        user_models, user_gateways = _read_toml(overrides)
+        gateways |= _gateways(user_gateways, str(overrides))
+        for name, entry in user_models.items():
             if not isinstance(entry, dict):
                 raise OverrideError(f"{overrides}: [models.{name!r}] must be a table")
             raw[name] = _apply_override(raw.get(name), name, entry, str(overrides))
@@ -272,4 +330,48 @@ def load_table(overrides: Path | None = None, *, packaged: str | None = None) ->
                 f"{'.'.join(str(p) for p in e['loc']) or 'entry'}: {e['msg']}" for e in exc.errors()
             )
             raise OverrideError(f"{where} entry {name}: {problems}") from None
-    return ModelTable(entries)
+        caps = entries[name]
+        if caps.override is None and caps.price_source != "simulated" and not (
+                caps.price_date and caps.price_ref.strip()):
+            raise OverrideError(f"packaged table entry {name}: every price needs price_ref "
+                                "(where it was read) and price_date (when)")
+        gateway = caps.gateway
+        if gateway is not None and gateway not in gateways:
+            known = ", ".join(sorted(gateways)) or "none declared"
+            raise OverrideError(f"entry {name}: gateway {gateway!r} is not declared under "
+                                f"[gateways] (declared: {known})")
+    return ModelTable(entries, gateways)
+
+
+_TableStamp = tuple[Path | None, tuple[int, int] | None]
+_cached: tuple[_TableStamp, ModelTable] | None = None
+_cache_lock = threading.Lock()
+
+
+def _stamp(overrides: Path | None) -> _TableStamp:
+    if overrides is None:
+        return None, None
+    try:  # the size too: two edits can fall in one tick of the file system's clock
+        info = overrides.stat()
+    except FileNotFoundError:
+        return overrides, None
+    return overrides, (info.st_mtime_ns, info.st_size)
+
+
+def table_for(overrides: Path | None = None) -> ModelTable:
+    """The model table for ``overrides``, parsed once and kept until that file changes.
+
+    Parsing the table costs about 20 ms, far too much for every validate or request body
+    an adapter builds inside the event loop; a stat is cheap. An edited, added or removed
+    overrides file applies to the next call. Expired overrides still warn on every use
+    (in :meth:`ModelTable.get`), cached or not.
+    """
+    global _cached
+    stamp = _stamp(overrides)
+    cached = _cached
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    with _cache_lock:  # one parse when several threads miss at once
+        if _cached is None or _cached[0] != stamp:
+            _cached = (stamp, load_table(overrides))
+        return _cached[1]

@@ -27,6 +27,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
@@ -146,6 +147,10 @@ def stitch_settings(plan: Plan, fit: str) -> dict[str, object]:
     }
 
 
+def _utc(when: float) -> str:
+    return datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 def backoff(attempt: int, base: float, retry_after: float | None) -> float:
     """Exponential backoff with jitter, never shorter than the vendor's Retry-After."""
     delay: float = base * (2**attempt) * random.uniform(0.5, 1.5)
@@ -244,8 +249,8 @@ class Renderer:
                 # Made before, but the file was pruned since: making it again is a new call.
                 calls.set_call(self.db, request.key, "failed", error="clip no longer stored")
                 continue
-            if c.action == "reconcile":
-                ref = await self._reconcile(request)
+            if c.action == "reconcile":  # a claim whose owner died: submitted or not?
+                ref = await self._reconcile(request, c.since)
             elif c.action == "lead":
                 ref = await self._submit(request, c.attempts)
             else:
@@ -275,10 +280,11 @@ class Renderer:
         self._authorize(request)
         checkpoint("claimed")
         self.emit(ShotEvent(request.index, "submitting"))
+        sent_at = time.time()
         try:
             ref = await self.provider.submit(request)
         except AmbiguousSubmitError:
-            return await self._reconcile(request)
+            return await self._reconcile(request, sent_at)
         except RetryableError as exc:
             await self._failed_attempt(request, attempt, exc.reason, exc.retry_after)
             return None
@@ -293,26 +299,37 @@ class Renderer:
         checkpoint("submitted")
         return ref
 
-    async def _reconcile(self, request: ShotRequest) -> JobRef | None:
-        """Ask the provider whether it has a job for this key; never guess.
+    async def _reconcile(self, request: ShotRequest, since: float) -> JobRef | None:
+        """Ask the provider whether it has a job for this request; never guess.
 
-        Returns the job if it exists, None if the provider says it never got one (the
-        key is then free to submit), and raises if the provider cannot be asked.
+        ``since`` is no later than the lost submit was sent. Returns the job if it exists,
+        None if the provider says it never got one (the key is then free to submit), and
+        raises AmbiguousSubmitError, leaving the claim for an operator, if the provider
+        cannot be asked or cannot tell.
         """
-        find = getattr(self.provider, "find", None)
-        if find is None:
-            calls.set_call(self.db, request.key, "submitting", error="ambiguous submit")
-            raise AmbiguousSubmitError(
-                f"a submit for this shot may have reached {self.caps.provider} but its answer "
-                "was lost, and this provider cannot be asked by key. It was not resubmitted, "
-                f"to avoid paying twice: check the vendor's dashboard for the job (shot key "
-                f"{request.key}); to make this shot anew and pay again, render with a new --take")
-        ref: JobRef | None = await find(request)
-        if ref is None:
-            calls.set_call(self.db, request.key, "failed", error="not found at the provider")
-            return None
-        calls.set_call(self.db, request.key, "submitted", job=ref.to_json())
-        return ref
+        name = self.caps.provider
+        why = f"this provider has no lookup ({self.provider.lookup})"
+        if self.provider.finds_jobs:
+            try:
+                ref = await self.provider.find(request, since)
+            except ShotlineError as exc:  # could not ask, or no answer: leave it, never guess
+                why = f"the lookup could not tell ({exc})"
+            else:
+                if ref is None:
+                    calls.set_call(self.db, request.key, "failed", error="not found at the provider")
+                    return None
+                calls.set_call(self.db, request.key, "submitted", job=ref.to_json())
+                return ref
+        # Left unowned, so the next run reconciles it (from the same time) instead of
+        # waiting on this process or submitting again.
+        calls.set_call(self.db, request.key, "submitting", error="ambiguous submit",
+                      heartbeat=since, owner=None)
+        raise AmbiguousSubmitError(
+            f"a submit for this shot may have reached {name} but its answer was lost, and "
+            f"{why}. It was not resubmitted, to avoid paying twice: check {name}'s dashboard "
+            f"for a job made from this shot's prompt after {_utc(since)} (shot key "
+            f"{request.key}); run the render again to look again, or render with a new "
+            "--take to make this shot anew and pay again")
 
     async def _failed_attempt(self, request: ShotRequest, attempt: int, reason: str,
                               retry_after: float | None) -> None:
@@ -451,10 +468,8 @@ async def render_plan(plan: Plan, job: RenderJob) -> RenderResult:
     costs = [call_cost(job.caps, r.seconds, r.size, r.audio).cost_usd for r in requests]
     to_make = [r for r in requests if not job.store.clip(r.key)]
     todo = sum((c for r, c in zip(requests, costs, strict=True) if r in to_make), Decimal(0))
-    preflight = getattr(job.provider, "preflight", None)
-    if preflight is not None:  # a missing key is found before anything is written
-        for request in requests:
-            preflight(request)
+    for request in requests:  # a missing key is found before anything is written
+        job.provider.preflight(request)
     if job.render_id is None:
         with job.db.write() as conn:  # a refused budget rolls this back: nothing is written
             render_id = lifecycle.open_render(conn, key, plan.model, job.brief_text,

@@ -8,6 +8,18 @@ and carry on polling instead of paying for a second submit.
 An adapter only maps a shot to the vendor's request, performs these calls and classifies
 errors (``RetryableError``, ``PermanentError``, ``AmbiguousSubmitError``). Retries,
 caching, pricing, budgets and stitching belong to the core.
+
+Two abilities are optional, and declared here rather than discovered with ``getattr``:
+
+* ``finds_jobs`` says whether ``find`` can look up a job whose submit answer was lost (a
+  timeout after the POST was sent, or a process killed mid-submit). ``lookup`` says, for
+  ``shotline providers`` and for the ambiguous-submit message, how it looks or, when it
+  cannot, what an operator should check. An adapter without a lookup keeps the default
+  ``find``, which is never called.
+* ``preflight`` refuses, before anything is written, a request that would fail anyway
+  (a missing key, something the model cannot do); the default accepts everything.
+
+:class:`BaseProvider` carries the defaults, for adapters to inherit.
 """
 
 from __future__ import annotations
@@ -15,6 +27,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
+
+from ..errors import AmbiguousSubmitError
 
 if TYPE_CHECKING:
     from ..settings import Settings
@@ -74,6 +88,8 @@ class Provider(Protocol):
     """What every adapter implements. Constructed with the settings, used async."""
 
     name: ClassVar[str]
+    finds_jobs: ClassVar[bool]
+    lookup: ClassVar[str]
 
     async def submit(self, request: ShotRequest) -> JobRef: ...
 
@@ -84,6 +100,33 @@ class Provider(Protocol):
     async def cancel(self, ref: JobRef) -> bool: ...
 
     async def aclose(self) -> None: ...
+
+    async def find(self, request: ShotRequest, since: float) -> JobRef | None:
+        """The job ``request`` made, created at or after ``since`` (Unix seconds, our
+        clock), if the vendor has one; None if it has none, so submitting is safe.
+
+        Raise ``AmbiguousSubmitError`` when the vendor cannot tell (the core then leaves
+        the shot to an operator), never guess. Only called when ``finds_jobs`` is true.
+        """
+        ...
+
+    def preflight(self, request: ShotRequest) -> None:
+        """Raise (ConfigError, CapabilityError) for a request that cannot be sent; no I/O."""
+        ...
+
+
+class BaseProvider:
+    """The defaults of the optional abilities: no lookup, no preflight checks."""
+
+    finds_jobs: ClassVar[bool] = False
+    lookup: ClassVar[str] = ("this vendor cannot look a job up by its request: check its "
+                             "dashboard for a job made from the shot's prompt")
+
+    async def find(self, request: ShotRequest, since: float) -> JobRef | None:
+        raise AmbiguousSubmitError(f"no lookup: {self.lookup}", reason="no lookup")
+
+    def preflight(self, request: ShotRequest) -> None:
+        return None
 
 
 ProviderFactory = type[Provider]

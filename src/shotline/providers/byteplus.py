@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 
 import httpx
 
-from ..core.capabilities import load_table, tier_of
+from ..core.capabilities import tier_of
 from ..errors import PermanentError
 from .base import JobRef, JobState, JobStatus, ShotRequest
 from .http import HttpProvider, add_seed, aspect_ratio, check, data_uri
@@ -61,6 +61,10 @@ class BytePlusProvider(HttpProvider):
     name: ClassVar[str] = "byteplus"
     key_env: ClassVar[tuple[str, ...]] = ("ARK_API_KEY",)
     default_base_url: ClassVar[str] = "https://ark.ap-southeast.bytepluses.com"
+    lookup: ClassVar[str] = (
+        "ModelArk lists tasks by model and status, but a task does not carry its prompt, so "
+        "shots cannot be told apart: check the ModelArk console for a task of this model "
+        "created after the submit")
 
 
     def validate(self, request: ShotRequest) -> None:
@@ -68,7 +72,7 @@ class BytePlusProvider(HttpProvider):
         self.body(request)
 
     def body(self, request: ShotRequest) -> dict[str, Any]:
-        caps = load_table(self.settings.overrides_path).get(request.model)
+        caps = self.capabilities(request)
         check(request, caps, images=True)
         content: list[dict[str, Any]] = [{"type": "text", "text": request.prompt}]
         for role, frame in (("first_frame", request.first_frame),

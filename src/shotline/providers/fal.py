@@ -13,6 +13,15 @@ Wire format (``Authorization: Key $FAL_KEY``, not Bearer):
   and ``error_type``; its result answers 422 with ``{"detail": [{"msg", "type"}]}``.
 * ``GET {response_url}`` gives ``{"video": {"url": ...}}`` on fal's CDN; ``PUT {cancel_url}``.
 
+Lookup (:meth:`find`): fal's platform API, ``GET https://api.fal.ai/v1/models/requests/
+by-endpoint?endpoint_id=...&start=...&expand=payloads`` (override the host with
+``SHOTLINE_FAL_API_URL``), lists an endpoint's requests since a time with their
+``json_input``; a request made from exactly our input is ours, and its queue URLs are
+rebuilt from its id as fal's own client does. fal documents the list as request
+*history*, so a request still queued may not be in it yet: then the answer is "cannot
+tell yet" (the shot waits for an operator or the next run) until the render deadline has
+passed since the submit, after which an unlisted request is taken as never made.
+
 Each model family spells its input differently (``duration`` is the string ``"5"`` on
 Kling, ``"8s"`` on Veo 3 Fast and Luma); see the ``_body_*`` functions. fal does not bill
 5xx answers, but may bill a 422, so a bad request is refused here before any call.
@@ -20,16 +29,23 @@ Kling, ``"8s"`` on Veo 3 Fast and Luma); see the ``_body_*`` functions. fal does
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..core.capabilities import Capabilities, load_table, tier_of
-from ..errors import CapabilityError, PermanentError
+import httpx
+
+from ..core.capabilities import Capabilities, tier_of
+from ..errors import AmbiguousSubmitError, CapabilityError, PermanentError
+from ..settings import Settings
 from .base import JobRef, JobStatus, ShotRequest
-from .http import HttpProvider, add_seed, aspect_ratio, check
+from .http import CLOCK_SLACK, HttpProvider, add_seed, aspect_ratio, check
 
 # fal's error_type values that a second run can cure; content policy and input errors cannot.
+LIST_PAGES = 10  # find() reads at most this many pages of the request history
 TRANSIENT_ERRORS = ("internal_server_error", "generation_timeout", "downstream_service_error",
                     "downstream_service_unavailable", "runner_disconnected", "timeout")
 def _kling(r: ShotRequest, c: Capabilities) -> dict[str, Any]:
@@ -51,6 +67,12 @@ def _wan(r: ShotRequest, c: Capabilities) -> dict[str, Any]:
             "aspect_ratio": aspect_ratio(r.size)}
 
 
+def _wan27(r: ShotRequest, c: Capabilities) -> dict[str, Any]:
+    # 2.7 takes an integer duration (a string is refused) and rewrites prompts unless told not.
+    return {"prompt": r.prompt, "duration": r.seconds, "resolution": tier_of(r.size),
+            "aspect_ratio": aspect_ratio(r.size), "enable_prompt_expansion": False}
+
+
 def _hailuo(r: ShotRequest, c: Capabilities) -> dict[str, Any]:
     body: dict[str, Any] = {"prompt": r.prompt, "prompt_optimizer": False}  # send the words as written
     if len(c.durations) > 1:  # Pro has a fixed length and no duration field
@@ -70,7 +92,8 @@ def _luma(r: ShotRequest, c: Capabilities) -> dict[str, Any]:
 
 Mapper = Callable[[ShotRequest, Capabilities], dict[str, Any]]
 FAMILIES: tuple[tuple[str, Mapper], ...] = (
-    ("kling", _kling), ("seedance", _seedance), ("wan", _wan), ("hailuo", _hailuo),
+    ("kling", _kling), ("seedance", _seedance), ("wan/v2.7", _wan27), ("wan", _wan),
+    ("hailuo", _hailuo),
     ("veo3", _veo3_fast), ("luma/", _luma),
 )
 
@@ -82,6 +105,21 @@ class FalProvider(HttpProvider):
     key_env: ClassVar[tuple[str, ...]] = ("FAL_KEY",)
     default_base_url: ClassVar[str] = "https://queue.fal.run"
 
+    finds_jobs: ClassVar[bool] = True
+    lookup: ClassVar[str] = ("the platform API's request history for the endpoint, matched on "
+                             "the exact input and the time of the submit")
+
+    def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None
+                 ) -> None:
+        super().__init__(settings, transport)
+        self.platform_url = os.environ.get("SHOTLINE_FAL_API_URL",
+                                           "https://api.fal.ai/v1").rstrip("/")
+
+    def _own_host(self, url: str) -> bool:
+        # The key belongs to the queue and the platform API, never to the file CDN.
+        return super()._own_host(url) or self._same_origin(httpx.URL(url),
+                                                          httpx.URL(self.platform_url))
+
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Key {self.api_key()}"}
 
@@ -90,7 +128,7 @@ class FalProvider(HttpProvider):
         self._mapping(request)
 
     def _mapping(self, request: ShotRequest) -> tuple[Capabilities, Mapper]:
-        caps = load_table(self.settings.overrides_path).get(request.model)
+        caps = self.capabilities(request)
         check(request, caps)
         mapper = next((fn for word, fn in FAMILIES if word in request.wire_model), None)
         if mapper is None:
@@ -142,6 +180,42 @@ class FalProvider(HttpProvider):
             raise PermanentError(f"fal job {ref.job_id} finished without a video URL",
                                  reason="no video in the result")
         return await self.fetch(str(video["url"]), dest)
+
+    async def find(self, request: ShotRequest, since: float) -> JobRef | None:
+        """The request made from exactly this input at or after ``since``, if fal lists it."""
+        wanted = self.body(request)
+        endpoint = request.wire_model.strip("/")
+        start = datetime.fromtimestamp(since - CLOCK_SLACK, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        params: dict[str, Any] = {"endpoint_id": endpoint, "start": start,
+                                  "expand": "payloads", "limit": 100}
+        for _ in range(LIST_PAGES):
+            page = await self.call("GET", f"{self.platform_url}/models/requests/by-endpoint",
+                                   params=params)
+            items = page.get("items") if isinstance(page, dict) else None
+            if not isinstance(items, list):
+                raise PermanentError("fal: the request history has no 'items'",
+                                     reason="bad list answer")
+            for item in items:
+                if item.get("json_input") == wanted and item.get("request_id"):
+                    return JobRef(self.name, str(item["request_id"]),
+                                  self._urls(endpoint, str(item["request_id"])))
+            if not (page.get("has_more") and page.get("next_cursor")):
+                break
+            params["cursor"] = page["next_cursor"]
+        else:
+            raise PermanentError("fal: too many requests since the submit to look through",
+                                 reason="lookup window too large")
+        if time.time() - since > self.settings.render_deadline:
+            return None  # long enough for any request fal accepted to be in its history
+        raise AmbiguousSubmitError("fal: no request with this input is in the history yet; a "
+                                   "queued one may not be listed until it ends",
+                                   reason="not listed yet")
+
+    def _urls(self, endpoint: str, request_id: str) -> dict[str, str]:
+        # fal's client builds these from the app's owner/alias, dropping the sub-path.
+        base = f"{self.base_url}/{'/'.join(endpoint.split('/')[:2])}/requests/{request_id}"
+        return {"status_url": f"{base}/status", "response_url": base,
+                "cancel_url": f"{base}/cancel"}
 
     async def cancel(self, ref: JobRef) -> bool:
         try:

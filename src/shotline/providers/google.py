@@ -41,7 +41,7 @@ from urllib.parse import quote
 
 import httpx
 
-from ..core.capabilities import load_table, tier_of
+from ..core.capabilities import tier_of
 from ..errors import CapabilityError, ConfigError, MediaError, PermanentError
 from ..settings import Settings
 from .base import JobRef, JobStatus, ShotRequest
@@ -60,6 +60,9 @@ class GoogleProvider(HttpProvider):
     name: ClassVar[str] = "google"
     key_env: ClassVar[tuple[str, ...]] = ("GOOGLE_ACCESS_TOKEN",)
     default_base_url: ClassVar[str] = "https://us-central1-aiplatform.googleapis.com"
+    lookup: ClassVar[str] = (
+        "Vertex has no lookup of a Veo operation by its request: check the Vertex AI section of "
+        "the Cloud console for an operation started after the submit")
 
     def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None
                  ) -> None:
@@ -91,11 +94,19 @@ class GoogleProvider(HttpProvider):
             raise ConfigError("google: no access token; set GOOGLE_ACCESS_TOKEN")
         # google-auth is optional and untyped here, hence the dynamic import. Its refresh is
         # a blocking call, made only when the hour-long token has gone stale.
-        if self._adc is None:
-            auth = importlib.import_module("google.auth")
-            self._adc, _ = auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
-        if not self._adc.valid:
-            self._adc.refresh(importlib.import_module("google.auth.transport.requests").Request())
+        failures = importlib.import_module("google.auth.exceptions")
+        try:
+            if self._adc is None:
+                auth = importlib.import_module("google.auth")
+                self._adc, _ = auth.default(
+                    scopes=["https://www.googleapis.com/auth/cloud-platform"])
+            if not self._adc.valid:
+                self._adc.refresh(
+                    importlib.import_module("google.auth.transport.requests").Request())
+        except (failures.DefaultCredentialsError, failures.RefreshError) as exc:
+            raise ConfigError("google: no access token; set GOOGLE_ACCESS_TOKEN (e.g. `gcloud "
+                              "auth print-access-token`) or set up application default "
+                              f"credentials ({type(exc).__name__})") from None
         return str(self._adc.token)
 
     def is_moderation(self, message: str) -> bool:
@@ -112,8 +123,8 @@ class GoogleProvider(HttpProvider):
             raise CapabilityError(
                 f"{request.model} is not supported by this adapter yet: Gemini Omni uses the "
                 "Interactions API, whose request and result are not documented well enough "
-                "here to implement honestly. Use google/veo-3.1-generate-001 or "
-                "google/veo-3.1-fast-generate-001.")
+                "here to implement honestly. Use runway/gemini_omni_flash, "
+                "google/veo-3.1-generate-001 or google/veo-3.1-fast-generate-001.")
 
     async def submit(self, request: ShotRequest) -> JobRef:
         self.validate(request)
@@ -129,7 +140,7 @@ class GoogleProvider(HttpProvider):
         return JobRef(self.name, name.rsplit("/", 1)[-1], {"operation": name, "model_path": path})
 
     def body(self, request: ShotRequest) -> dict[str, Any]:
-        caps = load_table(self.settings.overrides_path).get(request.model)
+        caps = self.capabilities(request)
         width, height = (int(side) for side in request.size.lower().split("x"))
         params: dict[str, Any] = {
             "durationSeconds": int(request.seconds),

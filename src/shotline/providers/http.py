@@ -13,7 +13,11 @@ them, what an HTTP outcome means:
 * Vendor file URLs expire; a 403/404/410 on a download says so instead of retrying.
 
 Secrets never leave this module: the key goes only into request headers for the vendor's
-own host, and every message built from a vendor's body is scrubbed of it.
+own host, and every message built from a vendor's body is scrubbed of it. Redirects are
+followed by hand, never by httpx: an API call follows only a redirect within the same
+origin (scheme, host and port) and refuses any other, so neither the prompt nor the key is
+re-sent to a host the user did not configure; a file download may be sent on to another
+host (vendors hand files to their CDNs), but then with none of our headers.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import mimetypes
 import os
 import time
 from collections.abc import Mapping
+from datetime import datetime
 from math import gcd
 from pathlib import Path
 from typing import Any, ClassVar
@@ -34,7 +39,7 @@ from urllib.parse import urlsplit
 import httpx
 from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook, WebhookVerificationError
 
-from ..core.capabilities import Capabilities, load_table, parse_size
+from ..core.capabilities import Capabilities, parse_size, table_for
 from ..errors import (
     AmbiguousSubmitError,
     CapabilityError,
@@ -43,8 +48,12 @@ from ..errors import (
     RetryableError,
 )
 from ..settings import Settings
-from .base import JobRef, ShotRequest
+from .base import BaseProvider, JobRef, ShotRequest
 
+MAX_REDIRECTS = 5
+# Seconds a vendor's creation time may read earlier than our clock at submit and still be
+# taken for that submit by a lookup (clock skew). A job older than this is another take's.
+CLOCK_SLACK = 120.0
 MODERATION_WORDS = ("moderation", "content policy", "safety", "nsfw", "flagged", "sensitive")
 RATIOS = ("16:9", "9:16", "1:1", "4:3", "3:4", "21:9", "9:21")
 
@@ -68,6 +77,18 @@ def aspect_ratio(size: str, ratios: tuple[str, ...] = RATIOS, tolerance: float |
     if tolerance is not None and abs(_ratio_value(best) / (w / h) - 1) > tolerance:
         raise CapabilityError(f"size {size} has no matching aspect ratio ({', '.join(ratios)})")
     return best
+
+
+def parse_time(value: Any) -> float | None:
+    """Unix seconds from a vendor's ISO 8601 time or number, or None if it is neither."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def data_uri(path: Path) -> str:
@@ -155,7 +176,7 @@ def verify_signed(vendor: str, body: bytes, headers: Mapping[str, str], secret: 
                              reason="bad webhook signature") from None
 
 
-class HttpProvider:
+class HttpProvider(BaseProvider):
     """Base class of the HTTP adapters; see the module docstring for the error rules."""
 
     name: ClassVar[str]
@@ -171,7 +192,7 @@ class HttpProvider:
         self.base_url = os.environ.get(env, self.default_base_url).rstrip("/")
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(settings.provider_timeout, connect=min(10.0, settings.provider_timeout)),
-            transport=transport, follow_redirects=True)
+            transport=transport, follow_redirects=False)  # see _redirect
 
     # -- credentials ------------------------------------------------------------------
 
@@ -194,7 +215,7 @@ class HttpProvider:
         """Raise CapabilityError for a request this vendor's model cannot take (no I/O)."""
 
     def capabilities(self, request: ShotRequest) -> Capabilities:
-        return load_table(self.settings.overrides_path).get(request.model)
+        return table_for(self.settings.overrides_path).get(request.model)
 
     def auth_headers(self) -> dict[str, str]:
         """Headers that authenticate with the vendor (Bearer by default)."""
@@ -214,13 +235,60 @@ class HttpProvider:
     def _own_host(self, url: str) -> bool:
         return urlsplit(url).netloc == urlsplit(self.base_url).netloc
 
+    def _redirect(self, resp: httpx.Response, method: str, hops: int) -> tuple[str, httpx.URL]:
+        """Where a redirect answer sends ``method`` next: (method, absolute URL)."""
+        if hops >= MAX_REDIRECTS:
+            raise PermanentError(f"{self.name}: more than {MAX_REDIRECTS} redirects from "
+                                 f"{resp.request.url.host}", reason="too many redirects")
+        target = resp.request.url.join(resp.headers["location"])
+        # 303, and 301/302 after a POST, turn into a GET without a body (as browsers do).
+        if resp.status_code == 303 or (resp.status_code in (301, 302) and method == "POST"):
+            method = "GET"
+        return method, target
+
+    @staticmethod
+    def _same_origin(a: httpx.URL, b: httpx.URL) -> bool:
+        return (a.scheme, a.host, a.port) == (b.scheme, b.host, b.port)
+
     async def call(self, method: str, path: str, *, submit: bool = False,
-                   body: Any = None, headers: dict[str, str] | None = None) -> Any:
-        """One JSON request to the vendor; raises the classified error on failure."""
+                   body: Any = None, headers: dict[str, str] | None = None,
+                   params: dict[str, Any] | None = None) -> Any:
+        """One JSON request to the vendor; raises the classified error on failure.
+
+        A redirect is followed only within the request's own origin; one to another origin
+        is refused with PermanentError and nothing is sent there.
+        """
         url = self.url(path)
         sent_headers = {**(self.auth_headers() if self._own_host(url) else {}), **(headers or {})}
+        hops = 0
+        while True:
+            resp = await self._send(method, url, body, sent_headers, params, submit)
+            if not resp.has_redirect_location:
+                break
+            next_method, target = self._redirect(resp, method, hops)
+            if not self._same_origin(resp.request.url, target):
+                raise PermanentError(
+                    f"{self.name}: {method} {urlsplit(url).path} was redirected ({resp.status_code}) "
+                    f"to another origin, {target.scheme}://{target.host}"
+                    f"{f':{target.port}' if target.port else ''}; shotline follows redirects "
+                    "only within the vendor's own origin, so nothing was sent there (check "
+                    f"SHOTLINE_{self.name.upper()}_BASE_URL)", reason="redirect to another origin")
+            if next_method != method:
+                body = None
+            method, url, params, hops = next_method, str(target), None, hops + 1
+        self.raise_for(resp)
+        if not resp.content:
+            return {}
         try:
-            resp = await self.client.request(method, url, json=body, headers=sent_headers)
+            return resp.json()
+        except json.JSONDecodeError:
+            raise RetryableError(f"{self.name}: answer is not JSON", reason="bad JSON") from None
+
+    async def _send(self, method: str, url: str, body: Any, headers: dict[str, str],
+                    params: dict[str, Any] | None, submit: bool) -> httpx.Response:
+        try:
+            return await self.client.request(method, url, json=body, headers=headers,
+                                             params=params)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             raise RetryableError(f"{self.name}: cannot connect ({type(exc).__name__})",
                                  reason="connection failed") from None
@@ -229,13 +297,6 @@ class HttpProvider:
             if submit:
                 raise AmbiguousSubmitError(what, reason="timeout after the submit was sent") from None
             raise RetryableError(what, reason="timeout") from None
-        self.raise_for(resp)
-        if not resp.content:
-            return {}
-        try:
-            return resp.json()
-        except json.JSONDecodeError:
-            raise RetryableError(f"{self.name}: answer is not JSON", reason="bad JSON") from None
 
     def raise_for(self, resp: httpx.Response) -> None:
         """Turn a vendor's HTTP error into the right exception, with its own message."""
@@ -264,25 +325,45 @@ class HttpProvider:
     # -- files ------------------------------------------------------------------------
 
     async def fetch(self, url: str, dest: Path, *, headers: dict[str, str] | None = None) -> Path:
-        """Stream a vendor file into ``dest``; the key is sent only to the vendor's own host."""
+        """Stream a vendor file into ``dest``; the key is sent only to the vendor's own host.
+
+        Vendors hand files over to their CDNs, so a redirect to another origin is followed,
+        but without any of our headers (no key, no extra ``headers``).
+        """
         sent = {**(self.auth_headers() if self._own_host(url) else {}), **(headers or {})}
         dest.parent.mkdir(parents=True, exist_ok=True)
+        target = httpx.URL(url)
         try:
-            async with self.client.stream("GET", url, headers=sent) as resp:
-                if resp.status_code in (403, 404, 410):
-                    raise PermanentError(
-                        f"{self.name}: the file URL answered {resp.status_code}: it has expired "
-                        "or is gone (vendor URLs last hours to days); the job would have to be "
-                        "rendered again", reason=f"expired URL ({resp.status_code})")
-                if not resp.is_success:
-                    await resp.aread()
-                    self.raise_for(resp)
-                with dest.open("wb") as out:
-                    async for chunk in resp.aiter_bytes(1 << 16):
-                        out.write(chunk)
+            for hops in range(MAX_REDIRECTS + 1):
+                resp = await self.client.send(self.client.build_request("GET", target, headers=sent),
+                                              stream=True)
+                try:
+                    if resp.has_redirect_location:
+                        _, following = self._redirect(resp, "GET", hops)
+                        if not self._same_origin(target, following):
+                            sent = {}
+                        target = following
+                        continue
+                    return await self._save(resp, dest)
+                finally:
+                    await resp.aclose()
         except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
             raise RetryableError(f"{self.name}: download interrupted ({type(exc).__name__})",
                                  reason="download interrupted") from None
+        raise AssertionError("unreachable: _redirect raises past MAX_REDIRECTS")
+
+    async def _save(self, resp: httpx.Response, dest: Path) -> Path:
+        if resp.status_code in (403, 404, 410):
+            raise PermanentError(
+                f"{self.name}: the file URL answered {resp.status_code}: it has expired "
+                "or is gone (vendor URLs last hours to days); the job would have to be "
+                "rendered again", reason=f"expired URL ({resp.status_code})")
+        if not resp.is_success:
+            await resp.aread()
+            self.raise_for(resp)
+        with dest.open("wb") as out:
+            async for chunk in resp.aiter_bytes(1 << 16):
+                out.write(chunk)
         return dest
 
     async def cancel(self, ref: JobRef) -> bool:

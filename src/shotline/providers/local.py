@@ -75,7 +75,7 @@ from typing import Any, ClassVar
 
 from ..errors import AmbiguousSubmitError, ConfigError, MediaError, PermanentError, RetryableError
 from ..settings import Settings
-from .base import JobRef, JobState, JobStatus, ShotRequest
+from .base import BaseProvider, JobRef, JobState, JobStatus, ShotRequest
 from .local_render import Look, render
 
 # --------------------------------------------------------------------------- fault spec
@@ -255,10 +255,12 @@ def read_journal(path: Path, *, accepted_only: bool = False) -> list[dict[str, A
 _JOB_ID = re.compile(r"loc_[0-9a-f]{32}")
 
 
-class LocalProvider:
+class LocalProvider(BaseProvider):
     """The offline provider ``local``; see the module docstring for behaviour and faults."""
 
     name: ClassVar[str] = "local"
+    finds_jobs: ClassVar[bool] = True
+    lookup: ClassVar[str] = "the journal of accepted submits, by shot key"
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -312,8 +314,9 @@ class LocalProvider:
     async def aclose(self) -> None:  # nothing to release: no connections, no workers
         return None
 
-    async def find(self, request: ShotRequest) -> JobRef | None:
-        """The latest job accepted for ``request.key``, as a vendor's lookup by key."""
+    async def find(self, request: ShotRequest, since: float = 0.0) -> JobRef | None:
+        """The latest job accepted for ``request.key``, as a vendor's lookup by key (the key
+        names one take, so ``since`` is not needed to tell takes apart)."""
         return await asyncio.to_thread(self._find, request.key)
 
     # -- blocking helpers, run in threads

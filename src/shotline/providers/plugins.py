@@ -11,7 +11,7 @@ from importlib.metadata import EntryPoint, entry_points
 
 from ..errors import ConfigError
 from ..settings import Settings
-from .base import Provider, make
+from .base import Provider, ProviderFactory, make
 
 GROUP = "shotline.providers"
 
@@ -47,3 +47,16 @@ def credentials(name: str) -> str:
     if not variables:
         return "not needed"
     return "present" if factory.has_credentials() else f"missing: set {' or '.join(variables)}"
+
+
+def lookup(name: str) -> tuple[bool, str]:
+    """Whether the adapter can find a job whose submit answer was lost, and how (or, when it
+    cannot, what an operator should check): its protocol-declared ``finds_jobs``/``lookup``."""
+    ep = _entry_points().get(name)
+    if ep is None:
+        return False, "no adapter installed"
+    try:
+        factory: ProviderFactory = ep.load()
+    except ImportError as exc:
+        return False, f"adapter failed to load: {exc}"
+    return bool(factory.finds_jobs), str(factory.lookup)

@@ -9,6 +9,11 @@ Wire format (``Authorization: Bearer $REPLICATE_API_TOKEN``):
   ``succeeded | failed | canceled``. ``output`` is a URL string or a list of them; ``error``
   is free text such as "... flagged as sensitive ... (E005)" for moderation.
 * ``POST /v1/predictions/{id}/cancel``.
+* ``GET /v1/predictions`` lists predictions newest first (``results``, and a ``next``
+  cursor URL on the same host), each with its ``model``, ``input`` and ``created_at``:
+  :meth:`find` looks there for a prediction made from exactly our input after the lost
+  submit (the time tells one take's prediction from an earlier take's, whose input is the
+  same).
 * ``Prefer: wait`` would hold the submit open for up to 60 s; a video outlasts that, and a
   long-held POST that times out is an ambiguous submit, so it is never sent.
 * ``metrics.predict_time`` is GPU time, not the billed video seconds of per-second models,
@@ -24,10 +29,21 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..core.capabilities import Capabilities, load_table, tier_of
+from ..core.capabilities import Capabilities, tier_of
 from ..errors import CapabilityError, PermanentError
 from .base import JobRef, JobStatus, ShotRequest
-from .http import HttpProvider, add_seed, aspect_ratio, check, data_uri, verify_signed
+from .http import (
+    CLOCK_SLACK,
+    HttpProvider,
+    add_seed,
+    aspect_ratio,
+    check,
+    data_uri,
+    parse_time,
+    verify_signed,
+)
+
+LIST_PAGES = 20  # find() reads at most this many pages of recent predictions
 
 
 def _frames(r: ShotRequest, first: str, last: str) -> dict[str, Any]:
@@ -81,13 +97,16 @@ class ReplicateProvider(HttpProvider):
     default_base_url: ClassVar[str] = "https://api.replicate.com"
 
     verify_webhook = staticmethod(verify_webhook)
+    finds_jobs: ClassVar[bool] = True
+    lookup: ClassVar[str] = ("the list of recent predictions, matched on the model, the exact "
+                             "input and the time of the submit")
 
     def validate(self, request: ShotRequest) -> None:
         """Refuse what the model cannot do (the core calls this before it writes anything)."""
         self._mapping(request)
 
     def _mapping(self, request: ShotRequest) -> tuple[Capabilities, Mapper]:
-        caps = load_table(self.settings.overrides_path).get(request.model)
+        caps = self.capabilities(request)
         check(request, caps, images=True)
         wire, framed = request.wire_model, bool(request.first_frame or request.last_frame)
         mapper = next((fn for word, fn in FAMILIES if wire.startswith(word)), None)
@@ -141,6 +160,30 @@ class ReplicateProvider(HttpProvider):
             raise PermanentError(f"replicate prediction {ref.job_id} has no output file",
                                  reason="no output in the prediction")
         return await self.fetch(url, dest)
+
+    async def find(self, request: ShotRequest, since: float) -> JobRef | None:
+        """The prediction made from exactly this request's input at or after ``since``."""
+        wanted = self.body(request)
+        url: str | None = "/v1/predictions"
+        for _ in range(LIST_PAGES):
+            if url is None:
+                return None
+            page = await self.call("GET", url)
+            results = page.get("results") if isinstance(page, dict) else None
+            if not isinstance(results, list):
+                raise PermanentError("replicate: the prediction list has no 'results'",
+                                     reason="bad list answer")
+            for p in results:
+                created = parse_time(p.get("created_at"))
+                if created is not None and created < since - CLOCK_SLACK:
+                    return None  # newest first: everything further is older still
+                if p.get("model") == request.wire_model and p.get("input") == wanted and p.get("id"):
+                    return JobRef(self.name, str(p["id"]), {"urls": p.get("urls") or {}})
+            nxt = page.get("next")
+            # The cursor must stay on our own host: the key goes with it.
+            url = str(nxt) if nxt and self._own_host(str(nxt)) else None
+        raise PermanentError(f"replicate: more than {LIST_PAGES} pages of predictions since "
+                             "the submit; cannot tell", reason="lookup window too large")
 
     async def cancel(self, ref: JobRef) -> bool:
         try:

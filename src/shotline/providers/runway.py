@@ -6,10 +6,13 @@ Wire format (runwayml/sdk-python types and docs.dev.runwayml.com):
   ``X-Runway-Version: 2024-11-06``; without the version header the API answers 400.
 * ``POST /v1/text_to_video`` (or ``/v1/image_to_video`` when a first frame is given) with
   ``model``, ``promptText``, ``ratio`` as a ``"1280:720"`` string (the size, not a named
-  ratio), ``duration`` as an integer, ``seed`` only for models that have one (gen4.x) and
+  ratio), ``duration`` as an integer, ``seed`` for models that have one (gen4.x, Veo 3.1) and
   ``audio`` (bool) only for the Veo models, where it is optional and changes the price.
   Frames go in ``promptImage`` as ``[{"uri": <data URI>, "position": "first"|"last"}]``.
   The answer is ``{"id": <task id>}``.
+* ``hailuo3`` (MiniMax H3) and ``grok_imagine_1_5`` take a named ``ratio`` (``"16:9"``)
+  and a ``resolution`` tier instead; the other resold models (Kling 3.0, Seedance 2.x,
+  Gemini Omni Flash) take pixel ratios like Runway's own.
 * ``gen4_turbo`` is image-to-video only, and ``gen4.5`` text-to-video takes only 1280:720
   and 720:1280: both are refused here (CapabilityError) before any billable call.
 * ``GET /v1/tasks/{id}``: ``PENDING`` and ``THROTTLED`` (over the concurrency limit:
@@ -28,13 +31,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..core.capabilities import Capabilities, load_table, parse_size
+from ..core.capabilities import Capabilities, parse_size, tier_of
 from ..errors import CapabilityError, PermanentError
 from .base import JobRef, JobStatus, ShotRequest
-from .http import HttpProvider, add_seed, check, data_uri
+from .http import HttpProvider, add_seed, aspect_ratio, check, data_uri
 
 VERSION = "2024-11-06"
 IMAGE_ONLY = frozenset({"gen4_turbo"})  # models without a text-only route
+# Models that take a named ratio and a resolution tier instead of a "W:H" pixel ratio.
+NAMED_RATIOS = {"hailuo3": ("21:9", "16:9", "4:3", "1:1", "3:4", "9:16"),
+                "grok_imagine_1_5": ("1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3")}
 T2V_RATIOS = {"gen4.5": ("1280:720", "720:1280")}  # text-only ratios, where narrower
 
 
@@ -49,6 +55,9 @@ class RunwayProvider(HttpProvider):
     name: ClassVar[str] = "runway"
     key_env: ClassVar[tuple[str, ...]] = ("RUNWAYML_API_SECRET",)
     default_base_url: ClassVar[str] = "https://api.dev.runwayml.com"
+    lookup: ClassVar[str] = (
+        "Runway has no task list and no idempotency key: check the task history of the Runway "
+        "developer portal for a task created after the submit")
 
 
     def auth_headers(self) -> dict[str, str]:
@@ -61,7 +70,7 @@ class RunwayProvider(HttpProvider):
 
     def endpoint(self, request: ShotRequest) -> tuple[str, dict[str, Any]]:
         """The path and JSON body for ``request``, or CapabilityError before any call."""
-        caps: Capabilities = load_table(self.settings.overrides_path).get(request.model)
+        caps: Capabilities = self.capabilities(request)
         check(request, caps, images=True)
         width, height = parse_size(request.size)
         ratio = f"{width}:{height}"
@@ -79,6 +88,9 @@ class RunwayProvider(HttpProvider):
                                       f"{', '.join(allowed)}; {ratio} needs a first frame")
         body: dict[str, Any] = {"model": model, "promptText": request.prompt, "ratio": ratio,
                                 "duration": int(request.seconds)}
+        if model in NAMED_RATIOS:
+            body |= {"ratio": aspect_ratio(request.size, NAMED_RATIOS[model], tolerance=0.02),
+                     "resolution": tier_of(request.size)}
         add_seed(body, caps, request)
         if caps.audio == "optional":  # Veo: the switch exists and changes the price
             body["audio"] = bool(request.audio)

@@ -10,7 +10,8 @@ Wire format (docs.x.ai video generation guide, as mirrored by third parties):
 * ``GET /v1/videos/{request_id}`` answers ``status`` ``"pending"`` until ``"done"`` (with
   ``video.url``, ``video.duration``, ``video.respect_moderation``) or ``"expired"`` (the
   request aged out at xAI: there is nothing to fetch and polling longer cannot help).
-* Audio is always generated and there is no switch for it, so none is sent. No seed is
+* ``generate_audio`` (a bool, default true at xAI) is always sent, so a silent shot asks
+  for no audio track instead of getting one (the price is the same either way). No seed is
   documented: one is sent only if the capability table says ``seed = true``.
 * A prompt refused by moderation answers 4xx; a clip that fails output moderation comes
   back ``done`` with ``respect_moderation: false``. xAI bills moderation blocks (the
@@ -26,7 +27,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..core.capabilities import load_table, tier_of
+from ..core.capabilities import tier_of
 from ..errors import PermanentError
 from .base import JobRef, JobStatus, ShotRequest
 from .http import HttpProvider, add_seed, aspect_ratio, check, data_uri
@@ -46,6 +47,9 @@ class XaiProvider(HttpProvider):
     name: ClassVar[str] = "xai"
     key_env: ClassVar[tuple[str, ...]] = ("XAI_API_KEY",)
     default_base_url: ClassVar[str] = "https://api.x.ai"
+    lookup: ClassVar[str] = (
+        "xAI has no list of video requests and no idempotency key: check the usage page of the "
+        "xAI console for a video request made after the submit")
 
 
     def validate(self, request: ShotRequest) -> None:
@@ -53,7 +57,7 @@ class XaiProvider(HttpProvider):
         self.body(request)
 
     def body(self, request: ShotRequest) -> dict[str, Any]:
-        caps = load_table(self.settings.overrides_path).get(request.model)
+        caps = self.capabilities(request)
         check(request, caps, images=True)
         if request.last_frame:  # the 1.5 field for it is not documented: refuse, don't guess
             raise PermanentError("xai: last-frame input is not supported by this adapter",
@@ -62,6 +66,7 @@ class XaiProvider(HttpProvider):
             "model": request.wire_model, "prompt": request.prompt,
             "duration": int(request.seconds), "resolution": tier_of(request.size),
             "aspect_ratio": aspect_ratio(request.size, RATIOS, tolerance=0.02),
+            "generate_audio": bool(request.audio),
         }
         add_seed(body, caps, request)
         if request.first_frame:

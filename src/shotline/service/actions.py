@@ -137,10 +137,8 @@ async def _preflight(settings: Settings, caps: Capabilities, requests: list[Any]
     """A missing vendor key is found now, before anything is queued or reserved."""
     provider = load_provider(caps.provider, settings)
     try:
-        check = getattr(provider, "preflight", None)
-        if check is not None:
-            for request in requests:
-                check(request)
+        for request in requests:
+            provider.preflight(request)
     finally:
         await provider.aclose()
 

@@ -41,7 +41,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
 from ..api import open_store
-from ..core.capabilities import ModelTable, load_table
+from ..core.capabilities import ModelTable, table_for
 from ..errors import NotFoundError, ShotlineError
 from ..settings import Settings
 from ..store import ledger, lifecycle
@@ -119,24 +119,11 @@ class Service:
         self.settings = settings
         self.db, self.store = open_store(settings)
         self.worker: Background | None = None
-        self._table: tuple[tuple[int, int] | None, ModelTable] | None = None
 
     def table(self) -> ModelTable:
-        """The model table, read again only when the overrides file changes.
-
-        Parsing it costs about 14 ms, half of what accepting a render costs; an edited
-        override still applies to the next request. Expired overrides warn on every use
-        (in ``ModelTable.get``), cached or not.
-        """
-        path = self.settings.overrides_path
-        try:  # the size too: two edits can fall in one tick of the file system's clock
-            info = path.stat()
-            stamp: tuple[int, int] | None = (info.st_mtime_ns, info.st_size)
-        except FileNotFoundError:
-            stamp = None
-        if self._table is None or self._table[0] != stamp:
-            self._table = (stamp, load_table(path))
-        return self._table[1]
+        """The model table, read again only when the overrides file changes (see
+        :func:`~shotline.capabilities.table_for`, shared with the adapters)."""
+        return table_for(self.settings.overrides_path)
 
 
 def create_app(settings: Settings | None = None, *, with_worker: bool = True) -> FastAPI:

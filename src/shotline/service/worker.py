@@ -22,7 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..api import open_store
-from ..core.capabilities import load_table
+from ..core.capabilities import table_for
 from ..core.planner import Plan
 from ..engine.renderer import RenderFailed, RenderJob, RenderStopped, ShotEvent, render_plan
 from ..errors import BudgetError, ShotlineError
@@ -136,7 +136,7 @@ class Worker:
                     task.cancel()
                     await asyncio.gather(task, return_exceptions=True)
                     if status == "cancelled":
-                        table = load_table(self.settings.overrides_path)
+                        table = table_for(self.settings.overrides_path)
                         await actions.cancel_vendor_jobs(self.db, self.settings, table, render_id)
             await task
         except asyncio.CancelledError:  # the worker is stopping: let another resume it
@@ -161,7 +161,7 @@ class Worker:
             self._fail(render_id, f"internal error: {type(exc).__name__}")
 
     async def _render_row(self, row: Any) -> None:
-        table = load_table(self.settings.overrides_path)
+        table = table_for(self.settings.overrides_path)
         caps = table.drawing(table.get(row.model), preview=bool((row.options or {}).get("preview")))
         provider = load_provider(caps.provider, self.settings)
         job = RenderJob(

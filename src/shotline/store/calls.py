@@ -60,6 +60,8 @@ class Claim:
     action: Literal["lead", "follow", "wait", "reconcile", "done"]
     job: dict[str, Any] | None = None
     attempts: int = 0
+    since: float = 0.0  # for 'reconcile': when the dead owner claimed the key (its submit
+    # went out after this), so a lookup can tell its job from an older take's
 
 
 def claim(conn: Connection, key: str, provider: str, model: str, owner: str,
@@ -88,7 +90,7 @@ def claim(conn: Connection, key: str, provider: str, model: str, owner: str,
     if owner_alive(row.owner, row.heartbeat, now):
         return Claim("wait", attempts=row.attempts)
     conn.execute(calls.update().where(calls.c.key == key).values(owner=owner, heartbeat=now))
-    return Claim("reconcile", attempts=row.attempts)
+    return Claim("reconcile", attempts=row.attempts, since=row.heartbeat)
 
 
 def set_call(db: Database, key: str, state: str, **values: Any) -> None:
@@ -98,4 +100,4 @@ def set_call(db: Database, key: str, state: str, **values: Any) -> None:
 
 def set_call_in(conn: Connection, key: str, state: str, **values: Any) -> None:
     conn.execute(calls.update().where(calls.c.key == key)
-                 .values(state=state, heartbeat=time.time(), **values))
+                 .values(**{"state": state, "heartbeat": time.time(), **values}))
