@@ -114,8 +114,9 @@ def test_concurrent_cli_renders_take_only_what_fits(tmp_path: Path, kind: str) -
 def test_concurrent_posts_take_only_what_fits(tmp_path: Path, kind: str) -> None:
     with database(kind, tmp_path / "h") as url:
         # No worker: accepted renders stay queued (and reserved) until cancelled below.
+        # Each render is a 4 s shot, $0.40: $1.00 fits two.
         settings = service_settings(tmp_path / "h", database_url=url, model="local/sim",
-                                    daily_budget_usd=Decimal(CAP))
+                                    daily_budget_usd=Decimal("1.00"))
         with running(settings, with_worker=False) as server:
             api = server.client(server.new_key().key)
 
