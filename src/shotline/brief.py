@@ -249,7 +249,8 @@ def _hint_at(text: str, where: Literal["start", "end"]) -> _Hint | None:
         if m is None:
             return None
         value = _hint_seconds(m, standalone=True)
-        return _Hint(value, m.group("hint").strip(), m.span("hint")) if value else None
+        written = m.group("hint").strip().rstrip(":：-–—").strip()
+        return _Hint(value, written, m.span("hint")) if value else None
     m = HINT_END.search(text)
     if m is None:
         return None
@@ -273,6 +274,15 @@ def _cut(parts: list[Span], at: Span) -> list[Span]:
             out.append((a, b))
             continue
         out += [(x, y) for x, y in ((a, at[0]), (at[1], b)) if y > x]
+    return out
+
+
+def _join(text: str, parts: list[Span]) -> str:
+    """The text of ``parts``, a space between lines (none before the stop a hint preceded)."""
+    out = ""
+    for a, b in parts:
+        piece = text[a:b].strip()
+        out += piece if not out or piece[:1] in ".!?。！？,;" else " " + piece
     return out
 
 
@@ -338,7 +348,7 @@ def _parse_structured(text: str) -> Brief:
         prompt_text = shot.prompt
         hint = _hint_at(prompt_text, "end") or _hint_at(prompt_text, "start")
         if hint is not None:
-            prompt_text = prompt_text[: hint.span[0]] + " " + prompt_text[hint.span[1] :]
+            prompt_text = _join(prompt_text, [(0, hint.span[0]), (hint.span[1], len(prompt_text))])
         prompt = clean_prompt(prompt_text)
         if not prompt:
             raise BriefError(f"structured brief: shot at {start} has an empty prompt")
@@ -459,7 +469,7 @@ def _finish(shot: _Open | None, text: str, out: list[Segment]) -> None:
         parts, found = _body_hint(shot, text)
         if found is not None:
             shot.seconds, shot.hint, shot.hint_kind = found.seconds, found.text, "text"
-    prompt = clean_prompt(" ".join(text[a:b].strip() for a, b in parts))
+    prompt = clean_prompt(_join(text, parts))
     if shot.label and shot.depth == 0:
         prompt = f"{label_prompt} {prompt}".strip()
     elif not prompt:  # a heading with no body is itself the shot's description
