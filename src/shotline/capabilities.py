@@ -16,6 +16,7 @@ Nothing here does I/O except reading the two TOML files in :func:`load_table`.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import tomllib
 import warnings
 from collections.abc import Iterator, Mapping
@@ -253,8 +254,10 @@ def _apply_override(
     return merged
 
 
-def load_table(overrides: Path | None = None, *, packaged: str | None = None) -> ModelTable:
-    """Read the packaged table and apply an overrides file if it exists."""
+def load_table(overrides: str | os.PathLike[str] | None = None, *,
+               packaged: str | None = None) -> ModelTable:
+    """Read the packaged table and apply an overrides file (a path) if it exists."""
+    overrides = None if overrides is None else Path(overrides)
     text = packaged or resources.files("shotline").joinpath("data/models.toml").read_text("utf-8")
     raw = {name: dict(entry, model=name) for name, entry in _read_toml(None, text).items()}
     if overrides is not None and overrides.exists():

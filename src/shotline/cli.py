@@ -25,7 +25,7 @@ from .cache import Store
 from .capabilities import Capabilities, OverrideExpiredWarning, load_table, parse_size
 from .db import Database
 from .display import RenderDisplay
-from .errors import BriefError, ShotlineError
+from .errors import BriefError, Interrupted, ShotlineError
 from .planner import Plan
 from .planner import plan as make_plan
 from .pricing import Estimate, usd
@@ -261,9 +261,13 @@ def _render(brief: str | None, text: str | None, output: Path | None, json_out: 
             raise BriefError(f"--fit {fit!r}: use letterbox or crop")
     req = api.resolve(read_source(brief, text), settings=settings, **opts)
     plan = make_plan(req.brief, req.caps, req.options)
-    with RenderDisplay(plan, err) as display:
-        result = api.render(req.brief, output=output, listener=display, preview=preview,
-                            settings=settings, max_usd=max_usd, **opts)
+    try:
+        with RenderDisplay(plan, err) as display:
+            result = api.render(req.brief, output=output, listener=display, preview=preview,
+                                settings=settings, max_usd=max_usd, **opts)
+    except Interrupted as exc:
+        err.print(str(exc), highlight=False, soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
     if json_out:
         out.print_json(json.dumps(result_json(result)))
         return
@@ -806,7 +810,10 @@ def main() -> None:
     warnings.showwarning = _show_warning
     warnings.simplefilter("always", OverrideExpiredWarning)
     try:
-        app(standalone_mode=False)
+        # Typer turns Ctrl-C (and typer.Exit) into an exit code that it returns here.
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except ShotlineError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)

@@ -92,6 +92,16 @@ def claim(conn: Connection, key: str, provider: str, model: str, owner: str,
     return Claim("reconcile", attempts=row.attempts)
 
 
+def in_flight(db: Database, keys: list[str]) -> int:
+    """How many of ``keys`` a vendor has (or may have) a job for that is not yet done."""
+    if not keys:
+        return 0
+    with db.read() as conn:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(calls).where(
+            calls.c.key.in_(sorted(set(keys))),
+            calls.c.state.in_(("submitting", "submitted")))).scalar_one())
+
+
 def set_call(db: Database, key: str, state: str, **values: Any) -> None:
     with db.write() as conn:
         set_call_in(conn, key, state, **values)

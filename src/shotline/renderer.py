@@ -42,7 +42,7 @@ from .errors import (
     ShotlineError,
     UserError,
 )
-from .keys import render_key, shot_key
+from .keys import planned_key, render_key
 from .planner import Plan, PlannedShot
 from .pricing import ShotCost, call_cost
 from .providers.base import JobRef, JobStatus, Provider, ShotRequest
@@ -120,14 +120,10 @@ def checkpoint(name: str) -> None:
 def request_for(plan: Plan, shot: PlannedShot, caps: Capabilities) -> ShotRequest:
     """The provider call for one planned shot; its key covers every input that matters."""
     fps = plan.fps if plan.fps in caps.fps else caps.default_fps
-    key = shot_key(
-        provider=caps.provider, model=caps.model, prompt=shot.prompt, seconds=shot.seconds,
-        size=plan.size, fps=fps, audio=shot.audio, seed=plan.seed, take=shot.take,
-    )
     return ShotRequest(
         model=caps.model, wire_model=caps.wire_model, prompt=shot.prompt, seconds=shot.seconds,
-        size=plan.size, fps=fps, audio=shot.audio, seed=plan.seed, take=shot.take, key=key,
-        index=shot.index,
+        size=plan.size, fps=fps, audio=shot.audio, seed=plan.seed, take=shot.take,
+        key=planned_key(plan, shot, caps), index=shot.index,
     )
 
 
@@ -422,9 +418,11 @@ async def render_plan(plan: Plan, job: RenderJob) -> RenderResult:
         limits = ledger.Limits(job.max_usd, job.settings.daily_budget_usd,
                                job.settings.monthly_budget_usd)
         with job.db.write() as conn:  # a refused budget rolls this back: nothing is written
+            # The estimate is what this run will pay: the shots not stored (the same
+            # figure `shotline estimate` shows), and it is what is reserved.
             render_id = jobs.open_render(conn, key, plan.model, job.brief_text,
                                          plan.model_dump(mode="json"), [r.key for r in requests],
-                                         sum(costs, Decimal(0)))
+                                         todo)
             ledger.reserve(conn, render_id, todo, limits)
     else:
         render_id = job.render_id
@@ -439,7 +437,9 @@ async def render_plan(plan: Plan, job: RenderJob) -> RenderResult:
             "not be paid for again)")
         _move(job, render_id, "failed", error=message, settle=True)
         raise RenderFailed(message, render_id, shots)
-    return await _stitch(plan, job, render_id, key, shots, this_run)
+    result = await _stitch(plan, job, render_id, key, shots, this_run)
+    result.estimate_usd = todo
+    return result
 
 
 def _move(job: RenderJob, render_id: str, status: str, *, settle: bool = False,
