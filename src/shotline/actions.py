@@ -22,9 +22,9 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.engine import Connection
 
-from . import api, ledger, lifecycle, ssrf
+from . import api, jobs, ledger, lifecycle, ssrf
 from .cache import Store
-from .capabilities import Capabilities, ModelTable
+from .capabilities import PREVIEW_MODEL, Capabilities, ModelTable
 from .db import Database, calls, render_shots, renders, tenants
 from .errors import BriefError, NotFoundError, ProviderError, StateError
 from .keys import render_key
@@ -197,9 +197,9 @@ def reroll(db: Database, settings: Settings, table: ModelTable, tenant: str | No
     """
     with db.write() as conn:
         row = _row(conn, tenant, render_id, operator)
-        if row.status not in ("awaiting_review", "failed") or row.options is None:
-            raise StateError(f"render {render_id} is {row.status}: only a render of the service "
-                             "that is awaiting_review or failed can be re-rolled")
+        if row.status not in ("awaiting_review", "failed"):
+            raise StateError(f"render {render_id} is {row.status}: only a render that is "
+                             "awaiting_review or failed can be re-rolled")
         plan = Plan.model_validate(row.plan)
         chosen = _check_reroll(req, len(plan.shots))
         shots = list(plan.shots)
@@ -208,7 +208,7 @@ def reroll(db: Database, settings: Settings, table: ModelTable, tenant: str | No
             shots[n - 1] = old.model_copy(update={"take": old.take + 1,
                                                   "prompt": req.prompts.get(n, old.prompt)})
         plan = plan.model_copy(update={"shots": tuple(shots)})
-        caps = table.drawing(table.get(row.model), preview=bool(row.options.get("preview")))
+        caps = table.drawing(table.get(row.model), preview=is_preview(conn, row))
         requests = [request_for(plan, s, caps) for s in plan.shots]
         key = render_key([r.key for r in requests], stitch_settings(plan, settings.fit))
         amount = sum((call_cost(caps, r.seconds, r.size, r.audio).cost_usd for r in requests
@@ -228,6 +228,17 @@ def reroll(db: Database, settings: Settings, table: ModelTable, tenant: str | No
         if also is not None:
             also(conn, view)
         return view
+
+
+def is_preview(conn: Connection, row: Any) -> bool:
+    """Whether a render's shots are drawn by the free local renderer for another model.
+
+    A service render says so in its options; a library or CLI render (no options) is
+    known by the model that made its clips, so a re-roll never bills a preview's shots.
+    """
+    if row.options is not None:
+        return bool(row.options.get("preview"))
+    return row.model != PREVIEW_MODEL and PREVIEW_MODEL in jobs.drawn_by(conn, row.id)
 
 
 def _check_reroll(req: RerollRequest, n_shots: int) -> list[int]:

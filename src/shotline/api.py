@@ -284,3 +284,53 @@ def render(
         return asyncio.run(_run(prepared, listener))
     except KeyboardInterrupt:
         raise _interrupted(prepared) from None
+
+
+def resume(render_id: str, *, settings: Settings | None = None, listener: Listener | None = None,
+           output: PathLike | None = None) -> RenderResult:
+    """Run a render whose row exists, here and now: a library or CLI render after a
+    re-roll (``shotline reroll``), or one left unfinished. Only shots not stored are paid
+    for; the reservation made by the re-roll covers them."""
+    settings = settings or Settings()
+    target = output_path(output)
+
+    async def run() -> RenderResult:
+        import sqlalchemy as sa
+
+        from .actions import is_preview
+        from .db import renders
+        from .renderer import RenderJob, render_plan
+
+        db, store = open_store(settings)
+        try:
+            with db.read() as conn:
+                row = conn.execute(sa.select(renders).where(renders.c.id == render_id)).first()
+                if row is None:
+                    raise UserError(f"no render {render_id!r}; `shotline renders` lists them")
+                preview = is_preview(conn, row)
+            table = load_table(settings.overrides_path)
+            caps = table.drawing(table.get(row.model), preview=preview)
+            provider = load_provider(caps.provider, settings)
+            job = RenderJob(caps=caps, provider=provider, settings=settings, db=db, store=store,
+                            brief_text=row.brief, output=target, max_usd=row.max_usd,
+                            listener=listener or (lambda _: None), render_id=row.id)
+            try:
+                result = await render_plan(Plan.model_validate(row.plan), job)
+            finally:
+                await provider.aclose()
+            result.estimate_usd = Decimal(row.estimate_usd)
+            return result
+        finally:
+            db.close()
+
+    try:
+        return asyncio.run(run())
+    except KeyboardInterrupt:
+        from . import jobs
+
+        db, _ = open_store(settings)
+        try:
+            keys = [s["key"] for s in (jobs.get_render(db, render_id) or {}).get("shots", [])]
+            raise Interrupted(jobs.in_flight(db, keys)) from None
+        finally:
+            db.close()

@@ -25,7 +25,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from .db import Database, calls, render_shots, renders
+from .db import Database, calls, clips, render_shots, renders
 
 LEASE_SECONDS = 120.0
 
@@ -100,6 +100,17 @@ def in_flight(db: Database, keys: list[str]) -> int:
         return int(conn.execute(sa.select(sa.func.count()).select_from(calls).where(
             calls.c.key.in_(sorted(set(keys))),
             calls.c.state.in_(("submitting", "submitted")))).scalar_one())
+
+
+def drawn_by(conn: Connection, render_id: str) -> set[str]:
+    """The models that made (or are making) a render's clips, from its shot keys."""
+    keys = [r.key for r in conn.execute(sa.select(render_shots.c.key)
+                                        .where(render_shots.c.render_id == render_id))]
+    if not keys:
+        return set()
+    made = {r.model for r in conn.execute(sa.select(clips.c.model).where(clips.c.key.in_(keys)))}
+    return made | {r.model for r in conn.execute(sa.select(calls.c.model)
+                                                 .where(calls.c.key.in_(keys)))}
 
 
 def set_call(db: Database, key: str, state: str, **values: Any) -> None:
