@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from .api import Options, Request, arender, estimate, plan, read_brief, render, resolve
+from .api import (
+    Options,
+    Request,
+    arender,
+    estimate,
+    plan,
+    read_brief,
+    render,
+    resolve,
+    resume,
+)
 from .brief import Brief, Segment, parse_brief
 from .capabilities import Capabilities, ModelTable, OverrideExpiredWarning, load_table
 from .errors import (
@@ -77,4 +87,5 @@ __all__ = [
     "read_brief",
     "render",
     "resolve",
+    "resume",
 ]
