@@ -61,6 +61,8 @@ class RenderRequest(BaseModel):
     auto_approve: bool = Field(False, description="Publish without waiting for a review.")
     preview: bool = Field(False, description="Plan for `model`, draw every shot for free with "
                           "the local renderer.")
+    yes: bool = Field(False, description="Accept a duration hint in the brief's text that "
+                      "more than doubles the billed seconds (refused otherwise, quoting it).")
 
 
 class RerollRequest(BaseModel):
@@ -99,7 +101,8 @@ async def submit(db: Database, settings: Settings, table: ModelTable, tenant: st
     """
     resolved = api.resolve(req.brief, model=req.model, seconds=req.seconds, size=req.size,
                            fps=req.fps, audio=req.audio, seed=req.seed,
-                           transition=req.transition, settings=settings, table=table)
+                           transition=req.transition, settings=settings, table=table,
+                           yes=req.yes)
     plan = make_plan(resolved.brief, resolved.caps, resolved.options)
     options = req.model_dump(mode="json", exclude={"brief", "webhook_url", "auto_approve"})
     caps = table.drawing(resolved.caps, preview=req.preview)
