@@ -131,7 +131,7 @@ def plan_json(plan: Plan, estimate: Estimate | None = None) -> dict[str, Any]:
         }
         if estimate:
             cost = estimate.shots[shot.index]
-            row.update(cost_usd=money(cost.cost_usd), full_usd=money(cost.list_usd),
+            row.update(cost_usd=money(cost.cost_usd), full_usd=money(cost.full_usd),
                        stored=cost.stored)
         shots.append(row)
     data: dict[str, Any] = {
@@ -169,7 +169,7 @@ def plan_table(plan: Plan, estimate: Estimate | None = None) -> Table:
         cost = []
         if estimate:
             c = estimate.shots[shot.index]
-            cost = ["stored" if c.stored else f"${c.cost_usd:.2f}", f"${c.list_usd:.2f}"]
+            cost = ["stored" if c.stored else f"${c.cost_usd:.2f}", f"${c.full_usd:.2f}"]
         body = shot.prompt.removesuffix(f" Style: {plan.style}") if plan.style else shot.prompt
         table.add_row(
             str(shot.number), f"{shot.seconds}s", f"{shot.use_seconds:.2f}s", shot.hint or "",

@@ -231,6 +231,18 @@ def _partition(weights: list[float], n: int) -> list[list[int]]:
     return [list(range(a, b)) for a, b in zip(bounds, bounds[1:], strict=False)]
 
 
+def _fewest_groups(weights: list[float], limit: float) -> int:
+    """How few contiguous groups keep each under ``limit`` (greedy filling is optimal);
+    an item heavier than ``limit`` is a group of its own."""
+    groups, load = 1, 0.0
+    for w in weights:
+        if load > 0 and load + w > limit + 1e-9:
+            groups, load = groups + 1, w
+        else:
+            load += w
+    return groups
+
+
 def _pieces(seg: Segment, k: int, text: str, n: int, need: str, cap: int,
             hint: str | None) -> tuple[tuple[tuple[str, tuple[int, int]], ...], tuple[float, ...]]:
     """``seg`` split into ``n`` calls at sentence ends (or whole when ``n`` is 1)."""
@@ -272,10 +284,7 @@ def _natural_groups(brief: Brief, caps: Capabilities, opts: PlanOptions) -> list
             continue
         sentences = seg.sentences(brief.text) or [(seg.prompt, (seg.start, seg.end))]
         reads = [reading_seconds(s) for s, _ in sentences]
-        n = 1
-        while n < len(sentences) and max(
-                sum(reads[i] for i in g) for g in _partition(reads, n)) > caps.max_seconds:
-            n += 1
+        n = _fewest_groups(reads, caps.max_seconds)
         if n == 1:
             read = reading_seconds(seg.prompt)
             groups.append(_Group(k, ((seg.prompt, (seg.start, seg.end)),),

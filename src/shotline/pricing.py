@@ -34,11 +34,10 @@ class ShotCost:
     unit_price: Decimal
     cost_usd: Decimal
     stored: bool = False
-    full_usd: Decimal | None = None
 
     @property
-    def list_usd(self) -> Decimal:
-        return self.cost_usd if self.full_usd is None else self.full_usd
+    def full_usd(self) -> Decimal:
+        return self.unit_price * self.billed_seconds
 
 
 @dataclass(frozen=True)
@@ -79,14 +78,14 @@ def estimate(plan: Plan, caps: Capabilities, stored: Collection[str] = frozenset
         c = call_cost(caps, s.seconds, plan.size, s.audio)
         have = planned_key(plan, s, caps) in stored
         shots.append(ShotCost(s.index, c.billed_seconds, c.unit_price,
-                              Decimal(0) if have else c.cost_usd, have, c.cost_usd))
+                              Decimal(0) if have else c.cost_usd, have))
     return Estimate(
         model=plan.model,
         billed_seconds=sum(s.billed_seconds for s in shots if not s.stored),
         cost_usd=sum((s.cost_usd for s in shots), Decimal(0)),
         shots=tuple(shots),
         price_source=caps.price_source,
-        full_usd=sum((s.list_usd for s in shots), Decimal(0)),
+        full_usd=sum((s.full_usd for s in shots), Decimal(0)),
     )
 
 
