@@ -5,6 +5,11 @@ sentences to split anywhere) and compare billed seconds with the naive plan: as 
 full-cap calls as fit, then one call of the shortest allowed duration covering the rest.
 Prints one row per model: the ratio ours/naive per target, and the mean.
 
+Then the same for one shot whose length the brief fixes (a hint such as ``(40 s)``)
+longer than one call: ours (the cheapest combination of allowed durations, ``cover``)
+against equal pieces each snapped up to an allowed duration (what the planner did
+before), e.g. 40 s on a 1-15 s model: 15+15+10 = 40 against 14+14+14 = 42.
+
     .venv/bin/python bench/planner.py
 """
 
@@ -64,5 +69,43 @@ def main() -> None:
           f"worst {max(overall):.3f}, best {min(overall):.3f}")
 
 
+
+def equal_pieces(caps: Capabilities, seconds: int) -> int | None:
+    """Billed seconds of ``seconds`` cut into equal pieces, each snapped up."""
+    n = math.ceil(seconds / caps.max_seconds)
+    each = caps.nearest_duration(seconds / n)
+    return None if each is None else n * billed(caps, each)
+
+
+def fixed_shots() -> None:
+    lengths = [11, 17, 23, 26, 33, 40, 47, 55, 64]
+    print("\none shot of a fixed length, ours / equal pieces snapped up (lower is better)")
+    print("model".ljust(42) + "".join(f"{t:>7}" for t in lengths) + "   mean")
+    overall: list[float] = []
+    for caps in load_table():
+        if caps.status != "active":
+            continue
+        ratios, cells = [], []
+        for seconds in lengths:
+            brief = parse_brief(f"{PROSE} ({seconds} s)")
+            try:
+                ours = plan(brief, caps, PlanOptions(max_target_seconds=600, yes=True))
+            except ShotlineError:
+                cells.append("     --")
+                continue
+            base = equal_pieces(caps, seconds)
+            if not base:
+                cells.append("     --")
+                continue
+            ratios.append(ours.billed_seconds / base)
+            cells.append(f"{ratios[-1]:7.3f}")
+        overall += ratios
+        mean = sum(ratios) / len(ratios) if ratios else float("nan")
+        print(caps.model.ljust(42) + "".join(cells) + f"{mean:7.3f}")
+    print(f"\nall models, all lengths: mean ratio {sum(overall) / len(overall):.3f}, "
+          f"worst {max(overall):.3f}, best {min(overall):.3f}")
+
+
 if __name__ == "__main__":
     main()
+    fixed_shots()

@@ -16,10 +16,13 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 @pytest.fixture(autouse=True)
-def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Every test gets its own SHOTLINE_HOME, so no test sees another's state."""
+def _isolated_home(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory,
+                   monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own SHOTLINE_HOME, so no test sees another's state, and runs in
+    a directory of its own (``shotline render`` writes ``./<brief name>.mp4`` there)."""
     home = tmp_path / "home"
     monkeypatch.setenv("SHOTLINE_HOME", str(home))
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))  # beside tmp_path: tests list it
     for var in ("SHOTLINE_LOCAL_FAULTS", "SHOTLINE_LOCAL_LATENCY", "SHOTLINE_MODEL"):
         monkeypatch.delenv(var, raising=False)
     return home

@@ -10,10 +10,14 @@ from typing import Any
 from .conftest import example
 
 
-def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def run(*args: str, stdin: str | None = None,
+        env_columns: int | None = None) -> subprocess.CompletedProcess[str]:
+    env = os.environ.copy()
+    if env_columns:
+        env["COLUMNS"] = str(env_columns)
     return subprocess.run(
         [sys.executable, "-m", "shotline", *args], input=stdin, capture_output=True,
-        text=True, env=os.environ.copy(), timeout=60,
+        text=True, env=env, timeout=60,
     )
 
 
@@ -30,7 +34,7 @@ def test_plan_json_shape() -> None:
     assert data["billed_seconds"] == sum(s["seconds"] for s in data["shots"])
     text = brief.read_text()
     for i, shot in enumerate(data["shots"]):
-        assert shot["index"] == i
+        assert shot["index"] == i + 1  # numbered from 1, as on screen and in the API
         start, end = shot["source"]
         assert text[start:end].startswith(f"Shot {i + 1}:")
         assert shot["prompt"].startswith(text[start:end].split(": ", 1)[1][:20])
@@ -39,8 +43,9 @@ def test_plan_json_shape() -> None:
 def test_estimate_json_adds_costs() -> None:
     data = as_json("estimate", str(example("tea-timecoded.txt")), "--model", "local/sim",
                    "--audio")
-    assert data["cost_usd"] == 4.4
-    assert [s["cost_usd"] for s in data["shots"]] == [1.2, 1.2, 0.8, 1.2]
+    assert data["cost_usd"] == "4.4" and data["full_usd"] == "4.4"  # nothing stored yet
+    assert [s["cost_usd"] for s in data["shots"]] == ["1.2", "1.2", "0.8", "1.2"]
+    assert [s["stored"] for s in data["shots"]] == [False] * 4
 
 
 def test_brief_from_stdin_and_text() -> None:
@@ -93,7 +98,7 @@ def test_overrides_file_and_expiry_warning(tmp_path: Path) -> None:
     proc = run("estimate", "--text", "A cat.", "--model", "local/sim", "--seconds", "4",
                "--overrides", str(path), "--json")
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["cost_usd"] == 4.0
+    assert json.loads(proc.stdout)["cost_usd"] == "4"
     assert "expired on 2020-01-01" in proc.stderr
     listed = {m["model"]: m for m in json.loads(run("providers", "--json", "--overrides",
                                                     str(path)).stdout)}
@@ -113,3 +118,56 @@ def test_providers_show_which_adapters_have_credentials() -> None:
     assert models["runway/gen4.5"]["credentials"] == "missing: set RUNWAYML_API_SECRET"
     assert models["openai/sora-2"]["credentials"] == "missing: set OPENAI_API_KEY"
     assert "fal-present-123456" not in proc.stdout
+
+
+def test_version_completion_and_defaults_in_help() -> None:
+    import shotline
+
+    proc = run("--version")
+    assert proc.returncode == 0 and proc.stdout.strip() == f"shotline {shotline.__version__}"
+    top = run("--help", env_columns=120)
+    assert "--install-completion" in top.stdout and "--show-completion" in top.stdout
+    render_help = " ".join(run("render", "--help", env_columns=200).stdout.split())
+    for default in ("[default: (./BRIEF-NAME.mp4 in the current directory)]",
+                    "[default: none]",  # --transition
+                    "[default: (the brief's durations, else the time its words take to read)]",
+                    "[default: (the brief's, else $SHOTLINE_MODEL, else local/preview)]",
+                    "[default: (no cap)]", "[default: 1]"):
+        assert default in render_help, default
+
+
+def test_plan_shows_the_hint_it_read_and_refuses_a_doubling_one() -> None:
+    data = as_json("plan", "--text", "Shot 1: A gull dives. (4 s)\nShot 2: MAYA (30s) waits.")
+    assert [s["hint"] for s in data["shots"]] == ["(4 s)", None]
+    assert data["shots"][1]["prompt"] == "MAYA (30s) waits."
+    table = run("plan", "--text", "Shot 1: A gull dives. (4 s)\nShot 2: A boat.", env_columns=100)
+    assert "(4 s)" in table.stdout and "hint" in table.stdout
+    refused = run("plan", "--text", "A gull dives. (12 s)")  # 12 s where the words take 5
+    assert refused.returncode == 2 and '"(12 s)"' in refused.stderr and "--yes" in refused.stderr
+    assert refused.stdout == ""
+    assert as_json("plan", "--text", "A gull dives. (12 s)", "--yes")["seconds"] == 12
+
+
+def test_providers_fit_80_columns_with_cap_sizes_fps_and_audio() -> None:
+    proc = run("providers", env_columns=80)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    models = {m["model"]: m for m in as_json("providers")}
+    for name in models:  # every id whole, on a line of its own
+        assert any(line.split()[0] == name for line in lines if line.startswith("  ") and line.strip())
+    text = proc.stdout
+    assert "fal/kling-video-v2.6-pro  [active]\n      5, 10 s · cap 10 s · 1080p (3 sizes) · 24 fps" \
+        in text
+    assert "audio optional ×2 · $/s * 0.07" in text
+    assert "1–15 s · cap 15 s" in text and "24/25/30 fps" in text
+    assert "openai/sora-2  [sunset 2026-09-24" in text
+
+
+def test_money_is_a_decimal_string_in_json() -> None:
+    est = as_json("estimate", "--text", "A cat.", "--model", "local/sim")
+    assert isinstance(est["cost_usd"], str) and isinstance(est["full_usd"], str)
+    assert all(isinstance(s["cost_usd"], str) for s in est["shots"])
+    models = {m["model"]: m for m in as_json("providers")}
+    assert models["local/sim"]["prices"] == {"*": "0.1"}
+    assert models["local/sim"]["audio_multiplier"] == "2"

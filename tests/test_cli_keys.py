@@ -62,11 +62,11 @@ def test_unknown_key_tenant_and_bad_name_exit_2() -> None:
 def test_tenant_budgets() -> None:
     tenant = as_json("keys", "create", "--name", "acme")["tenant"]
     row = as_json("tenants", "budget", tenant, "--daily", "12.50")
-    assert row["daily_budget_usd"] == 12.5 and row["monthly_budget_usd"] is None
+    assert row["daily_budget_usd"] == "12.5" and row["monthly_budget_usd"] is None
     row = as_json("tenants", "budget", tenant, "--monthly", "300")
-    assert row["daily_budget_usd"] == 12.5 and row["monthly_budget_usd"] == 300
+    assert row["daily_budget_usd"] == "12.5" and row["monthly_budget_usd"] == "300"
     row = as_json("tenants", "budget", tenant, "--daily", "none")
-    assert row["daily_budget_usd"] is None and row["monthly_budget_usd"] == 300
+    assert row["daily_budget_usd"] is None and row["monthly_budget_usd"] == "300"
     listed = as_json("tenants", "list")
     assert [(t["id"], t["active_keys"]) for t in listed] == [(tenant, 1)]
     assert "whsec_" not in json.dumps(listed)

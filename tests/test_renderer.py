@@ -72,8 +72,8 @@ def test_cli_render_json(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert data["output"] == str(out) and abs(data["seconds"] - 10) < 1 / 24
-    assert [s["index"] for s in data["shots"]] == [0, 1, 2, 3, 4]
-    assert all(s["cached"] is False and s["cost_usd"] == 0 for s in data["shots"])
+    assert [s["index"] for s in data["shots"]] == [1, 2, 3, 4, 5]
+    assert all(s["cached"] is False and s["cost_usd"] == "0" for s in data["shots"])
     assert "shot 1:" in proc.stderr  # plain progress lines when not a terminal
 
 
@@ -104,7 +104,7 @@ def test_preview_uses_the_models_cuts_for_free(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert [s["seconds"] for s in data["shots"]] == [10, 5, 5]  # the model's 5/10 s calls
-    assert data["cost_usd"] == 0 and data["estimate_usd"] == pytest.approx(20 * 0.07)
+    assert data["cost_usd"] == "0" and data["estimate_usd"] == "1.4"  # 20 s x $0.07
     journal = read_journal(home / "local" / "journal.jsonl")
     assert {j["model"] for j in journal} == {"local/preview"}
     media.verify(Path(data["output"]), size=(1920, 1080), fps=24, frames=17 * 24, audio=False)

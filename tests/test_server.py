@@ -310,7 +310,8 @@ def test_bad_input_and_budgets_are_clear_errors_that_change_nothing(tmp_path: Pa
                  ({"brief": BRIEF, "model": "nope/nothing"}, "capability", "nope/nothing"),
                  ({"brief": BRIEF, "webhook_url": "ftp://example.com/x"}, "unsafe_url", "http"),
                  ({"brief": BRIEF, "seconds": 8, "model": "local/sim", "max_usd": 0.5},
-                  "budget", "per-render cap")]
+                  "budget", "per-render cap"),
+                 ({"brief": "A gull dives. (12 s)"}, "brief", 'reads "(12 s)" as 12 s')]
         for body, code, words in cases:
             answer = api.post("/v1/renders", json=body)
             assert answer.status_code in (402, 422), (body, answer.text)
@@ -326,6 +327,8 @@ def test_bad_input_and_budgets_are_clear_errors_that_change_nothing(tmp_path: Pa
             assert conn.execute(sa.select(sa.func.count()).select_from(reservations)).scalar_one() == 0
         db.close()
         assert api.get("/v1/renders/r_nothere").status_code == 404
+        confirmed = api.post("/v1/renders", json={"brief": "A gull dives. (12 s)", "yes": True})
+        assert confirmed.status_code == 202 and confirmed.json()["shots"][0]["seconds"] == 12
 
 
 def test_listing_health_metrics_and_openapi(tmp_path: Path) -> None:

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from .api import Options, Request, arender, estimate, plan, read_brief, render, resolve
+from .api import (
+    Options,
+    Request,
+    arender,
+    estimate,
+    plan,
+    read_brief,
+    render,
+    resolve,
+    resume,
+)
 from .core.brief import Brief, Segment, parse_brief
 from .core.capabilities import Capabilities, ModelTable, OverrideExpiredWarning, load_table
 from .core.planner import Plan, PlannedShot, PlanOptions
@@ -16,6 +26,7 @@ from .errors import (
     ConfigError,
     IdempotencyConflict,
     IdempotencyMismatch,
+    Interrupted,
     MediaError,
     NotFoundError,
     OverrideError,
@@ -42,6 +53,7 @@ __all__ = [
     "Estimate",
     "IdempotencyConflict",
     "IdempotencyMismatch",
+    "Interrupted",
     "MediaError",
     "ModelTable",
     "NotFoundError",
@@ -75,4 +87,5 @@ __all__ = [
     "read_brief",
     "render",
     "resolve",
+    "resume",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import sys
 import warnings
 from collections.abc import Callable
@@ -28,13 +29,15 @@ from .core.capabilities import (
     load_table,
     parse_size,
     table_for,
+    tier_of,
 )
+from .core.keys import planned_key
 from .core.planner import Plan
 from .core.planner import plan as make_plan
-from .core.pricing import Estimate, usd
+from .core.pricing import Estimate, money
 from .core.pricing import estimate as make_estimate
 from .display import RenderDisplay
-from .errors import BriefError, ShotlineError
+from .errors import BriefError, Interrupted, ShotlineError
 from .providers import plugins
 from .settings import Settings
 from .store import ledger, lifecycle
@@ -45,29 +48,57 @@ if TYPE_CHECKING:
     from .engine.renderer import RenderResult
 
 app = typer.Typer(
-    add_completion=False,
     no_args_is_help=True,
     help="Turn a written brief into a finished multi-shot video, without runaway cost.",
+    context_settings={"show_default": True},
 )
 out = Console()
 err = Console(stderr=True)
 
+
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        out.print(f"shotline {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Turn a written brief into a finished multi-shot video, without runaway cost."""
+
+
 BriefArg = Annotated[
     str | None, typer.Argument(help="Brief file, or - for stdin.", show_default=False)
 ]
-TextOpt = Annotated[str | None, typer.Option("--text", help="The brief itself, inline.")]
-SecondsOpt = Annotated[float | None, typer.Option(help="Target length of the output.")]
-ModelOpt = Annotated[str | None, typer.Option(help="PROVIDER/MODEL (default local/preview).")]
-SizeOpt = Annotated[str | None, typer.Option(help="Output size WxH, e.g. 1280x720.")]
-FpsOpt = Annotated[int | None, typer.Option(help="Output frame rate.")]
-AudioOpt = Annotated[bool | None, typer.Option("--audio/--no-audio", help="Audio track.")]
-SeedOpt = Annotated[int | None, typer.Option(help="Seed passed to models that take one.")]
+TextOpt = Annotated[str | None, typer.Option("--text", help="The brief itself, inline.",
+                                             show_default=False)]
+SecondsOpt = Annotated[float | None, typer.Option(
+    help="Target length of the output.",
+    show_default="the brief's durations, else the time its words take to read")]
+ModelOpt = Annotated[str | None, typer.Option(
+    help="PROVIDER/MODEL.", show_default="the brief's, else $SHOTLINE_MODEL, else local/preview")]
+SizeOpt = Annotated[str | None, typer.Option(help="Output size WxH, e.g. 1280x720.",
+                                             show_default="the brief's, else the model's first")]
+FpsOpt = Annotated[int | None, typer.Option(help="Output frame rate.",
+                                            show_default="the brief's, else the model's")]
+AudioOpt = Annotated[bool | None, typer.Option("--audio/--no-audio", help="Audio track.",
+                                               show_default="the brief's, else off")]
+SeedOpt = Annotated[int | None, typer.Option(help="Seed passed to models that take one.",
+                                             show_default="none")]
 TransitionOpt = Annotated[
     str, typer.Option(help="none, or crossfade:SECONDS at every join.")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+YesOpt = Annotated[bool, typer.Option(
+    "--yes", "-y", help="Accept a duration hint that more than doubles the billed seconds.")]
 OverridesOpt = Annotated[
-    Path | None, typer.Option(help="Capability overrides file (default HOME/overrides.toml).")
+    Path | None, typer.Option(help="Capability overrides file.",
+                              show_default="$SHOTLINE_HOME/overrides.toml")
 ]
 
 
@@ -94,10 +125,11 @@ def read_source(brief: str | None, text: str | None) -> str | Path:
 
 
 def plan_json(plan: Plan, estimate: Estimate | None = None) -> dict[str, Any]:
+    """The plan (and its price) as JSON: shots numbered from 1, money as decimal strings."""
     shots = []
     for shot in plan.shots:
         row: dict[str, Any] = {
-            "index": shot.index,
+            "index": shot.number,
             "prompt": shot.prompt,
             "seconds": shot.seconds,
             "source": list(shot.source),
@@ -105,9 +137,12 @@ def plan_json(plan: Plan, estimate: Estimate | None = None) -> dict[str, Any]:
             "use_seconds": shot.use_seconds,
             "trim_seconds": shot.trim_seconds,
             "fixed": shot.fixed,
+            "hint": shot.hint,
         }
         if estimate:
-            row["cost_usd"] = usd(estimate.shots[shot.index].cost_usd)
+            cost = estimate.shots[shot.index]
+            row.update(cost_usd=money(cost.cost_usd), full_usd=money(cost.full_usd),
+                       stored=cost.stored)
         shots.append(row)
     data: dict[str, Any] = {
         "model": plan.model,
@@ -117,28 +152,39 @@ def plan_json(plan: Plan, estimate: Estimate | None = None) -> dict[str, Any]:
         "fps": plan.fps,
         "audio": plan.audio,
         "crossfade": plan.crossfade,
+        "title": plan.title,
         "style": plan.style,
         "shots": shots,
     }
     if estimate:
-        data["cost_usd"] = usd(estimate.cost_usd)
-        data["worst_usd"] = usd(estimate.worst_usd)
-        data["price_source"] = estimate.price_source
+        data.update(cost_usd=money(estimate.cost_usd), full_usd=money(estimate.full_usd),
+                    worst_usd=money(estimate.worst_usd), stored=estimate.stored,
+                    price_source=estimate.price_source)
     return data
 
 
 def plan_table(plan: Plan, estimate: Estimate | None = None) -> Table:
     title = f"{plan.model} · {plan.seconds:g} s target · {plan.billed_seconds} s billed"
     if estimate:
-        title += f" · ${estimate.cost_usd:.2f} ({estimate.price_source} prices)"
+        title += f" · ${estimate.cost_usd:.2f} to pay now"
+        if estimate.stored:
+            title += f" ({estimate.stored} stored; ${estimate.full_usd:.2f} without the store)"
+        title += f" · {estimate.price_source} prices"
+    if plan.style:
+        title += f"\nstyle: {plan.style}"
     table = Table(title=title, title_justify="left")
-    for col in ("#", "call", "keep", "prompt", *(["cost"] if estimate else [])):
+    columns = ["#", "call", "keep", "hint", "prompt", *(["cost", "full"] if estimate else [])]
+    for col in columns:
         table.add_column(col, overflow="fold")
     for shot in plan.shots:
-        cost = [f"${estimate.shots[shot.index].cost_usd:.2f}"] if estimate else []
+        cost = []
+        if estimate:
+            c = estimate.shots[shot.index]
+            cost = ["stored" if c.stored else f"${c.cost_usd:.2f}", f"${c.full_usd:.2f}"]
+        body = shot.prompt.removesuffix(f" Style: {plan.style}") if plan.style else shot.prompt
         table.add_row(
-            str(shot.index + 1), f"{shot.seconds}s", f"{shot.use_seconds:.2f}s",
-            shot.prompt, *cost,
+            str(shot.number), f"{shot.seconds}s", f"{shot.use_seconds:.2f}s", shot.hint or "",
+            body, *cost,
         )
     return table
 
@@ -146,10 +192,13 @@ def plan_table(plan: Plan, estimate: Estimate | None = None) -> Table:
 def _plan_and_estimate(
     brief: str | None, text: str | None, overrides: Path | None, **opts: Any
 ) -> tuple[Plan, Estimate]:
+    """The plan, and what rendering it would pay now (the store is read, never created)."""
     settings = _settings(overrides)
     req = api.resolve(read_source(brief, text), settings=settings, **opts)
     plan = make_plan(req.brief, req.caps, req.options)
-    return plan, make_estimate(plan, req.caps, settings.max_attempts)
+    keys = [planned_key(plan, s, req.caps) for s in plan.shots]
+    return plan, make_estimate(plan, req.caps, api.stored_keys(settings, keys),
+                               settings.max_attempts)
 
 
 @app.command("plan")
@@ -161,14 +210,14 @@ def plan_cmd(
     size: SizeOpt = None,
     fps: FpsOpt = None,
     transition: TransitionOpt = "none",
+    yes: YesOpt = False,
     json_out: JsonOpt = False,
     overrides: OverridesOpt = None,
 ) -> None:
-    """Split a brief into shots for a model: durations, trims and source spans."""
-    plan, _ = _plan_and_estimate(
-        brief, text, overrides, model=model, seconds=seconds, size=size, fps=fps,
-        transition=transition,
-    )
+    """Split a brief into shots for a model: durations, hints read, trims and source spans."""
+    settings = _settings(overrides)
+    plan = api.plan(read_source(brief, text), settings=settings, model=model, seconds=seconds,
+                    size=size, fps=fps, transition=transition, yes=yes)
     if json_out:
         out.print_json(json.dumps(plan_json(plan)))
     else:
@@ -185,13 +234,14 @@ def estimate_cmd(
     size: SizeOpt = None,
     fps: FpsOpt = None,
     transition: TransitionOpt = "none",
+    yes: YesOpt = False,
     json_out: JsonOpt = False,
     overrides: OverridesOpt = None,
 ) -> None:
-    """What a brief would cost to render, shot by shot, before any call is made."""
+    """What rendering a brief would pay now, shot by shot: stored shots are free."""
     plan, est = _plan_and_estimate(
         brief, text, overrides, model=model, seconds=seconds, size=size, fps=fps,
-        audio=audio, transition=transition,
+        audio=audio, transition=transition, yes=yes,
     )
     if json_out:
         out.print_json(json.dumps(plan_json(plan, est)))
@@ -206,18 +256,43 @@ def estimate_cmd(
 
 def caps_json(caps: Capabilities) -> dict[str, Any]:
     data = caps.model_dump(mode="json", exclude={"override"})
-    data["prices"] = {k: float(v) for k, v in caps.prices.items()}
-    data["audio_multiplier"] = float(caps.audio_multiplier)
+    data["prices"] = {k: money(v) for k, v in caps.prices.items()}
+    data["audio_multiplier"] = money(caps.audio_multiplier)
     data["overridden"] = caps.override is not None
     if caps.override:
         data["override"] = caps.override.model_dump(mode="json")
     return data
 
 
+def _durations(ds: tuple[int, ...]) -> str:
+    if len(ds) > 3 and ds[-1] - ds[0] == len(ds) - 1:
+        return f"{ds[0]}–{ds[-1]} s"
+    return ", ".join(map(str, ds)) + " s"
+
+
+def _sizes(sizes: tuple[str, ...]) -> str:
+    tiers = sorted({tier_of(s) for s in sizes}, key=lambda t: (len(t), t))
+    return " ".join(tiers) + (f" ({len(sizes)} sizes)" if len(sizes) > 1 else f" ({sizes[0]})")
+
+
+def model_lines(c: Capabilities) -> list[str]:
+    """One model in three short lines that fit 80 columns, its id never cut."""
+    status = "active" if c.status == "active" else f"sunset {c.sunset_date}" + (
+        f", use {c.replacement}" if c.replacement else "")
+    audio = c.audio + (f" ×{money(c.audio_multiplier)}" if c.audio == "optional" else "")
+    prices = " ".join(f"{k} {money(v)}" for k, v in c.prices.items())
+    return [
+        f"  {c.model}{' ✎' if c.override else ''}  [{status}]",
+        f"      {_durations(c.durations)} · cap {c.max_seconds} s · {_sizes(c.sizes)} · "
+        f"{'/'.join(map(str, c.fps))} fps",
+        f"      audio {audio} · $/s {prices}",
+    ]
+
+
 @app.command("providers")
 def providers_cmd(json_out: JsonOpt = False, overrides: OverridesOpt = None) -> None:
-    """List every known model: durations, sizes, audio, prices, status, and whether a lost
-    submit can be looked up at the vendor."""
+    """Every known model: durations, per-call cap, sizes, fps, audio, prices, status, key,
+    and whether a submit whose answer was lost can be looked up at the vendor."""
     settings = _settings(overrides)
     table_data = table_for(settings.overrides_path)
     models = [table_data.get(name) for name in table_data.names()]
@@ -240,30 +315,23 @@ def providers_cmd(json_out: JsonOpt = False, overrides: OverridesOpt = None) -> 
              "lookup": {"finds_jobs": lookups[c.provider][0], "how": lookups[c.provider][1]}}
             for c in models]))
         return
-    table = Table(title="models (✎ = overridden by the user)", title_justify="left")
-    for col in ("model", "durations", "audio", "$/s", "status", "credentials"):
-        table.add_column(col, overflow="fold")
-    for c in models:
-        ds = c.durations
-        durations = f"{ds[0]}–{ds[-1]}" if len(ds) > 3 and ds[-1] - ds[0] == len(ds) - 1 else (
-            ",".join(map(str, ds))
-        )
-        prices = " ".join(f"{k}:{v}" for k, v in c.prices.items())
-        status = c.status if c.status == "active" else f"sunset {c.sunset_date}"
-        name = f"{c.model} ✎" if c.override else c.model
-        table.add_row(name, durations, f"{c.audio} ×{c.audio_multiplier}", prices, status,
-                      credentials(c))
-    out.print(table)
-    found = Table(title="after a submit whose answer was lost", title_justify="left")
-    found.add_column("provider")
-    found.add_column("lookup", overflow="fold")
-    for provider, (can, how) in sorted(lookups.items()):
-        found.add_row(provider, f"looked up: {how}" if can else f"cannot look up: {how}")
-    out.print(found)
+    lines = ["models by provider (✎ = overridden by you; `providers --json` lists every size)"]
+    for provider in sorted(keys):
+        can, how = lookups[provider]
+        lines.append(f"{provider} · key {keys[provider]}")
+        lines.append(f"  a lost submit is {'looked up' if can else 'not looked up'}: {how}")
+        for c in (c for c in models if c.provider == provider):
+            lines += model_lines(c)
+            if c.provider == "openai" and credentials(c) != keys[provider]:
+                lines.append(f"    key {credentials(c)}")  # a gateway's own key
+    out.print("\n".join(lines), highlight=False, markup=False)
 
 
-OutOpt = Annotated[Path | None, typer.Option("-o", "--output", help="Where to write the MP4.")]
-FitOpt = Annotated[str | None, typer.Option(help="letterbox or crop, for clips of another shape.")]
+OutOpt = Annotated[Path | None, typer.Option(
+    "-o", "--output", help="Where to write the MP4.",
+    show_default="./BRIEF-NAME.mp4 in the current directory")]
+FitOpt = Annotated[str | None, typer.Option(help="letterbox or crop, for clips of another shape.",
+                                            show_default="$SHOTLINE_FIT, else letterbox")]
 TakeOpt = Annotated[int, typer.Option(help="Take number: a new take renders a shot anew.")]
 
 
@@ -271,8 +339,8 @@ def result_json(result: RenderResult) -> dict[str, Any]:
     return {
         "output": str(result.output),
         "seconds": round(result.seconds, 6),
-        "cost_usd": usd(result.cost_usd),
-        "estimate_usd": usd(result.estimate_usd),
+        "cost_usd": money(result.cost_usd),
+        "estimate_usd": money(result.estimate_usd),
         "model": result.plan.model,
         "render_id": result.render_id,
         "reopened": result.reopened,
@@ -280,12 +348,35 @@ def result_json(result: RenderResult) -> dict[str, Any]:
         "poster": str(result.poster),
         "contact_sheet": str(result.contact_sheet),
         "shots": [
-            {"index": s.index, "seconds": p.seconds, "use_seconds": p.use_seconds,
-             "cost_usd": usd(s.cost_usd), "cached": s.cached, "key": s.key,
-             "job_id": s.job_id}
+            {"index": p.number, "seconds": p.seconds, "use_seconds": p.use_seconds,
+             "cost_usd": money(s.cost_usd), "cached": s.cached, "key": s.key,
+             "job_id": s.job_id, "hint": p.hint}
             for s, p in zip(result.shots, result.plan.shots, strict=True)
         ],
     }
+
+
+def default_output(brief: str | None, title: str | None, prompt: str, preview: bool) -> Path:
+    """``./<brief name>.mp4``: the file's name, else the title's or the first words'."""
+    if brief is not None and brief != "-":
+        name = Path(brief).stem
+    else:
+        words = re.findall(r"\w+", (title or prompt).lower())[:6]
+        name = "-".join(words) or "brief"
+    return Path.cwd() / f"{name[:80]}{'.preview' if preview else ''}.mp4"
+
+
+def _print_result(result: RenderResult, json_out: bool, preview: bool) -> None:
+    if json_out:
+        out.print_json(json.dumps(result_json(result)))
+        return
+    cost = f"${result.cost_usd:.2f}"
+    if preview:
+        cost += f" (free preview; the real render would cost ${result.estimate_usd:.2f})"
+    out.print(f"render:  {result.render_id}{' (reopened, no provider call)' if result.reopened else ''}\n"
+              f"video:   {result.output}\nlength:  {result.seconds:.3f} s\n"
+              f"cost:    {cost}\nposter:  {result.poster}\n"
+              f"shots:   {result.contact_sheet}", highlight=False, soft_wrap=True)
 
 
 def _render(brief: str | None, text: str | None, output: Path | None, json_out: bool,
@@ -298,19 +389,16 @@ def _render(brief: str | None, text: str | None, output: Path | None, json_out: 
             raise BriefError(f"--fit {fit!r}: use letterbox or crop")
     req = api.resolve(read_source(brief, text), settings=settings, **opts)
     plan = make_plan(req.brief, req.caps, req.options)
-    with RenderDisplay(plan, err) as display:
-        result = api.render(req.brief, output=output, listener=display, preview=preview,
-                            settings=settings, max_usd=max_usd, **opts)
-    if json_out:
-        out.print_json(json.dumps(result_json(result)))
-        return
-    cost = f"${result.cost_usd:.2f}"
-    if preview:
-        cost += f" (free preview; the real render would cost ${result.estimate_usd:.2f})"
-    out.print(f"render:  {result.render_id}{' (reopened, no provider call)' if result.reopened else ''}\n"
-              f"video:   {result.output}\nlength:  {result.seconds:.3f} s\n"
-              f"cost:    {cost}\nposter:  {result.poster}\n"
-              f"shots:   {result.contact_sheet}", highlight=False, soft_wrap=True)
+    if output is None:
+        output = default_output(brief, plan.title, req.brief.segments[0].prompt, preview)
+    try:
+        with RenderDisplay(plan, err) as display:
+            result = api.render(req.brief, output=output, listener=display, preview=preview,
+                                settings=settings, max_usd=max_usd, **opts)
+    except Interrupted as exc:
+        err.print(str(exc), highlight=False, soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
+    _print_result(result, json_out, preview)
 
 
 @app.command("render")
@@ -327,15 +415,16 @@ def render_cmd(
     take: TakeOpt = 1,
     transition: TransitionOpt = "none",
     fit: FitOpt = None,
-    max_usd: Annotated[float | None, typer.Option(help="The most this render may bill, retries included.")]
-    = None,
+    max_usd: Annotated[float | None, typer.Option(
+        help="The most this render may bill, retries included.", show_default="no cap")] = None,
+    yes: YesOpt = False,
     json_out: JsonOpt = False,
     overrides: OverridesOpt = None,
 ) -> None:
     """Render a brief into one finished, verified MP4 (stored shots cost nothing)."""
     _render(brief, text, output, json_out, False, fit, overrides, max_usd, model=model,
             seconds=seconds, size=size, fps=fps, audio=audio, seed=seed, take=take,
-            transition=transition)
+            transition=transition, yes=yes)
 
 
 @app.command("preview")
@@ -351,12 +440,13 @@ def preview_cmd(
     seed: SeedOpt = None,
     transition: TransitionOpt = "none",
     fit: FitOpt = None,
+    yes: YesOpt = False,
     json_out: JsonOpt = False,
     overrides: OverridesOpt = None,
 ) -> None:
     """A free animatic with MODEL's cuts and sizes, and what the real render would cost."""
     _render(brief, text, output, json_out, True, fit, overrides, model=model, seconds=seconds,
-            size=size, fps=fps, audio=audio, seed=seed, transition=transition)
+            size=size, fps=fps, audio=audio, seed=seed, transition=transition, yes=yes)
 
 
 @app.command("stitch")
@@ -402,7 +492,7 @@ def _dump(data: Any) -> None:
 
 def _jsonable(value: Any) -> Any:
     if isinstance(value, Decimal):
-        return usd(value)
+        return money(value)
     return str(value)
 
 
@@ -508,17 +598,17 @@ def spend_cmd(
 
 @app.command("renders")
 def renders_cmd(json_out: JsonOpt = False) -> None:
-    """Recent renders, newest first."""
+    """Recent renders, newest first (ids whole: paste them into `show` or `reroll`)."""
     _, db, _ = _open()
     rows = lifecycle.list_renders(db)
     if json_out:
         _dump(rows)
         return
-    table = Table("id", "status", "model", "seconds", "cost", "created", "output")
+    table = Table("id", "status", "model", "seconds", "cost", "created")
     for r in rows:
         table.add_row(r["id"], r["status"], r["model"], f"{r['seconds'] or 0:.2f}",
-                      f"${r['cost_usd']:.2f}", _when(r["created_at"]), r["output"] or "")
-    out.print(table)
+                      f"${r['cost_usd']:.2f}", _when(r["created_at"])[:16])
+    out.print(_whole(table, 0, 1))
 
 
 @app.command("show")
@@ -530,15 +620,23 @@ def show_cmd(render_id: Annotated[str, typer.Argument(help="A render id (r_...).
     if row is None:
         raise BriefError(f"no render {render_id!r}; `shotline renders` lists them")
     row.pop("brief", None)
+    for shot in row["shots"]:  # numbered from 1, as everywhere else
+        shot["index"] = shot.pop("idx") + 1
     if json_out:
         _dump(row)
         return
-    out.print(f"render:  {row['id']} ({row['status']})\nmodel:   {row['model']}\n"
-              f"video:   {row['output'] or '-'}\nlength:  {row['seconds'] or 0:.3f} s\n"
-              f"cost:    ${row['cost_usd']:.2f} (estimate ${row['estimate_usd']:.2f})",
-              highlight=False)
+    video = Path(row["output"]) if row["output"] else None
+    lines = [f"render:  {row['id']} ({row['status']})", f"model:   {row['model']}",
+             f"video:   {video or '-'}"]
+    if video is not None:
+        lines += [f"poster:  {video.with_name(video.stem + '.poster.jpg')}",
+                  f"shots:   {video.with_name(video.stem + '.contact.jpg')}"]
+    lines += [f"length:  {row['seconds'] or 0:.3f} s",
+              f"cost:    ${row['cost_usd']:.2f} (estimate ${row['estimate_usd']:.2f})"]
     if row["error"]:
-        out.print(f"error:   {row['error']}", highlight=False)
+        lines.append(f"error:   {row['error']}")
+    # soft_wrap: a long path stays one line, so it can be copied whole.
+    out.print("\n".join(lines), highlight=False, markup=False, soft_wrap=True)
 
 
 # --- keys and tenants (tenants.py) ----------------------------------------------------
@@ -807,12 +905,20 @@ def reject_cmd(render_id: RenderIdArg,
 def reroll_cmd(
     render_id: RenderIdArg,
     shot: Annotated[list[int], typer.Option("--shot", help="A shot number to make again "
-                                            "(repeatable).")],
+                                            "(repeatable).", show_default=False)],
     prompt: Annotated[list[str] | None, typer.Option(
-        help="N=TEXT: a new prompt for shot N (repeatable).")] = None,
+        help="N=TEXT: a new prompt for shot N (repeatable).", show_default=False)] = None,
+    output: Annotated[Path | None, typer.Option(
+        "-o", "--output", help="Where to write the new MP4 (renders made here only).",
+        show_default="the store; `shotline show` prints where")] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Render some shots again as new takes (only they are billed); a worker restitches."""
+    """Render some shots of any render again as new takes (only they are billed).
+
+    A render made by the service is restitched by its workers; one made here (`render`,
+    `preview`, the library) is rendered again right here, with the other shots from the
+    store.
+    """
     from .service import actions
 
     prompts: dict[int, str] = {}
@@ -822,9 +928,37 @@ def reroll_cmd(
             raise BriefError(f"--prompt takes N=TEXT (a shot number, '=', the prompt), got {item!r}")
         prompts[int(number)] = text
     request = actions.RerollRequest(shots=shot, prompts=prompts)
-    _review(lambda s, db, store: actions.reroll(db, s, load_table(s.overrides_path), None,
-                                                render_id, request, store=store, operator=True),
-            json_out)
+    settings, db, store = _open()
+    try:
+        row = lifecycle.get_render(db, render_id)
+        if output is not None:
+            api.output_path(output)  # a bad path is refused before the re-roll reserves money
+        view = actions.reroll(db, settings, load_table(settings.overrides_path), None, render_id,
+                              request, store=store, operator=True)
+    finally:
+        db.close()
+    if row is None or row["options"] is not None:  # the service's workers take it from here
+        if json_out:
+            _dump(view)
+        else:
+            out.print(f"{view['id']}: {view['status']}", highlight=False)
+        return
+    plan = Plan.model_validate(view_plan(settings, render_id))
+    try:
+        with RenderDisplay(plan, err) as display:
+            result = api.resume(render_id, settings=settings, listener=display, output=output)
+    except Interrupted as exc:
+        err.print(str(exc), highlight=False, soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
+    _print_result(result, json_out, False)
+
+
+def view_plan(settings: Settings, render_id: str) -> Any:
+    db, _ = api.open_store(settings)
+    try:
+        return (lifecycle.get_render(db, render_id) or {})["plan"]
+    finally:
+        db.close()
 
 
 @app.command("cancel")
@@ -843,7 +977,10 @@ def main() -> None:
     warnings.showwarning = _show_warning
     warnings.simplefilter("always", OverrideExpiredWarning)
     try:
-        app(standalone_mode=False)
+        # Typer turns Ctrl-C (and typer.Exit) into an exit code that it returns here.
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except ShotlineError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)

@@ -17,6 +17,10 @@
     │                             reconcile before anything else, never resubmit blindly
     └── MediaError                a clip or an output failed probing or verification
 
+    KeyboardInterrupt
+    └── Interrupted               Ctrl-C during a render: how many paid shots are in
+                                  flight; rendering again resumes them (exit code 130)
+
 Callers catch at the level they need: the CLI turns every ``ShotlineError`` into a
 message and an exit code, the renderer retries only ``RetryableError``.
 """
@@ -137,3 +141,16 @@ class MediaError(ShotlineError):
     """A clip or a stitched output that is not what it should be."""
 
     exit_code = 5
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a render. A ``KeyboardInterrupt``, so ``except Exception`` never hides
+    it; ``in_flight`` counts the shots the vendor was making (paid for, job ids stored)."""
+
+    exit_code = 130
+
+    def __init__(self, in_flight: int) -> None:
+        shots = "1 shot is" if in_flight == 1 else f"{in_flight} shots are"
+        super().__init__(f"interrupted: {shots} paid and in flight; run the same command "
+                         "again to resume")
+        self.in_flight = in_flight

@@ -34,7 +34,8 @@ class Settings(BaseSettings):
     )
     model: str = Field("local/preview", description="Model used when a brief names none.")
     default_shot_seconds: int = Field(
-        5, ge=1, description="Seconds per shot when neither the brief nor --seconds gives any."
+        5, ge=1, description="Shortest shot when no target is given and a shot's length comes "
+        "from its words (2.5 words or 4 CJK characters a second)."
     )
     max_target_seconds: float = Field(
         600, gt=0, description="Refuse briefs whose target is longer than this many seconds."

@@ -79,7 +79,7 @@ def test_two_shots_render_end_to_end(tmp_path: Path, fal: FalFake) -> None:
                             "audio": True}
     result = render(BRIEF, settings=settings(tmp_path), **args)
     media.verify(result.output, size=(1080, 1080), fps=24, frames=10 * 24, audio=True)
-    costs = [s.cost_usd for s in estimate(BRIEF, settings=settings(tmp_path), **args).shots]
+    costs = [s.full_usd for s in estimate(BRIEF, settings=settings(tmp_path), **args).shots]
     paid = rows(tmp_path)
     assert len(paid) == 2 and {r["provider_job_id"] for r in paid} == accepted(fal)
     assert sorted(r["amount"] for r in paid) == sorted(costs)

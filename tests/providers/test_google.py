@@ -101,8 +101,8 @@ def test_two_shots_render_end_to_end(tmp_path: Path, google: GoogleFake,
     expected = estimate(BRIEF, model=MODEL, settings=settings(tmp_path), **OPTIONS)
     assert sorted(r["provider_job_id"] for r in rows) == sorted(
         name.rsplit("/", 1)[1] for name in google.jobs)
-    assert sorted(r["amount"] for r in rows) == sorted(s.cost_usd for s in expected.shots)
-    assert sum(r["amount"] for r in rows) == expected.cost_usd == result.cost_usd
+    assert sorted(r["amount"] for r in rows) == sorted(s.full_usd for s in expected.shots)
+    assert sum(r["amount"] for r in rows) == expected.full_usd == result.cost_usd
 
 
 def test_body_follows_the_table_for_audio_and_seed(tmp_path: Path, google: GoogleFake) -> None:

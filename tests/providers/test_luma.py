@@ -109,7 +109,7 @@ def test_two_shots_render_and_bill_once_each(tmp_path: Path, fake: FakeLuma,
     assert sorted(r["provider_job_id"] for r in paid) == sorted(
         str(s.job_id) for s in fake.accepted())
     assert {r["shot_key"]: r["amount"] for r in paid} == {
-        shot.key: cost.cost_usd for shot, cost in zip(result.shots, est.shots, strict=True)}
+        shot.key: cost.full_usd for shot, cost in zip(result.shots, est.shots, strict=True)}
     assert len(paid) == 2 and all(r["outcome"] == "succeeded" for r in paid)
     running = "processing" if prefix.startswith(AGENTS) else "dreaming"
     assert {"queued", running, "completed"} <= set(fake.served)

@@ -98,8 +98,8 @@ def test_two_shots_render_end_to_end(tmp_path: Path, gateway: OpenAIFake,
     rows = ledger.rows(Database.for_home(tmp_path))
     expected = estimate(BRIEF, model=MODEL, settings=settings(tmp_path), **OPTIONS)
     assert sorted(r["provider_job_id"] for r in rows) == sorted(gateway.videos)
-    assert sorted(r["amount"] for r in rows) == sorted(s.cost_usd for s in expected.shots)
-    assert sum(r["amount"] for r in rows) == expected.cost_usd == result.cost_usd
+    assert sorted(r["amount"] for r in rows) == sorted(s.full_usd for s in expected.shots)
+    assert sum(r["amount"] for r in rows) == expected.full_usd == result.cost_usd
 
 
 @pytest.mark.slow

@@ -84,7 +84,7 @@ def test_two_shots_render_end_to_end(tmp_path: Path, rep: ReplicateFake) -> None
                             "audio": True, "seed": 7}
     result = render(BRIEF, settings=settings(tmp_path), **args)
     media.verify(result.output, size=(1280, 720), fps=24, frames=8 * 24, audio=True)
-    costs = [s.cost_usd for s in estimate(BRIEF, settings=settings(tmp_path), **args).shots]
+    costs = [s.full_usd for s in estimate(BRIEF, settings=settings(tmp_path), **args).shots]
     paid = rows(tmp_path)
     assert len(paid) == 2 and {r["provider_job_id"] for r in paid} == accepted(rep)
     assert sorted(r["amount"] for r in paid) == sorted(costs)  # not predict_time's 97 s

@@ -89,7 +89,7 @@ def test_two_shots_render_and_bill_once_each(tmp_path: Path, fake: FakeXai,
     assert sorted(r["provider_job_id"] for r in paid) == sorted(
         str(s.job_id) for s in fake.accepted())
     assert {r["shot_key"]: r["amount"] for r in paid} == {
-        shot.key: cost.cost_usd for shot, cost in zip(result.shots, est.shots, strict=True)}
+        shot.key: cost.full_usd for shot, cost in zip(result.shots, est.shots, strict=True)}
     assert all(r["outcome"] == "succeeded" for r in paid) and len(paid) == 2
 
     bodies = sorted((p.json() for p in vendor_server.calls("POST")), key=lambda b: b["prompt"])

@@ -3,9 +3,25 @@
 A brief becomes an ordered list of :class:`Segment`, one per shot the writer meant, each
 with the character span (Unicode code points, ``[start, end)``) it came from. Markup is
 recognised and removed from the prompt: shot labels (``Shot 3:``, ``3.``, ``- ``), scene
-headings, transitions, Markdown headings and rules, timecodes and duration hints. The
-``Style:`` preamble (or YAML ``style``) is kept apart and added to every prompt by the
-planner; it is never a shot of its own.
+headings, transitions, Markdown headings and rules, timecodes and duration hints.
+
+The preamble is never a shot: ``Style:`` lines (in many languages, anywhere in the brief)
+or YAML ``style`` are kept apart and added to every prompt by the planner; ``Title:``
+lines and a title line at the top (a short line without sentence punctuation, before the
+shots) become the brief's title.
+
+Duration hints are read only where they cannot be something else (see :func:`_hint_at`):
+
+* a timecode (``[00:04-00:12]``) or a YAML ``seconds`` field;
+* a hint standing alone at a shot's start (``(5 s) A gull dives``, ``Shot 1 (5 s):``) or
+  end (``A gull dives. (5 s)``, a hint on its own line), or closing the shot's last
+  sentence (``A gull dives (5 s).``, ``A gull dives — 6 seconds``);
+* never inside dialogue (quotes, or the lines under a screenplay character cue), never
+  after a name in capitals (``MAYA (30s)`` is an age), never a year (``(1950s)``), and a
+  bare ``30s``/``60s`` written against the words before it is a decade or an age, not a
+  duration: it counts only standing alone.
+
+Every hint read is kept as written (:attr:`Segment.hint`), so the plan can show it.
 
 Two modes, chosen by what the text contains:
 
@@ -23,7 +39,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -51,24 +67,74 @@ MD_HEADING = re.compile(r"^\s{0,3}(?P<hashes>#{1,6})\s+(?P<rest>.*?)\s*#*\s*$")
 MD_RULE = re.compile(r"^\s{0,3}([-*_])(?:\s*\1){2,}\s*$")
 _TC = r"(?:\d{1,2}:)?\d{1,2}:\d{2}(?:[.,]\d{1,3})?"
 TIMECODE = re.compile(
-    rf"^\s*[\[(]?\s*(?P<a>{_TC})\s*(?:-|–|—|to|→)\s*(?P<b>{_TC})\s*[\])]?\s*[:\-–—]?\s*(?P<rest>.*)$"
+    rf"^\s*(?P<tc>[\[(]?\s*(?P<a>{_TC})\s*(?:-|–|—|to|→)\s*(?P<b>{_TC})\s*[\])]?)"
+    r"\s*[:\-–—]?\s*(?P<rest>.*)$"
 )
+# "Style" as people write it in the languages the README invites (Markdown bold allowed).
+_STYLE_WORDS = (
+    "style|look|visual style|art style|estilo|estilo visual|estética|stil|stijl|"
+    "style visuel|stile|stile visivo|styl|стиль|визуальный стиль|στυλ|στιλ|ύφος|"
+    "أسلوب|الأسلوب|نمط|النمط|סגנון|风格|風格|画风|畫風|视觉风格|視覺風格|スタイル|画風|스타일"
+)
+_TITLE_WORDS = (
+    "title|titel|título|titulo|titre|titolo|tytuł|название|заголовок|τίτλος|العنوان|عنوان|"
+    "כותרת|标题|標題|题目|題目|片名|タイトル|제목"
+)
+_B = r"(?:\*\*|__|\*|_)?"
 STYLE = re.compile(
-    r"^\s*(?:style|look|visual style|estilo|stil|style visuel|风格|風格|スタイル)\s*[:：]\s*(?P<rest>.+)$",
+    rf"^\s*(?:[-*•]\s+)?{_B}(?:{_STYLE_WORDS}){_B}\s*[:：]\s*{_B}\s*(?P<rest>.+?)\s*{_B}\s*$",
     re.IGNORECASE,
 )
-TITLE = re.compile(r"^\s*(?:title|titel|título|titre|标题|タイトル)\s*[:：]\s*(?P<rest>.+)$", re.IGNORECASE)
-_UNIT = r"(?:s|sec|secs|second|seconds|seg|segundos|sek|sekunden|秒)"
-HINT_PAREN = re.compile(rf"\s*[(\[]\s*(?P<n>\d+(?:[.,]\d+)?)\s*{_UNIT}\.?\s*[)\]]", re.IGNORECASE)
-HINT_TAIL = re.compile(rf"\s*(?:—|–|--|-)\s*(?P<n>\d+(?:[.,]\d+)?)\s*{_UNIT}\.?\s*$", re.IGNORECASE)
-SENTENCE_END = re.compile(r"(?<=[.!?…])[\"'”’)\]]*\s+|(?<=[。！？])")
+TITLE = re.compile(
+    rf"^\s*(?:[-*•]\s+)?{_B}(?:{_TITLE_WORDS}){_B}\s*[:：]\s*{_B}\s*(?P<rest>.+?)\s*{_B}\s*$",
+    re.IGNORECASE,
+)
+
+# --- duration hints -------------------------------------------------------------------
+_UNIT = (
+    r"(?:seconds|second|secs|sec|segundos|segundo|segs|seg|secondes|seconde|secondi|"
+    r"sekunden|sekunde|sek|s|秒間|秒|초|секунды|секунд|секунда|сек|с|δευτερόλεπτα|δευτ|"
+    r"ثوانٍ|ثواني|ثوان|ثانية|שניות|שנ׳)"
+)
+_CORE = rf"(?P<n>\d{{1,4}}(?:[.,]\d+)?)(?P<gap>\s*)(?P<unit>{_UNIT})\.?(?!\w)"
+_OPEN, _CLOSE = r"[(\[（【]", r"[)\]）】]"
+HINT_START = re.compile(
+    rf"^(?P<hint>\s*(?P<open>{_OPEN})?\s*{_CORE}\s*(?(open){_CLOSE}|[:：\-–—]))\s*", re.IGNORECASE
+)
+HINT_END = re.compile(
+    rf"(?P<hint>(?:\s*(?P<open>{_OPEN})|\s+-{{1,2}}|\s*[—–])\s*{_CORE}\s*(?(open){_CLOSE}))"
+    r"(?P<post>\s*[.!?。！？]?)\s*$",
+    re.IGNORECASE,
+)
+_SENTENCE_STOP = ".!?…。！？؟۔׃\"'”’»」』)"
+_CAPS_NAME = re.compile(r"(?:^|\s)(?:[^\W\d_]*[A-ZÀ-ÖØ-ÞА-ЯΑ-Ω]){2,}[^\W\d_]*[.'’]?$")
+_QUOTES = (('"', '"'), ("“", "”"), ("«", "»"), ("„", "“"), ("「", "」"), ("『", "』"))
+
+# --- dialogue -------------------------------------------------------------------------
+# A screenplay character cue: a name in capitals on its own line, maybe with an extension
+# or an age in parentheses (``MAYA (V.O.)``, ``MAYA (30s)``). The lines under it, up to a
+# blank line, are what the character says.
+CUE = re.compile(r"^\s*(?=[^a-z]*[A-Z])[A-Z][A-Z0-9 .'’\-]{0,30}(?:\s*\([^)]{1,20}\))?\s*$")
+INLINE_DIALOGUE = re.compile(r"^\s*[A-Z][A-Z .'’\-]{1,30}(?:\s*\([^)]{1,20}\))?\s*:\s+\S")
+
+# --- sentences ------------------------------------------------------------------------
+SENTENCE_END = re.compile(r"(?<=[.!?…؟۔׃])[\"'”’»)\]]*\s+|(?<=[。！？])[」』”）]*")
+_ABBREVIATIONS = frozenset(
+    "mr mrs ms dr st jr sr prof vs etc no fig approx sra sr dra srta hr fr nr".split()
+)
 
 Span = tuple[int, int]
+HintKind = Literal["text", "timecode", "field"]
 
 
 @dataclass(frozen=True)
 class Segment:
-    """One shot as written: its prompt (markup removed) and where it came from."""
+    """One shot as written: its prompt (markup removed) and where it came from.
+
+    ``seconds`` is the duration the brief gives the shot, if any, and ``hint`` the text it
+    was read from, exactly as written (``(5 s)``, ``[00:04-00:12]``, ``seconds: 8``);
+    ``hint_kind`` says which kind: a hint in the text, a timecode or a YAML field.
+    """
 
     prompt: str
     start: int
@@ -76,20 +142,36 @@ class Segment:
     seconds: float | None = None
     parts: tuple[Span, ...] = field(default=(), compare=False)
     context: str = ""  # a scene heading's setting, repeated on every piece of a split
+    hint: str | None = None
+    hint_kind: HintKind | None = None
 
     def sentences(self, text: str) -> list[tuple[str, Span]]:
-        """The segment's sentences with their spans in ``text`` (used to split long shots)."""
+        """The segment's sentences with their spans in ``text`` (used to split long shots).
+
+        A sentence ends at ``.!?…`` (and ``؟ ۔ ׃``) followed by a space, or at ``。！？``;
+        not after a common abbreviation (``Dr.``) or an initial (``J.``).
+        """
         out: list[tuple[str, Span]] = []
         for start, end in self.parts or ((self.start, self.end),):
-            pos = start
             chunk = text[start:end]
+            pos = 0
             for m in SENTENCE_END.finditer(chunk):
-                if m.start() > pos - start:
-                    out.append((chunk[pos - start : m.start()], (pos, start + m.start())))
-                pos = start + m.end()
-            if pos < end and chunk[pos - start :].strip():
-                out.append((chunk[pos - start :], (pos, end)))
-        return [(clean_prompt(s)[0], span) for s, span in out if clean_prompt(s)[0]]
+                if m.start() <= pos or _abbreviation(chunk[pos : m.start()]):
+                    continue
+                out.append((chunk[pos : m.start()], (start + pos, start + m.start())))
+                pos = m.end()
+            if chunk[pos:].strip():
+                out.append((chunk[pos:], (start + pos, end)))
+        return [(clean_prompt(s), span) for s, span in out if clean_prompt(s)]
+
+
+def _abbreviation(sentence: str) -> bool:
+    """Whether the stop closing ``sentence`` belongs to an abbreviation or an initial."""
+    words = sentence.rstrip("\"'”’»)] ").split()
+    if not words or not words[-1].endswith("."):
+        return False
+    last = words[-1][:-1]
+    return last.lower() in _ABBREVIATIONS or (len(last) == 1 and last.isupper())
 
 
 @dataclass(frozen=True)
@@ -125,16 +207,83 @@ class _Structured(BaseModel):
     shots: list[_StructuredShot] = Field(min_length=1)
 
 
-def clean_prompt(text: str) -> tuple[str, float | None]:
-    """Collapse whitespace and strip duration hints; returns (prompt, hinted seconds)."""
-    seconds: float | None = None
-    for pattern in (HINT_PAREN, HINT_TAIL):
-        m = pattern.search(text)
-        if m:
-            seconds = float(m.group("n").replace(",", "."))
-            text = text[: m.start()] + text[m.end() :]
+def clean_prompt(text: str) -> str:
+    """Collapse whitespace and drop Markdown emphasis and stray leading/trailing markup."""
     text = re.sub(r"\*\*|__", "", text)
-    return " ".join(text.split()).strip(" \t-–—:"), seconds
+    return " ".join(text.split()).strip(" \t-–—:")
+
+
+# --- duration hints -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Hint:
+    seconds: float
+    text: str  # as written, e.g. "(5 s)"
+    span: Span  # within the string searched
+
+
+def _hint_seconds(m: re.Match[str], standalone: bool) -> float | None:
+    """The seconds of a matched hint, or None where the number is not a duration."""
+    raw = m.group("n")
+    value = float(raw.replace(",", "."))
+    if value <= 0 or (raw.isdigit() and len(raw) == 4):  # 0 s, or a year: (1950s)
+        return None
+    # "30s" against the words before it is a decade or an age ("in her 30s", "(60s)");
+    # it counts as a duration only standing alone. "30 s" or "30 sec" is unambiguous.
+    decade = raw.isdigit() and value % 10 == 0 and not m.group("gap") and m.group("unit") in "sс"
+    if decade and not standalone:
+        return None
+    return value
+
+
+def _inside_quotes(before: str) -> bool:
+    return any(before.count(a) > before.count(b) if a != b else before.count(a) % 2 == 1
+               for a, b in _QUOTES)
+
+
+def _hint_at(text: str, where: Literal["start", "end"]) -> _Hint | None:
+    """A duration hint at the start or at the end of ``text``, if one is unambiguous there."""
+    if where == "start":
+        m = HINT_START.match(text)
+        if m is None:
+            return None
+        value = _hint_seconds(m, standalone=True)
+        written = m.group("hint").strip().rstrip(":：-–—").strip()
+        return _Hint(value, written, m.span("hint")) if value else None
+    m = HINT_END.search(text)
+    if m is None:
+        return None
+    before = text[: m.start("hint")].rstrip()
+    standalone = not before or before[-1] in _SENTENCE_STOP
+    if _inside_quotes(before):
+        return None  # dialogue: "Give me ten seconds (10 s)" is a line, not a duration
+    if not standalone and _CAPS_NAME.search(before):
+        return None  # MAYA (30s): a character and an age
+    value = _hint_seconds(m, standalone)
+    if value is None:
+        return None
+    return _Hint(value, m.group("hint").strip(), (m.start("hint"), m.start("post")))
+
+
+def _cut(parts: list[Span], at: Span) -> list[Span]:
+    """``parts`` without the characters of ``at`` (a hint removed from the prompt)."""
+    out: list[Span] = []
+    for a, b in parts:
+        if b <= at[0] or a >= at[1]:
+            out.append((a, b))
+            continue
+        out += [(x, y) for x, y in ((a, at[0]), (at[1], b)) if y > x]
+    return out
+
+
+def _join(text: str, parts: list[Span]) -> str:
+    """The text of ``parts``, a space between lines (none before the stop a hint preceded)."""
+    out = ""
+    for a, b in parts:
+        piece = text[a:b].strip()
+        out += piece if not out or piece[:1] in ".!?。！？,;" else " " + piece
+    return out
 
 
 def _tc_seconds(tc: str) -> float:
@@ -196,10 +345,21 @@ def _parse_structured(text: str) -> Brief:
     spans = _structured_spans(text, len(parsed.shots))
     segments = []
     for shot, (start, end) in zip(parsed.shots, spans, strict=True):
-        prompt, hint = clean_prompt(shot.prompt)
+        prompt_text = shot.prompt
+        hint = _hint_at(prompt_text, "end") or _hint_at(prompt_text, "start")
+        if hint is not None:
+            prompt_text = _join(prompt_text, [(0, hint.span[0]), (hint.span[1], len(prompt_text))])
+        prompt = clean_prompt(prompt_text)
         if not prompt:
             raise BriefError(f"structured brief: shot at {start} has an empty prompt")
-        segments.append(Segment(prompt, start, end, shot.seconds or hint))
+        if shot.seconds is not None:
+            segments.append(Segment(prompt, start, end, shot.seconds, hint=f"seconds: {shot.seconds:g}",
+                                    hint_kind="field"))
+        elif hint is not None:
+            segments.append(Segment(prompt, start, end, hint.seconds, hint=hint.text,
+                                    hint_kind="text"))
+        else:
+            segments.append(Segment(prompt, start, end))
     extra = {k: v for k in ("model", "size", "fps", "seed") if (v := getattr(parsed, k)) is not None}
     return Brief(
         text, tuple(segments), parsed.style, parsed.title, parsed.seconds, parsed.audio, extra,
@@ -209,6 +369,8 @@ def _parse_structured(text: str) -> Brief:
 
 # --- free text ----------------------------------------------------------------------
 
+LineKind = Literal["action", "cue", "dialogue"]
+
 
 @dataclass
 class _Open:
@@ -216,15 +378,41 @@ class _Open:
 
     start: int
     label: str = ""
+    label_at: int = 0  # where the label's text starts in the brief
     seconds: float | None = None
+    hint: str | None = None
+    hint_kind: HintKind | None = None
     parts: list[Span] = field(default_factory=list)
-    lines: list[str] = field(default_factory=list)
+    gaps: list[bool] = field(default_factory=list)  # a blank line before each part
     depth: int = 0  # Markdown heading level that opened it, 0 otherwise
+    first_is_marker: bool = False  # the first part is the text after a shot marker
+    blank: bool = False
 
     def add(self, text: str, start: int) -> None:
-        if text.strip():
-            self.lines.append(text)
-            self.parts.append((start, start + len(text)))
+        if not text.strip():
+            self.blank = True
+            return
+        self.parts.append((start, start + len(text)))
+        self.gaps.append(self.blank)
+        self.blank = False
+
+    def kinds(self, text: str) -> list[LineKind]:
+        """Action, character cue or dialogue, for each line (only action lines carry hints)."""
+        out: list[LineKind] = []
+        speaking = False
+        for i, (a, b) in enumerate(self.parts):
+            line = text[a:b]
+            speaking = speaking and not self.gaps[i]
+            follows = i + 1 < len(self.parts) and not self.gaps[i + 1]
+            if speaking or INLINE_DIALOGUE.match(line):
+                out.append("dialogue")
+            elif (CUE.match(line) and follows and not (i == 0 and self.first_is_marker)
+                  and _marker(line) is None):
+                out.append("cue")
+                speaking = True
+            else:
+                out.append("action")
+        return out
 
 
 def _lines(text: str) -> list[tuple[int, str]]:
@@ -253,36 +441,47 @@ def _marker(line: str) -> tuple[str, re.Match[str]] | None:
     return None
 
 
+def _body_hint(shot: _Open, text: str) -> tuple[list[Span], _Hint | None]:
+    """A hint at the end of the last action line, or else at the start of the first."""
+    parts, kinds = list(shot.parts), shot.kinds(text)
+    for index, where in ((len(parts) - 1, "end"), (0, "start")):
+        if not parts or kinds[index] != "action":
+            continue
+        a, b = parts[index]
+        found = _hint_at(text[a:b], where)  # type: ignore[arg-type]
+        if found is not None:
+            return _cut(parts, (a + found.span[0], a + found.span[1])), found
+    return parts, None
+
+
 def _finish(shot: _Open | None, text: str, out: list[Segment]) -> None:
     if shot is None:
         return
-    body = " ".join(line.strip() for line in shot.lines)
-    prompt, hint = clean_prompt(body)
-    label_prompt, label_hint = clean_prompt(shot.label)
+    label = shot.label
+    if shot.seconds is None and label:
+        found = _hint_at(label, "end") or _hint_at(label, "start")
+        if found is not None:
+            shot.seconds, shot.hint, shot.hint_kind = found.seconds, found.text, "text"
+            label = label[: found.span[0]] + " " + label[found.span[1] :]
+    label_prompt = clean_prompt(label)
+    parts = list(shot.parts)
+    if shot.seconds is None:
+        parts, found = _body_hint(shot, text)
+        if found is not None:
+            shot.seconds, shot.hint, shot.hint_kind = found.seconds, found.text, "text"
+    prompt = clean_prompt(_join(text, parts))
     if shot.label and shot.depth == 0:
         prompt = f"{label_prompt} {prompt}".strip()
     elif not prompt:  # a heading with no body is itself the shot's description
         prompt = label_prompt
         if label_prompt:
-            shot.parts.append((shot.start, shot.start + len(text[shot.start :].split("\n")[0])))
+            parts.append((shot.label_at, shot.label_at + len(shot.label)))
     if not prompt:
         return
-    end = shot.parts[-1][1] if shot.parts else shot.start
-    seconds = shot.seconds if shot.seconds is not None else (hint or label_hint)
+    end = max([b for _, b in shot.parts] + [b for _, b in parts] + [shot.start])
     context = label_prompt if shot.label and shot.depth == 0 else ""
-    out.append(Segment(prompt, shot.start, end, seconds, tuple(shot.parts), context))
-
-
-def _preamble(line: str, seen_shot: bool, meta: dict[str, str]) -> bool:
-    """Consume ``Style:``/``Title:`` lines written before the first shot."""
-    if seen_shot:
-        return False
-    for key, pattern in (("style", STYLE), ("title", TITLE)):
-        m = pattern.match(line)
-        if m:
-            meta[key] = " ".join(m.group("rest").split())
-            return True
-    return False
+    out.append(Segment(prompt, shot.start, end, shot.seconds, tuple(parts), context,
+                       shot.hint, shot.hint_kind))
 
 
 def _open_for(kind: str, m: re.Match[str], offset: int, line: str) -> _Open:
@@ -297,58 +496,108 @@ def _open_for(kind: str, m: re.Match[str], offset: int, line: str) -> _Open:
                 f"timecode {m.group('a')}-{m.group('b')} at character {offset} ends before "
                 "it starts; write [start-end] with end after start"
             )
-        shot.seconds = b - a
+        shot.seconds, shot.hint, shot.hint_kind = b - a, m.group("tc").strip(), "timecode"
     if kind == "scene":
-        shot.label = _scene_phrase(m.group("kind"), rest)
+        found = _hint_at(rest, "end")
+        if found is not None:
+            shot.seconds, shot.hint, shot.hint_kind = found.seconds, found.text, "text"
+            rest = rest[: found.span[0]]
+        shot.label, shot.label_at = _scene_phrase(m.group("kind"), rest), rest_at
     elif kind == "heading":
         shot.depth = len(m.group("hashes"))
         inner = SHOT_LABEL.match(rest)
         shot.label = inner.group("rest") if inner else rest
+        shot.label_at = rest_at + (inner.start("rest") if inner else 0)
     else:
         shot.add(rest, rest_at)
+        shot.first_is_marker = True
     return shot
 
 
-def _parse_markers(text: str) -> tuple[list[Segment], dict[str, str]]:
+def _meta_line(line: str, meta: dict[str, list[str]]) -> bool:
+    """Consume a ``Style:`` or ``Title:`` line (in any of the languages above)."""
+    for key, pattern in (("style", STYLE), ("title", TITLE)):
+        m = pattern.match(line)
+        if m:
+            meta.setdefault(key, []).append(" ".join(m.group("rest").split()))
+            return True
+    return False
+
+
+def _title_like(line: str) -> bool:
+    """A short line with no sentence punctuation: how a title sits atop a brief."""
+    stripped = line.strip().strip("*_#").strip()
+    if not stripped or len(stripped) > 80 or len(stripped.split()) > 10:
+        return False
+    return stripped[-1] not in ".!?…。！？,;:，；：؟"
+
+
+def _title_case(line: str) -> bool:
+    """Title Case, ALL CAPS, or quoted: not how a shot's description is written."""
+    stripped = line.strip().strip("*_").strip()
+    if stripped[:1] in "\"“«《「『'" or stripped.upper() == stripped and any(c.isalpha() for c in stripped):
+        return True
+    words = [w for w in stripped.split() if len(w) > 3 and w[0].isalpha()]
+    return len(words) >= 1 and all(w[0].isupper() for w in words) and stripped[0].isupper()
+
+
+def _find_title(lines: list[tuple[int, str]], has_markers: bool) -> int | None:
+    """The index of a title line atop the brief, if there is one (it is then not a shot)."""
+    body = [i for i, (_, line) in enumerate(lines) if line.strip() and not STYLE.match(line)
+            and not TITLE.match(line)]
+    if len(body) < 2:
+        return None
+    first, line = body[0], lines[body[0]][1]
+    if _marker(line) is not None or not _title_like(line) or CUE.match(line) and not _title_case(line):
+        return None
+    after = lines[first + 1][1] if first + 1 < len(lines) else ""
+    separated = not after.strip() or bool(STYLE.match(after) or TITLE.match(after))
+    if not separated:
+        return None  # the first line of a paragraph, not a line of its own
+    if bool(STYLE.match(after) or TITLE.match(after)) or _title_case(line):
+        return first
+    # Before the first shot marker, a short unpunctuated line can only be a title.
+    return first if has_markers and _marker(lines[body[1]][1]) is not None else None
+
+
+def _parse_lines(text: str, has_markers: bool) -> tuple[list[Segment], dict[str, list[str]]]:
     out: list[Segment] = []
-    meta: dict[str, str] = {}
+    meta: dict[str, list[str]] = {}
     shot: _Open | None = None
-    for offset, line in _lines(text):
-        if _preamble(line, bool(out) or shot is not None, meta):
+    lines = _lines(text)
+    title = _find_title(lines, has_markers)
+    for i, (offset, line) in enumerate(lines):
+        if i == title:
+            meta.setdefault("title", []).append(clean_prompt(line.strip().strip("#*_\"“”«»《》「」『』")))
+            continue
+        if _meta_line(line, meta):
+            continue
+        if not has_markers:
+            if not line.strip():
+                _finish(shot, text, out)
+                shot = None
+            else:
+                if shot is None:
+                    shot = _Open(start=offset + len(line) - len(line.lstrip()))
+                shot.add(line, offset)
             continue
         found = _marker(line)
         nested = bool(found and found[0] == "bullet" and shot and found[1].group("indent"))
         if found is None or nested:
-            if line.strip():
-                if shot is None:  # prose after a transition or rule starts a shot
-                    shot = _Open(start=offset + len(line) - len(line.lstrip()))
+            if line.strip() and shot is None:  # prose after a transition or rule starts a shot
+                shot = _Open(start=offset + len(line) - len(line.lstrip()))
+            if shot is not None:
                 shot.add(line, offset)
             continue
         kind, m = found
         # A heading directly followed by a deeper heading is a title, not a shot.
-        if shot is not None and shot.depth and not shot.lines and kind == "heading":
+        if shot is not None and shot.depth and not shot.parts and kind == "heading":
             if len(m.group("hashes")) > shot.depth:
+                if not meta.get("title"):
+                    meta["title"] = [clean_prompt(shot.label)]
                 shot = None
         _finish(shot, text, out)
         shot = None if kind in ("rule", "transition") else _open_for(kind, m, offset, line)
-    _finish(shot, text, out)
-    return out, meta
-
-
-def _parse_paragraphs(text: str) -> tuple[list[Segment], dict[str, str]]:
-    out: list[Segment] = []
-    meta: dict[str, str] = {}
-    shot: _Open | None = None
-    for offset, line in _lines(text):
-        if _preamble(line, bool(out) or shot is not None, meta):
-            continue
-        if not line.strip():
-            _finish(shot, text, out)
-            shot = None
-            continue
-        if shot is None:
-            shot = _Open(start=offset + len(line) - len(line.lstrip()))
-        shot.add(line, offset)
     _finish(shot, text, out)
     return out, meta
 
@@ -362,11 +611,13 @@ def parse_brief(text: str) -> Brief:
     if _looks_structured(text):
         return _parse_structured(text)
     has_markers = any(_marker(line) is not None for _, line in _lines(text))
-    segments, meta = (_parse_markers if has_markers else _parse_paragraphs)(text)
+    segments, meta = _parse_lines(text, has_markers)
     if not segments:
         raise BriefError(
             "the brief has no shot text: after the Style/Title lines and markup "
             "(headings, timecodes, transitions) nothing is left to film"
         )
     form = "shots" if has_markers else ("paragraphs" if len(segments) > 1 else "prose")
-    return Brief(text, tuple(segments), meta.get("style"), meta.get("title"), form=form)
+    style = "; ".join(meta["style"]) if meta.get("style") else None
+    title = meta["title"][0] if meta.get("title") else None
+    return Brief(text, tuple(segments), style, title, form=form)

@@ -22,6 +22,7 @@ process until that file changes).
 from __future__ import annotations
 
 import datetime as dt
+import os
 import threading
 import tomllib
 import warnings
@@ -307,8 +308,10 @@ def _apply_override(
     return merged
 
 
-def load_table(overrides: Path | None = None, *, packaged: str | None = None) -> ModelTable:
-    """Read the packaged table and apply an overrides file if it exists."""
+def load_table(overrides: str | os.PathLike[str] | None = None, *,
+               packaged: str | None = None) -> ModelTable:
+    """Read the packaged table and apply an overrides file (a path) if it exists."""
+    overrides = None if overrides is None else Path(overrides)
     text = packaged or resources.files("shotline").joinpath("data/models.toml").read_text("utf-8")
     packaged_models, packaged_gateways = _read_toml(None, text)
     raw = {name: dict(entry, model=name) for name, entry in packaged_models.items()}

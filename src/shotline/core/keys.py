@@ -12,7 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .capabilities import Capabilities
+    from .planner import Plan, PlannedShot
 
 KEY_VERSION = 1
 
@@ -54,6 +58,15 @@ def shot_key(
             "take": take,
             "images": list(images),
         }
+    )
+
+
+def planned_key(plan: Plan, shot: PlannedShot, caps: Capabilities) -> str:
+    """The key of one planned shot when ``caps`` draws it (the renderer's and the estimate's)."""
+    fps = plan.fps if plan.fps in caps.fps else caps.default_fps
+    return shot_key(
+        provider=caps.provider, model=caps.model, prompt=shot.prompt, seconds=shot.seconds,
+        size=plan.size, fps=fps, audio=shot.audio, seed=plan.seed, take=shot.take,
     )
 
 

@@ -3,28 +3,48 @@
 A pure function: same input, same plan, byte for byte. The rules, in order:
 
 1. Cuts fall only on the brief's own shot boundaries. A shot that needs more seconds
-   than one call allows is split into pieces at sentence ends, never mid-sentence.
-2. Durations the brief gives (timecodes, hints, YAML ``seconds``) are kept. The rest of
-   the target is shared equally among the other shots, in whole output frames, with the
-   remainder placed by position. Nothing depends on a shot's wording, so editing one
-   shot's words never moves another shot's duration (or its cache key).
-3. Each call asks for a duration the model accepts: the fewest billed seconds that still
-   cover the shot. Unforced shots may be given the next shorter allowed duration when
-   the total still covers the target (e.g. 6+6+4+4 instead of 6+6+6+6 for 20 s on 4/6/8).
-4. Every shot records how many output frames it contributes; the stitcher takes exactly
+   than one call allows is split into the fewest pieces that fit, at sentence ends,
+   never mid-sentence.
+2. Durations the brief gives (timecodes, hints, YAML ``seconds``) are kept.
+3. With a target (``--seconds`` or YAML ``seconds``), the rest of it is shared equally
+   among the other shots, in whole output frames. Nothing depends on a shot's wording,
+   so editing one shot's words never moves another shot's duration (or its cache key).
+4. Without a target, each shot's length comes from its own words: the time it takes to
+   read them aloud (:data:`WORDS_PER_SECOND`, or :data:`CJK_CHARS_PER_SECOND` for
+   Chinese, Japanese and Korean, counted by characters), at least
+   ``default_shot_seconds``, taken to the nearest duration the model accepts; a shot
+   longer than one call is split at sentence ends into pieces that each fit. Again a
+   shot's length depends on its own words only.
+5. Billed seconds are the exact optimum: for every shot with a fixed length and for the
+   shots sharing the rest of the target, the calls' durations are the combination of
+   allowed durations (and billing blocks) with the fewest billed seconds that covers
+   the time (:func:`cover`), e.g. 40 s on a 1-15 s model is 15+15+10, never 14+14+14.
+6. Every shot records how many output frames it contributes; the stitcher takes exactly
    those, so the output is exactly the target (crossfade overlaps included).
+7. A duration hint written in the text (not a timecode or a YAML field) that makes the
+   brief bill more than twice what it bills without it is refused, quoting it, unless
+   the caller confirms (``PlanOptions.yes``): it may be an age, a year or a typo.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import re
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict
 
-from ..errors import BriefError, CapabilityError
+from ..errors import BriefError, CapabilityError, ShotlineError
 from .brief import Brief, Segment
 from .capabilities import Capabilities, parse_size
+
+WORDS_PER_SECOND = 2.5  # 150 words a minute: an unhurried narration pace
+CJK_CHARS_PER_SECOND = 4.0  # 240 characters a minute of Chinese, Japanese or Korean
+_CJK = re.compile(
+    "[\u1100-\u11ff\u3040-\u30ff\u3130-\u318f\u3400-\u4dbf\u4e00-\u9fff"
+    "\uac00-\ud7af\uf900-\ufaff]"
+)
 
 
 @dataclass(frozen=True)
@@ -41,10 +61,15 @@ class PlanOptions:
     style: str | None = None
     default_shot_seconds: int = 5
     max_target_seconds: float = 600.0
+    yes: bool = False  # accept duration hints that more than double the billed seconds
 
 
 class PlannedShot(BaseModel):
-    """One provider call and the part of the output it fills."""
+    """One provider call and the part of the output it fills.
+
+    ``index`` is the position in ``Plan.shots`` (from 0); people see ``number`` (from 1).
+    ``hint`` is the text of the brief read as this shot's duration, if any.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -59,6 +84,11 @@ class PlannedShot(BaseModel):
     source: tuple[int, int]
     fixed: bool
     take: int
+    hint: str | None = None
+
+    @property
+    def number(self) -> int:
+        return self.index + 1
 
 
 class Plan(BaseModel):
@@ -82,13 +112,15 @@ class Plan(BaseModel):
 
 
 @dataclass(frozen=True)
-class _Unit:
-    """A piece of the brief that becomes one call: a segment or a sentence group of one."""
+class _Group:
+    """The calls one written shot becomes (several when it is split at sentence ends)."""
 
     segment: int
-    prompt: str
-    source: tuple[int, int]
-    seconds: float | None  # fixed by the brief, or None for a share of the rest
+    pieces: tuple[tuple[str, tuple[int, int]], ...]  # prompt and source of each call
+    seconds: float | None  # the shot's length, or None for a share of the target
+    fixed: bool  # the length was given by the brief
+    hint: str | None = None
+    weights: tuple[float, ...] = ()  # reading time of each piece
 
 
 def billed(caps: Capabilities, seconds: int) -> int:
@@ -97,77 +129,210 @@ def billed(caps: Capabilities, seconds: int) -> int:
     return -(-seconds // block) * block
 
 
+def reading_seconds(text: str) -> float:
+    """How long ``text`` takes to read aloud: words, and CJK characters, at a steady pace."""
+    cjk = len(_CJK.findall(text))
+    words = sum(1 for w in _CJK.sub(" ", text).split() if any(c.isalnum() for c in w))
+    return words / WORDS_PER_SECOND + cjk / CJK_CHARS_PER_SECOND
+
+
+def cover(caps: Capabilities, count: int, need: int) -> list[int] | None:
+    """The ``count`` allowed durations with the fewest billed seconds that last ``need`` s.
+
+    Exact (a dynamic programme over the allowed durations and billing blocks); among
+    equally cheap answers the one with the least to trim. Longest first; None when even
+    ``count`` calls at the cap fall short. Depends only on its arguments, never on words.
+    """
+    ds = caps.durations
+    need = max(need, 0)
+    if count <= 0:
+        return [] if need == 0 else None
+    if count * ds[-1] < need:
+        return None
+    if count * ds[0] >= need:
+        return [ds[0]] * count
+    if all(d % caps.billing_block == 0 for d in ds):
+        return _cover_sums(ds, count, need)
+    # For each billed amount only its longest duration can be worth taking.
+    longest: dict[int, int] = {}
+    for d in ds:
+        longest[billed(caps, d)] = max(longest.get(billed(caps, d), 0), d)
+    options = sorted(longest.items())
+    # layers[j][sum capped at need] = (billed, seconds, sum of squares, last d, previous sum):
+    # the fewest billed seconds, then the least to trim, then the most even calls.
+    layers: list[dict[int, tuple[int, int, int, int, int]]] = [{0: (0, 0, 0, 0, 0)}]
+    for _ in range(count):
+        layer: dict[int, tuple[int, int, int, int, int]] = {}
+        for s, (cost, secs, squares, _d, _p) in layers[-1].items():
+            for c, d in options:
+                t, value = min(need, s + d), (cost + c, secs + d, squares + d * d, d, s)
+                if t not in layer or value[:3] < layer[t][:3]:
+                    layer[t] = value
+        layers.append(layer)
+    out, s = [], need
+    for j in range(count, 0, -1):
+        *_, d, s = layers[j][s]
+        out.append(d)
+    return sorted(out, reverse=True)
+
+
+def _cover_sums(ds: tuple[int, ...], count: int, need: int) -> list[int] | None:
+    """:func:`cover` when billed seconds are the seconds: the smallest reachable sum."""
+    reach = [1]  # bit s of reach[j]: some j durations add up to s
+    for _ in range(count):
+        prev, bits = reach[-1], 0
+        for d in ds:
+            bits |= prev << d
+        reach.append(bits)
+    above = reach[count] >> need
+    if not above:
+        return None
+    total = need + (above & -above).bit_length() - 1
+    out = []
+    for j in range(count, 0, -1):
+        # The duration nearest the mean of what is left, among those that can still be
+        # completed: the calls come out as even as the allowed durations permit.
+        d = min((d for d in ds if total >= d and reach[j - 1] >> (total - d) & 1),
+                key=lambda d: (abs(d * j - total), -d))
+        out.append(d)
+        total -= d
+    return sorted(out, reverse=True)
+
+
 def _compose(prompt: str, style: str | None) -> str:
     if not style:
         return prompt
-    stop = "" if prompt.endswith((".", "!", "?", "。", "！", "？", "…")) else "."
+    stop = "" if prompt.endswith((".", "!", "?", "。", "！", "？", "…", "؟")) else "."
     return f"{prompt}{stop} Style: {style}"
 
 
-def _group_sentences(sentences: list[tuple[str, tuple[int, int]]], n: int) -> list[list[int]]:
-    """Split sentences into ``n`` contiguous groups of similar length (by characters)."""
-    lengths = [len(s) for s, _ in sentences]
-    total, cuts, acc, j = sum(lengths), [], 0, 1
-    for i, length in enumerate(lengths[:-1]):
-        acc += length
-        remaining_sentences = len(lengths) - i - 1
-        must_cut = remaining_sentences == n - j
-        if j < n and (acc >= total * j / n or must_cut):
-            cuts.append(i + 1)
-            j += 1
-    bounds = [0, *cuts, len(lengths)]
+def _partition(weights: list[float], n: int) -> list[list[int]]:
+    """``n`` contiguous groups of the items whose heaviest group is as light as possible."""
+    m = len(weights)
+    prefix = [0.0]
+    for w in weights:
+        prefix.append(prefix[-1] + w)
+    inf = float("inf")
+    # best[j][i]: the lightest heaviest group splitting the first i items into j groups.
+    best = [[inf] * (m + 1) for _ in range(n + 1)]
+    cut = [[0] * (m + 1) for _ in range(n + 1)]
+    best[0][0] = 0.0
+    for j in range(1, n + 1):
+        for i in range(j, m - (n - j) + 1):
+            for k in range(j - 1, i):
+                value = max(best[j - 1][k], prefix[i] - prefix[k])
+                if value < best[j][i] - 1e-12:
+                    best[j][i], cut[j][i] = value, k
+    bounds, i = [m], m
+    for j in range(n, 0, -1):
+        i = cut[j][i]
+        bounds.append(i)
+    bounds.reverse()
     return [list(range(a, b)) for a, b in zip(bounds, bounds[1:], strict=False)]
 
 
-def _split(seg: Segment, k: int, text: str, n: int, seconds: float | None, cap: int) -> list[_Unit]:
+def _fewest_groups(weights: list[float], limit: float) -> int:
+    """How few contiguous groups keep each under ``limit`` (greedy filling is optimal);
+    an item heavier than ``limit`` is a group of its own."""
+    groups, load = 1, 0.0
+    for w in weights:
+        if load > 0 and load + w > limit + 1e-9:
+            groups, load = groups + 1, w
+        else:
+            load += w
+    return groups
+
+
+def _pieces(seg: Segment, k: int, text: str, n: int, need: str, cap: int,
+            hint: str | None) -> tuple[tuple[tuple[str, tuple[int, int]], ...], tuple[float, ...]]:
+    """``seg`` split into ``n`` calls at sentence ends (or whole when ``n`` is 1)."""
     if n == 1:
-        return [_Unit(k, seg.prompt, (seg.start, seg.end), seconds)]
+        return ((seg.prompt, (seg.start, seg.end)),), (reading_seconds(seg.prompt),)
     sentences = seg.sentences(text)
     if len(sentences) < n:
-        need = f"{seconds:g} s" if seconds else "its share of the target"
+        asked = f'its hint "{hint}" asks for {need}' if hint else f"it needs {need}"
         raise BriefError(
-            f"shot {k + 1} needs {need}, more than one call allows ({cap} s), and it has "
+            f"shot {k + 1}: {asked}, more than one call allows ({cap} s), and it has "
             f"{len(sentences)} sentence(s) where {n} are needed: shots are only split at "
             "sentence ends. Split it into more sentences or shots, lower the target, or "
             "choose a model with a longer per-call cap."
         )
-    units = []
-    for group in _group_sentences(sentences, n):
+    weights = [reading_seconds(s) for s, _ in sentences]
+    pieces, piece_weights = [], []
+    for group in _partition(weights, n):
         prompt = " ".join([seg.context] * bool(seg.context) + [sentences[i][0] for i in group])
-        span = (sentences[group[0]][1][0], sentences[group[-1]][1][1])
-        units.append(_Unit(k, prompt, span, seconds / n if seconds else None))
-    return units
+        pieces.append((prompt, (sentences[group[0]][1][0], sentences[group[-1]][1][1])))
+        piece_weights.append(sum(weights[i] for i in group))
+    return tuple(pieces), tuple(piece_weights)
 
 
-def _share(total: int, count: int) -> list[int]:
-    """``total`` split into ``count`` whole parts, larger parts first."""
-    base, extra = divmod(total, count)
-    return [base + (1 if i < extra else 0) for i in range(count)]
+def _nearest(caps: Capabilities, seconds: float) -> int:
+    """The allowed duration nearest ``seconds`` (the shorter on a tie), at most the cap."""
+    return min(caps.durations, key=lambda d: (abs(d - seconds), d))
 
 
-def _free_durations(caps: Capabilities, frames: int, count: int, fps: int) -> list[int]:
-    """Allowed durations for ``count`` unforced shots that together cover ``frames``.
+def _natural_groups(brief: Brief, caps: Capabilities, opts: PlanOptions) -> list[_Group]:
+    """No target: each shot lasts what its hint says, or what its words take to read."""
+    groups: list[_Group] = []
+    floor = float(opts.default_shot_seconds)
+    for k, seg in enumerate(brief.segments):
+        if seg.seconds is not None:
+            n = max(1, math.ceil(seg.seconds / caps.max_seconds - 1e-9))
+            pieces, weights = _pieces(seg, k, brief.text, n, f"{seg.seconds:g} s",
+                                      caps.max_seconds, seg.hint)
+            groups.append(_Group(k, pieces, seg.seconds, True, seg.hint, weights))
+            continue
+        sentences = seg.sentences(brief.text) or [(seg.prompt, (seg.start, seg.end))]
+        reads = [reading_seconds(s) for s, _ in sentences]
+        n = _fewest_groups(reads, caps.max_seconds)
+        if n == 1:
+            read = reading_seconds(seg.prompt)
+            groups.append(_Group(k, ((seg.prompt, (seg.start, seg.end)),),
+                                 _nearest(caps, max(floor, read)), False, None, (read,)))
+            continue
+        pieces, piece_weights = _pieces(seg, k, brief.text, n, "", caps.max_seconds, None)
+        for piece, read in zip(pieces, piece_weights, strict=True):
+            groups.append(_Group(k, (piece,), _nearest(caps, max(floor, read)), False, None,
+                                 (read,)))
+    return groups
 
-    All shots take the shortest duration covering an equal share; then as many as
-    possible (the last ones) step down to the next shorter duration while the total
-    still covers the target. Depends only on counts, never on wording.
-    """
-    share = frames / count / fps
-    base = caps.nearest_duration(share)
-    if base is None:  # only when crossfade overlaps push a piece past the cap
+
+def _target_groups(brief: Brief, caps: Capabilities, target: float) -> list[_Group]:
+    """A target: fixed shots keep their durations, the others share the rest equally."""
+    segments = list(brief.segments)
+    fixed = sum(s.seconds for s in segments if s.seconds is not None)
+    free = [s for s in segments if s.seconds is None]
+    if fixed > target + 1e-9 or (free and fixed >= target - 1e-9):
         raise BriefError(
-            f"each shot needs {share:g} s including crossfade overlaps, more than the "
-            f"{caps.max_seconds} s {caps.model} makes per call: shorten the crossfade or "
-            "add shots"
+            f"the brief fixes {fixed:g} s of shot durations ({_hints(segments)}), leaving no "
+            f"room in the {target:g} s target for {len(free)} more shot(s): raise --seconds "
+            "or drop some durations" if free else
+            f"the brief fixes {fixed:g} s of shot durations ({_hints(segments)}) but the "
+            f"target is {target:g} s: make them agree (or leave --seconds out)"
         )
-    lower = [d for d in caps.durations if d < base]
-    durations = [base] * count
-    if lower:
-        step = base - lower[-1]
-        can = (count * base * fps - frames) // (step * fps)
-        for i in range(count - min(count, can), count):
-            durations[i] = lower[-1]
-    return durations
+    if not free and abs(fixed - target) > 1e-6:
+        raise BriefError(
+            f"the brief's shot durations ({_hints(segments)}) add up to {fixed:g} s but the "
+            f"target is {target:g} s: make them agree (or leave --seconds out)"
+        )
+    share = (target - fixed) / len(free) if free else 0.0
+    pieces_free = max(1, math.ceil(share / caps.max_seconds - 1e-9)) if free else 1
+    groups = []
+    for k, seg in enumerate(segments):
+        if seg.seconds is not None:
+            n = max(1, math.ceil(seg.seconds / caps.max_seconds - 1e-9))
+            pieces, weights = _pieces(seg, k, brief.text, n, f"{seg.seconds:g} s",
+                                      caps.max_seconds, seg.hint)
+            groups.append(_Group(k, pieces, seg.seconds, True, seg.hint, weights))
+        else:
+            pieces, weights = _pieces(seg, k, brief.text, pieces_free, "its share of the target",
+                                      caps.max_seconds, None)
+            groups.append(_Group(k, pieces, None, False, None, weights))
+    return groups
+
+
+def _hints(segments: list[Segment]) -> str:
+    return ", ".join(f'shot {k + 1}: "{s.hint}"' for k, s in enumerate(segments) if s.hint)
 
 
 def _fill(caps_frames: list[int], total: int) -> list[int]:
@@ -187,47 +352,19 @@ def _fill(caps_frames: list[int], total: int) -> list[int]:
     return out
 
 
-def _target(brief: Brief, opts: PlanOptions, segments: list[Segment]) -> float:
-    if opts.seconds is not None:
-        target = float(opts.seconds)
-    elif brief.seconds is not None:
-        target = brief.seconds
-    else:
-        target = sum(s.seconds or opts.default_shot_seconds for s in segments)
+def _share(total: int, count: int) -> list[int]:
+    """``total`` split into ``count`` whole parts, larger parts first."""
+    base, extra = divmod(total, count)
+    return [base + (1 if i < extra else 0) for i in range(count)]
+
+
+def _check_target(target: float, opts: PlanOptions) -> float:
     if not 0 < target <= opts.max_target_seconds:
         raise BriefError(
             f"target of {target:g} s is outside 0 < seconds <= {opts.max_target_seconds:g} "
             "(the configured maximum, SHOTLINE_MAX_TARGET_SECONDS)"
         )
     return target
-
-
-def _units(brief: Brief, caps: Capabilities, target: float) -> list[_Unit]:
-    segments = list(brief.segments)
-    fixed = sum(s.seconds for s in segments if s.seconds is not None)
-    free = [s for s in segments if s.seconds is None]
-    if fixed > target + 1e-9 or (free and fixed >= target - 1e-9):
-        raise BriefError(
-            f"the brief fixes {fixed:g} s of shot durations, leaving no room in the "
-            f"{target:g} s target for {len(free)} more shot(s): raise --seconds or drop "
-            "some durations" if free else
-            f"the brief fixes {fixed:g} s of shot durations but the target is {target:g} s: "
-            "make them agree (or leave --seconds out)"
-        )
-    if not free and abs(fixed - target) > 1e-6:
-        raise BriefError(
-            f"the brief's shot durations add up to {fixed:g} s but the target is {target:g} s: "
-            "make them agree (or leave --seconds out)"
-        )
-    share = (target - fixed) / len(free) if free else 0.0
-    pieces_free = max(1, math.ceil(share / caps.max_seconds - 1e-9)) if free else 1
-    units: list[_Unit] = []
-    for k, seg in enumerate(segments):
-        need = seg.seconds if seg.seconds is not None else share
-        n = max(1, math.ceil(need / caps.max_seconds - 1e-9))
-        units += _split(seg, k, brief.text, n if seg.seconds else pieces_free, seg.seconds,
-                        caps.max_seconds)
-    return units
 
 
 def _resolve_av(brief: Brief, caps: Capabilities, opts: PlanOptions) -> tuple[str, int, bool]:
@@ -246,23 +383,19 @@ def _resolve_av(brief: Brief, caps: Capabilities, opts: PlanOptions) -> tuple[st
     return size, int(fps), bool(audio)
 
 
-def plan(brief: Brief, caps: Capabilities, opts: PlanOptions | None = None) -> Plan:
-    """Plan ``brief`` for the model ``caps``; raises BriefError/CapabilityError with a fix."""
-    opts = opts or PlanOptions()
-    caps.require_active()
-    size, fps, audio = _resolve_av(brief, caps, opts)
-    target = _target(brief, opts, list(brief.segments))
-    units = _units(brief, caps, target)
-    xf = round(opts.crossfade * fps)
-    total = round(target * fps) + (len(units) - 1) * xf
-    fixed_frames = [round(u.seconds * fps) if u.seconds is not None else None for u in units]
-    free_idx = [i for i, f in enumerate(fixed_frames) if f is None]
-    free_total = total - sum(f for f in fixed_frames if f is not None)
-
-    # Every written shot is shown for at least the model's shortest call; pieces the
-    # planner split off a long shot may be trimmed shorter (they are one shot to the user).
-    written = len({units[i].segment for i in free_idx})
-    if free_idx and free_total < written * caps.min_seconds * fps:
+def _allocate(groups: list[_Group], caps: Capabilities, fps: int, target: float,
+              xf: int, crossfade: float) -> tuple[list[int], list[int]]:
+    """Frames and call durations of every piece: exact target, fewest billed seconds."""
+    slots = [(g, i) for g, group in enumerate(groups) for i in range(len(group.pieces))]
+    total = round(target * fps) + (len(slots) - 1) * xf
+    group_frames = [round(g.seconds * fps) if g.seconds is not None else None for g in groups]
+    free = [n for n, (g, _) in enumerate(slots) if group_frames[g] is None]
+    if not free:  # with no free shot to absorb them, the fixed ones share crossfade overlaps
+        for n, extra in enumerate(_share(total - sum(f or 0 for f in group_frames), len(slots))):
+            group_frames[slots[n][0]] = (group_frames[slots[n][0]] or 0) + extra
+    free_total = total - sum(f for f in group_frames if f is not None)
+    written = len({slots[n][0] for n in free})
+    if free and free_total < written * caps.min_seconds * fps:
         raise BriefError(
             f"{written} shot(s) need at least {caps.min_seconds} s each on {caps.model} "
             f"(its shortest call), but only {free_total / fps:g} s of the {target:g} s target "
@@ -270,50 +403,75 @@ def plan(brief: Brief, caps: Capabilities, opts: PlanOptions | None = None) -> P
             f"{target + (written * caps.min_seconds * fps - free_total) / fps:g}, "
             "merge shots, or choose a model with shorter calls"
         )
-    durations: list[int] = [0] * len(units)
-    frames: list[int] = [0] * len(units)
-    if free_idx:
-        for i, d in zip(free_idx, _free_durations(caps, free_total, len(free_idx), fps),
-                        strict=True):
-            durations[i] = d
-        filled = _fill([durations[i] * fps for i in free_idx], free_total)
-        for i, count in zip(free_idx, filled, strict=True):
-            frames[i] = count
-    # With no free shot to absorb them, crossfade overlaps are shared by the fixed shots.
-    extra = _share(total - sum(f or 0 for f in fixed_frames), len(units)) if not free_idx else None
-    for i, fixed in enumerate(fixed_frames):
-        if fixed is None:
+    durations, frames = [0] * len(slots), [0] * len(slots)
+    for g, group in enumerate(groups):
+        count = group_frames[g]
+        if count is None:
             continue
-        frames[i] = fixed + (extra[i] if extra else 0)
-        nearest = caps.nearest_duration(frames[i] / fps)
-        if nearest is None:
+        members = [n for n, (h, _) in enumerate(slots) if h == g]
+        ds = cover(caps, len(members), -(-count // fps))
+        if ds is None:
             raise BriefError(
-                f"shot {units[i].segment + 1} asks for {frames[i] / fps:g} s but {caps.model} "
-                f"makes at most {caps.max_seconds} s per call"
+                f"shot {group.segment + 1} asks for {count / fps:g} s"
+                + (f' (its hint "{group.hint}")' if group.hint else "")
+                + f" but {caps.model} makes at most {caps.max_seconds} s per call"
             )
-        durations[i] = nearest
+        # The longest calls go to the pieces with the most to say.
+        order = sorted(range(len(members)), key=lambda i: (-group.weights[i], i))
+        for d, i in zip(ds, order, strict=True):
+            durations[members[i]] = d
+        for n, f in zip(members, _fill([durations[n] * fps for n in members], count),
+                        strict=True):
+            frames[n] = f
+    if free:
+        ds = cover(caps, len(free), -(-free_total // fps))
+        if ds is None:  # only when crossfade overlaps push a piece past the cap
+            raise BriefError(
+                f"each shot needs {free_total / len(free) / fps:g} s including crossfade "
+                f"overlaps, more than the {caps.max_seconds} s {caps.model} makes per call: "
+                "shorten the crossfade or add shots"
+            )
+        for n, d in zip(free, ds, strict=True):  # by position: wording never moves them
+            durations[n] = d
+        for n, f in zip(free, _fill([durations[n] * fps for n in free], free_total),
+                        strict=True):
+            frames[n] = f
     if any(f <= xf for f in frames):
-        raise BriefError(
-            f"a crossfade of {opts.crossfade:g} s is longer than a shot; use a shorter one"
-        )
+        raise BriefError(f"a crossfade of {crossfade:g} s is longer than a shot; use a shorter one")
+    return durations, frames
 
+
+def _plan(brief: Brief, caps: Capabilities, opts: PlanOptions) -> Plan:
+    caps.require_active()
+    size, fps, audio = _resolve_av(brief, caps, opts)
+    explicit = opts.seconds if opts.seconds is not None else brief.seconds
+    if explicit is None:
+        groups = _natural_groups(brief, caps, opts)
+        target = _check_target(sum(g.seconds or 0 for g in groups), opts)
+    else:
+        target = _check_target(float(explicit), opts)
+        groups = _target_groups(brief, caps, target)
+    xf = round(opts.crossfade * fps)
+    durations, frames = _allocate(groups, caps, fps, target, xf, opts.crossfade)
     style = opts.style or brief.style
     call_audio = audio or caps.audio == "always"
+    slots = [(group, piece) for group in groups for piece in group.pieces]
     shots = tuple(
         PlannedShot(
             index=i,
-            prompt=_compose(u.prompt, style),
+            prompt=_compose(prompt, style),
             seconds=durations[i],
             billed_seconds=billed(caps, durations[i]),
             audio=call_audio,
             frames=frames[i],
             use_seconds=round(frames[i] / fps, 6),
             trim_seconds=round(durations[i] - frames[i] / fps, 6),
-            source=u.source,
-            fixed=u.seconds is not None,
+            source=source,
+            fixed=group.fixed,
             take=opts.take,
+            hint=group.hint,
         )
-        for i, u in enumerate(units)
+        for i, (group, (prompt, source)) in enumerate(slots)
     )
     return Plan(
         model=caps.model,
@@ -330,6 +488,35 @@ def plan(brief: Brief, caps: Capabilities, opts: PlanOptions | None = None) -> P
         style=style,
         shots=shots,
     )
+
+
+def plan(brief: Brief, caps: Capabilities, opts: PlanOptions | None = None) -> Plan:
+    """Plan ``brief`` for the model ``caps``; raises BriefError/CapabilityError with a fix."""
+    opts = opts or PlanOptions()
+    result = _plan(brief, caps, opts)
+    if not opts.yes:
+        _check_hints(brief, caps, opts, result)
+    return result
+
+
+def _check_hints(brief: Brief, caps: Capabilities, opts: PlanOptions, result: Plan) -> None:
+    """Refuse a text hint that more than doubles the billed seconds (see rule 7)."""
+    for k, seg in enumerate(brief.segments):
+        if seg.hint_kind != "text":
+            continue
+        without = list(brief.segments)
+        without[k] = dataclasses.replace(seg, seconds=None, hint=None, hint_kind=None)
+        try:
+            other = _plan(dataclasses.replace(brief, segments=tuple(without)), caps, opts)
+        except ShotlineError:
+            continue  # without the hint the brief cannot be planned: the hint is needed
+        if result.billed_seconds > 2 * other.billed_seconds:
+            raise BriefError(
+                f'shot {k + 1} reads "{seg.hint}" as {seg.seconds:g} s, which makes the brief '
+                f"bill {result.billed_seconds} s instead of {other.billed_seconds} s. If it is "
+                "a duration, confirm with --yes (yes=True in the library and the API); if it "
+                'is not (an age, a year), write it otherwise, e.g. "in her 30s"'
+            )
 
 
 def parse_transition(spec: str) -> float:

@@ -36,7 +36,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from ..core.capabilities import Capabilities, parse_size
-from ..core.keys import render_key, shot_key
+from ..core.keys import planned_key, render_key
 from ..core.planner import Plan, PlannedShot
 from ..core.pricing import ShotCost, call_cost
 from ..errors import (
@@ -129,14 +129,10 @@ def checkpoint(name: str) -> None:
 def request_for(plan: Plan, shot: PlannedShot, caps: Capabilities) -> ShotRequest:
     """The provider call for one planned shot; its key covers every input that matters."""
     fps = plan.fps if plan.fps in caps.fps else caps.default_fps
-    key = shot_key(
-        provider=caps.provider, model=caps.model, prompt=shot.prompt, seconds=shot.seconds,
-        size=plan.size, fps=fps, audio=shot.audio, seed=plan.seed, take=shot.take,
-    )
     return ShotRequest(
         model=caps.model, wire_model=caps.wire_model, prompt=shot.prompt, seconds=shot.seconds,
-        size=plan.size, fps=fps, audio=shot.audio, seed=plan.seed, take=shot.take, key=key,
-        index=shot.index,
+        size=plan.size, fps=fps, audio=shot.audio, seed=plan.seed, take=shot.take,
+        key=planned_key(plan, shot, caps), index=shot.index,
     )
 
 
@@ -472,9 +468,12 @@ async def render_plan(plan: Plan, job: RenderJob) -> RenderResult:
         job.provider.preflight(request)
     if job.render_id is None:
         with job.db.write() as conn:  # a refused budget rolls this back: nothing is written
+            # The estimate is what this run will pay: the shots not stored (the same
+            # figure `shotline estimate` shows), and it is what is reserved, on top of
+            # what a resumed render billed before.
             render_id = lifecycle.open_render(conn, key, plan.model, job.brief_text,
                                               plan.model_dump(mode="json"),
-                                              [r.key for r in requests], sum(costs, Decimal(0)),
+                                              [r.key for r in requests], todo,
                                               max_usd=job.max_usd)
             limits = _limits(conn, job, render_id)
             ledger.reserve(conn, render_id, ledger.billed(conn, render_id) + todo, limits)
@@ -496,7 +495,9 @@ async def render_plan(plan: Plan, job: RenderJob) -> RenderResult:
         if any(s.over_budget for s in failed):
             raise BudgetError(f"render {render_id} stopped: {message}")
         raise RenderFailed(message, render_id, shots)
-    return await _stitch(plan, job, render_id, key, shots, this_run)
+    result = await _stitch(plan, job, render_id, key, shots, this_run)
+    result.estimate_usd = todo
+    return result
 
 
 def _limits(conn: Connection, job: RenderJob, render_id: str) -> ledger.Limits:

@@ -1,7 +1,14 @@
 """The local provider's animatic: one shot drawn as a moving title card, encoded by ffmpeg.
 
-Text is drawn with Pillow's bundled scalable font (no system font, no drawtext), and the
-video is made by the ffmpeg binary shipped in the ``imageio-ffmpeg`` wheel:
+Text in any script is drawn with fonts installed as ordinary dependencies (no system
+font, no download, no drawtext): Noto Sans for Latin, Greek and Cyrillic, Noto Sans
+Arabic and Hebrew, Noto Sans CJK (the Japanese, Korean or Simplified Chinese face, by the
+text) and Noto Sans Symbols. Each character is drawn in the first of them whose
+character map has it (:class:`Text`), so nothing is drawn as an empty box; Arabic is
+joined into its contextual forms and right-to-left lines are put in visual order before
+drawing, since Pillow's basic layout neither shapes nor reorders. Chinese and Japanese
+wrap between any two characters. The video is made by the ffmpeg binary shipped in the
+``imageio-ffmpeg`` wheel:
 
 * a still canvas, a little wider than the frame, holds the card (shot number, model, take
   and the prompt, wrapped and cut with "..." when it does not fit); a crop window slides
@@ -20,13 +27,21 @@ from __future__ import annotations
 
 import colorsys
 import contextlib
+import functools
 import hashlib
+import re
 import subprocess
 import tempfile
+import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Literal, Protocol
 
+import arabic_reshaper
+from bidi import get_display
+from fontTools.ttLib import TTFont
 from PIL import Image, ImageDraw, ImageFont
 
 from ..engine.media import ffmpeg_exe
@@ -36,7 +51,6 @@ MAX_TEXT = 600  # characters of the prompt that are laid out at all
 Codec = Literal["h264", "hevc"]
 PixFmt = Literal["yuv420p", "yuv444p"]
 RGB = tuple[int, int, int]
-Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
 
 ENCODERS: dict[str, list[str]] = {
     "h264": ["-c:v", "libx264", "-preset", "ultrafast", "-crf", "20", "-threads:v", "2"],
@@ -88,12 +102,132 @@ def tone(prompt: str, seed: int | None, take: int) -> int:
     return 160 + int.from_bytes(h[3:5], "big") % 320
 
 
-def _font(size: int) -> Font:
-    # Not cached: renders run in worker threads, and a FreeType face is not thread-safe.
-    return ImageFont.load_default(size=size)
+@dataclass(frozen=True)
+class Face:
+    """One font file (one face of a collection), at a weight for variable fonts."""
+
+    name: str
+    path: str
+    index: int = 0
+    weight: int | None = None
 
 
-def _fit(line: str, font: Font, width: int, more: bool = False) -> str:
+def _shipped(package: str, name: str) -> str:
+    return str(resources.files(package).joinpath(name))
+
+
+LATIN = Face("Noto Sans", _shipped("manimgx_fonts", "NotoSans[wght].ttf"))
+ARABIC = Face("Noto Sans Arabic", _shipped("manimgx_fonts", "NotoSansArabic[wght].ttf"))
+HEBREW = Face("Noto Sans Hebrew", _shipped("manimgx_fonts", "NotoSansHebrew[wght].ttf"))
+SYMBOLS = Face("Noto Sans Symbols", _shipped("manimgx_fonts", "NotoSansSymbols[wght].ttf"))
+_CJK_FILE = _shipped("manimgx_fonts_cjk", "NotoSansCJK-VF.otf.ttc")
+# The collection's faces: 0 JP, 1 KR, 2 SC; its variable default is the thinnest weight.
+CJK = {"ja": Face("Noto Sans CJK JP", _CJK_FILE, 0, 400),
+       "ko": Face("Noto Sans CJK KR", _CJK_FILE, 1, 400),
+       "zh": Face("Noto Sans CJK SC", _CJK_FILE, 2, 400)}
+_KANA = re.compile("[\u3040-\u30ff]")
+_HANGUL = re.compile("[\u1100-\u11ff\u3130-\u318f\uac00-\ud7af]")
+# Characters a line may break between without a space (Chinese, Japanese, fullwidth forms).
+_CJK_CHAR = "\u2e80-\u9fff\uf900-\ufaff\uff00-\uffef"
+_TOKEN = re.compile(f"\\s+|[{_CJK_CHAR}]|[^\\s{_CJK_CHAR}]+")
+
+
+@functools.cache
+def coverage(face: Face) -> frozenset[int]:
+    """The code points ``face`` has glyphs for (its character map), read once."""
+    font = TTFont(face.path, fontNumber=face.index, lazy=True)
+    try:
+        return frozenset(font.getBestCmap())
+    finally:
+        font.close()
+
+
+def faces_for(text: str) -> tuple[Face, ...]:
+    """The fonts to try, in order, for ``text`` (the CJK face follows its language)."""
+    cjk = CJK["ja"] if _KANA.search(text) else CJK["ko"] if _HANGUL.search(text) else CJK["zh"]
+    return LATIN, ARABIC, HEBREW, cjk, SYMBOLS
+
+
+class Measure(Protocol):
+    def getlength(self, text: str) -> float: ...
+
+
+class Text:
+    """Text at one size in a chain of fonts: each character in the first that has it.
+
+    Not shared between threads: a FreeType face is not thread-safe, so each drawing makes
+    its own (opening a face is cheap; the character maps are read once per process).
+    """
+
+    def __init__(self, size: int, faces: tuple[Face, ...] = (LATIN,)) -> None:
+        self.size = size
+        self.faces = faces
+        self._fonts: dict[Face, ImageFont.FreeTypeFont] = {}
+
+    def font(self, face: Face) -> ImageFont.FreeTypeFont:
+        if face not in self._fonts:
+            font = ImageFont.truetype(face.path, self.size, index=face.index,
+                                      layout_engine=ImageFont.Layout.BASIC)
+            if face.weight is not None:
+                font.set_variation_by_axes([face.weight])
+            self._fonts[face] = font
+        return self._fonts[face]
+
+    def face_of(self, char: str) -> Face | None:
+        return next((f for f in self.faces if ord(char) in coverage(f)), None)
+
+    def runs(self, line: str) -> list[tuple[Face, str]]:
+        """``line`` cut into runs that one font draws whole; a character no font has
+        becomes "?" (never an empty box)."""
+        out: list[tuple[Face, str]] = []
+        for char in line:
+            face: Face | None
+            if out and (char.isspace() or unicodedata.combining(char)) and \
+                    ord(char) in coverage(out[-1][0]):
+                face = out[-1][0]  # spaces and marks stay with the run they sit in
+            else:
+                face = self.face_of(char)
+            if face is None:
+                face, char = self.faces[0], "?"
+            if out and out[-1][0] == face:
+                out[-1] = (face, out[-1][1] + char)
+            else:
+                out.append((face, char))
+        return out
+
+    def getlength(self, line: str) -> float:
+        return sum(self.font(face).getlength(run) for face, run in self.runs(line))
+
+    def ascent(self) -> int:
+        return int(self.font(self.faces[0]).getmetrics()[0])
+
+    def draw(self, draw: ImageDraw.ImageDraw, xy: tuple[float, float], line: str,
+             fill: RGB) -> None:
+        """Draw ``line`` (already in visual order) with its top-left at ``xy``."""
+        x, baseline = xy[0], xy[1] + self.ascent()
+        for face, run in self.runs(line):
+            font = self.font(face)
+            draw.text((x, baseline), run, font=font, fill=fill, anchor="ls")
+            x += font.getlength(run)
+
+
+def right_to_left(text: str) -> bool:
+    """Whether ``text`` reads right to left: its first strong character is Arabic or Hebrew."""
+    for char in text:
+        kind = unicodedata.bidirectional(char)
+        if kind in ("R", "AL"):
+            return True
+        if kind == "L":
+            return False
+    return False
+
+
+def visual(line: str, rtl: bool) -> str:
+    """A wrapped line (logical order, Arabic already joined) in the order it is drawn."""
+    return str(get_display(line, base_dir="R" if rtl else "L"))
+
+
+def _fit(line: str, font: Measure, width: int, more: bool = False) -> str:
     """``line`` cut to ``width`` pixels; '...' marks a cut (or, with ``more``, hidden lines)."""
     if not more and font.getlength(line) <= width:
         return line
@@ -102,11 +236,23 @@ def _fit(line: str, font: Font, width: int, more: bool = False) -> str:
     return line.rstrip() + "..."
 
 
-def wrap(text: str, font: Font, width: int, max_lines: int) -> list[str]:
-    """Greedy word wrap into at most ``max_lines`` lines of at most ``width`` pixels."""
+def _tokens(text: str) -> Iterator[tuple[str, bool]]:
+    """Words (and single CJK characters) with whether a space came before each."""
+    space = False
+    for m in _TOKEN.finditer(text):
+        if m.group().isspace():
+            space = True
+            continue
+        yield m.group(), space
+        space = False
+
+
+def wrap(text: str, font: Measure, width: int, max_lines: int) -> list[str]:
+    """Greedy wrap into at most ``max_lines`` lines of at most ``width`` pixels; a line
+    breaks at spaces, or between any two Chinese or Japanese characters."""
     lines: list[str] = []
-    for word in text[:MAX_TEXT].split():
-        trial = f"{lines[-1]} {word}" if lines else word
+    for word, space in _tokens(text[:MAX_TEXT]):
+        trial = f"{lines[-1]}{' ' if space else ''}{word}" if lines else word
         if lines and font.getlength(trial) <= width:
             lines[-1] = trial
         elif len(lines) == max_lines:
@@ -115,6 +261,13 @@ def wrap(text: str, font: Font, width: int, max_lines: int) -> list[str]:
             lines.append(word)
     return [_fit(x, font, width, more=len(text) > MAX_TEXT and i == len(lines) - 1)
             for i, x in enumerate(lines)]
+
+
+def prompt_lines(look: Look, font: Text, width: int, max_lines: int) -> list[str]:
+    """The prompt as drawn on the card: joined (Arabic), wrapped, in visual order."""
+    rtl = right_to_left(look.prompt)
+    shaped = arabic_reshaper.reshape(look.prompt) if rtl else look.prompt
+    return [visual(line, rtl) for line in wrap(shaped, font, width, max_lines)]
 
 
 def canvas(look: Look) -> Image.Image:
@@ -128,17 +281,20 @@ def canvas(look: Look) -> Image.Image:
     draw = ImageDraw.Draw(image)
     draw.rectangle((x0, y0, x0 + w - 1, y0 + h - 1), fill=panel, outline=(255, 255, 255),
                    width=max(1, h // 100))
-    title = _font(max(8, round(look.height * 0.075)))
-    body = _font(max(7, round(look.height * 0.055)))
-    draw.text((x0 + pad, y0 + pad), f"SHOT {look.number}", font=title, fill=(255, 255, 255))
-    label = _fit(f"{look.model}  take {look.take}", body, w // 2)
-    draw.text((x0 + w - pad - body.getlength(label), y0 + pad), label, font=body,
-              fill=(230, 230, 230))
+    title = Text(max(8, round(look.height * 0.075)))
+    label_font = Text(max(7, round(look.height * 0.055)))
+    body = Text(max(7, round(look.height * 0.055)), faces_for(look.prompt))
+    title.draw(draw, (x0 + pad, y0 + pad), f"SHOT {look.number}", (255, 255, 255))
+    label = _fit(f"{look.model}  take {look.take}", label_font, w // 2)
+    label_font.draw(draw, (x0 + w - pad - label_font.getlength(label), y0 + pad), label,
+                    (230, 230, 230))
     line_h = round(look.height * 0.055 * 1.25)
     top = y0 + pad + round(look.height * 0.075 * 1.6)
-    lines = wrap(look.prompt, body, w - 2 * pad, max(1, (y0 + h - top - pad) // max(1, line_h)))
+    rtl = right_to_left(look.prompt)
+    lines = prompt_lines(look, body, w - 2 * pad, max(1, (y0 + h - top - pad) // max(1, line_h)))
     for n, line in enumerate(lines):
-        draw.text((x0 + pad, top + n * line_h), line, font=body, fill=(255, 255, 255))
+        x = x0 + w - pad - body.getlength(line) if rtl else x0 + pad  # right-aligned for RTL
+        body.draw(draw, (x, top + n * line_h), line, (255, 255, 255))
     return image
 
 
@@ -158,7 +314,7 @@ class Strip:
         self.look = look
         colour = background(look.prompt, look.seed, look.take)
         self.base = Image.new("RGB", (look.width, strip_height(look)), colour)
-        self.font = _font(max(7, round(look.height * 0.05)))
+        self.font = Text(max(7, round(look.height * 0.05)))
 
     def frame(self, i: int) -> bytes:
         look, image = self.look, self.base.copy()
@@ -167,8 +323,8 @@ class Strip:
         bar_h = max(2, round(h * 0.16))
         bar_y = h - bar_h - max(1, round(h * 0.2))
         clock = f"t={i / look.fps:.2f}s / {look.seconds}s   frame {i + 1}/{look.frames}"
-        draw.text((round(w * 0.06), max(0, bar_y - round(look.height * 0.07))), clock,
-                  font=self.font, fill=(255, 255, 255))
+        self.font.draw(draw, (round(w * 0.06), max(0, bar_y - round(look.height * 0.07))), clock,
+                       (255, 255, 255))
         draw.rectangle((0, bar_y, w - 1, bar_y + bar_h - 1), fill=(0, 0, 0))
         filled = round(w * (i + 1) / look.frames)
         draw.rectangle((0, bar_y, filled - 1, bar_y + bar_h - 1), fill=(255, 255, 255))

@@ -64,6 +64,8 @@ class RenderRequest(BaseModel):
     auto_approve: bool = Field(False, description="Publish without waiting for a review.")
     preview: bool = Field(False, description="Plan for `model`, draw every shot for free with "
                           "the local renderer.")
+    yes: bool = Field(False, description="Accept a duration hint in the brief's text that "
+                      "more than doubles the billed seconds (refused otherwise, quoting it).")
 
 
 class RerollRequest(BaseModel):
@@ -98,7 +100,8 @@ async def submit(db: Database, settings: Settings, table: ModelTable, tenant: st
     """
     resolved = api.resolve(req.brief, model=req.model, seconds=req.seconds, size=req.size,
                            fps=req.fps, audio=req.audio, seed=req.seed,
-                           transition=req.transition, settings=settings, table=table)
+                           transition=req.transition, settings=settings, table=table,
+                           yes=req.yes)
     plan = make_plan(resolved.brief, resolved.caps, resolved.options)
     options = req.model_dump(mode="json", exclude={"brief", "webhook_url", "auto_approve"})
     caps = table.drawing(resolved.caps, preview=req.preview)
@@ -198,9 +201,9 @@ def reroll(db: Database, settings: Settings, table: ModelTable, tenant: str | No
     """
     with db.write() as conn:
         row = _row(conn, tenant, render_id, operator, lock=True)
-        if row.status not in ("awaiting_review", "failed") or row.options is None:
-            raise StateError(f"render {render_id} is {row.status}: only a render of the service "
-                             "that is awaiting_review or failed can be re-rolled")
+        if row.status not in ("awaiting_review", "failed"):
+            raise StateError(f"render {render_id} is {row.status}: only a render that is "
+                             "awaiting_review or failed can be re-rolled")
         plan = Plan.model_validate(row.plan)
         chosen = _check_reroll(req, len(plan.shots))
         shots = list(plan.shots)
@@ -209,7 +212,7 @@ def reroll(db: Database, settings: Settings, table: ModelTable, tenant: str | No
             shots[n - 1] = old.model_copy(update={"take": old.take + 1,
                                                   "prompt": req.prompts.get(n, old.prompt)})
         plan = plan.model_copy(update={"shots": tuple(shots)})
-        caps = table.drawing(table.get(row.model), preview=bool(row.options.get("preview")))
+        caps = table.drawing(table.get(row.model), preview=lifecycle.is_preview(conn, row))
         requests = [request_for(plan, s, caps) for s in plan.shots]
         key = render_key([r.key for r in requests], stitch_settings(plan, settings.fit))
         amount = sum((call_cost(caps, r.seconds, r.size, r.audio).cost_usd for r in requests

@@ -15,6 +15,7 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -78,6 +79,16 @@ class Store:
         if row is None or not Path(row.path).exists():
             return None
         return StoredClip(key, Path(row.path), Decimal(row.cost_usd))
+
+    def stored(self, keys: Iterable[str]) -> frozenset[str]:
+        """Which of ``keys`` have a stored clip (row and file): what a render gets for free."""
+        wanted = sorted(set(keys))
+        if not wanted:
+            return frozenset()
+        with self.db.read() as conn:
+            rows = conn.execute(sa.select(clips.c.key, clips.c.path)
+                                .where(clips.c.key.in_(wanted))).all()
+        return frozenset(r.key for r in rows if Path(r.path).exists())
 
     def put_clip(self, conn: Connection, key: str, tmp: Path, *, seconds: float, provider: str,
                  model: str, cost_usd: Decimal) -> Path:

@@ -27,7 +27,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from .db import Database, calls, lock
+from .db import Database, calls, clips, lock, render_shots
 
 LEASE_SECONDS = 120.0
 
@@ -91,6 +91,27 @@ def claim(conn: Connection, key: str, provider: str, model: str, owner: str,
         return Claim("wait", attempts=row.attempts)
     conn.execute(calls.update().where(calls.c.key == key).values(owner=owner, heartbeat=now))
     return Claim("reconcile", attempts=row.attempts, since=row.heartbeat)
+
+
+def in_flight(db: Database, keys: list[str]) -> int:
+    """How many of ``keys`` a vendor has (or may have) a job for that is not yet done."""
+    if not keys:
+        return 0
+    with db.read() as conn:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(calls).where(
+            calls.c.key.in_(sorted(set(keys))),
+            calls.c.state.in_(("submitting", "submitted")))).scalar_one())
+
+
+def drawn_by(conn: Connection, render_id: str) -> set[str]:
+    """The models that made (or are making) a render's clips, from its shot keys."""
+    keys = [r.key for r in conn.execute(sa.select(render_shots.c.key)
+                                        .where(render_shots.c.render_id == render_id))]
+    if not keys:
+        return set()
+    made = {r.model for r in conn.execute(sa.select(clips.c.model).where(clips.c.key.in_(keys)))}
+    return made | {r.model for r in conn.execute(sa.select(calls.c.model)
+                                                 .where(calls.c.key.in_(keys)))}
 
 
 def set_call(db: Database, key: str, state: str, **values: Any) -> None:

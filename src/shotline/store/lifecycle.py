@@ -29,6 +29,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from ..core.capabilities import PREVIEW_MODEL
 from . import calls, outbox
 from .db import Database, lock, media, render_events, render_shots, renders
 
@@ -183,6 +184,17 @@ def get_render(db: Database, render_id: str) -> dict[str, Any] | None:
             sa.select(render_shots).where(render_shots.c.render_id == render_id)
             .order_by(render_shots.c.idx))]
     return {**dict(row._mapping), "shots": shots}
+
+
+def is_preview(conn: Connection, row: Any) -> bool:
+    """Whether a render's shots are drawn by the free local renderer for another model.
+
+    A service render says so in its options; a library or CLI render (no options) is
+    known by the model that made its clips, so a re-roll never bills a preview's shots.
+    """
+    if row.options is not None:
+        return bool(row.options.get("preview"))
+    return row.model != PREVIEW_MODEL and PREVIEW_MODEL in calls.drawn_by(conn, row.id)
 
 
 # --- the view every face shows ------------------------------------------------------------
