@@ -1,0 +1,400 @@
+"""Assembling one output: each clip prepared as it arrives, then every piece joined by copy.
+
+:meth:`Assembly.prepare` turns one clip into its segment: a video piece in the output's exact
+format (:mod:`.normalise`), its piece of sound on the grid (:mod:`.seams`, :mod:`.sound`),
+a thumbnail for the contact sheet, and its quality flags (:mod:`.quality`). A render calls
+it for each shot the moment that shot's clip is stored, while the other shots still render;
+:meth:`Assembly.join` then only copies packets (:mod:`.join`). Invariants:
+
+* **Content-addressed.** Every piece is stored under a key of what it is made from: the
+  clip's identity (its shot key in a render) and every setting that changes the bytes. A
+  piece on disk is complete (it is written to a temporary name and renamed); its metadata
+  JSON is written after it and is the mark that the piece is done. So a reopened render, a
+  re-roll (only the new take's pieces are made) or a second stitch reuses them.
+* **Memory does not grow with length.** A piece is made from one clip by one process; the
+  join holds one input per stream at a time.
+* **Verified before done.** The joined file is checked (:func:`.media.verify`) before it is
+  moved to where it was asked for; a failure leaves nothing there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from . import media, quality, sound
+from .errors import MediaError
+from .join import Run, join
+from .keys import digest
+from .normalise import CRF, Detections, Format, encode_video, encode_window
+from .quality import Flag
+from .seams import Place, layout, samples_at, total_frames
+
+PIECE_VERSION = 1  # bump when a piece's bytes change for the same inputs
+THUMB_WIDTH = 320
+WORKERS = 2  # clips prepared at once by stitch_files
+
+
+class Pieces:
+    """A directory of pieces by key: ``<root>/<2 hex>/<64 hex><suffix>``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, key: str, suffix: str) -> Path:
+        hexdigest = key.split(":", 1)[1]
+        return self.root / hexdigest[:2] / f"{hexdigest}{suffix}"
+
+    def meta(self, key: str) -> dict[str, Any] | None:
+        """The metadata of a finished piece, or None if it is not (all) there."""
+        path = self.path(key, ".json")
+        try:
+            data: dict[str, Any] = json.loads(path.read_text("utf-8"))
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+        if not all(self.path(key, suffix).exists() for suffix in data.get("files", [])):
+            return None
+        os.utime(path)  # last use, for pruning
+        return data
+
+    @contextmanager
+    def making(self, key: str, suffix: str) -> Iterator[Path]:
+        """A temporary path to write a piece to; it takes its key's name if the block succeeds."""
+        final = self.path(key, suffix)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(f".{final.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}{suffix}")
+        try:
+            yield tmp
+            os.replace(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def finish(self, key: str, data: dict[str, Any]) -> None:
+        """Write the metadata that marks a piece (and the files it lists) as complete."""
+        final = self.path(key, ".json")
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(f".{final.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.json")
+        try:
+            tmp.write_text(json.dumps(data, sort_keys=True), "utf-8")
+            os.replace(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def prune(self, older_than_days: float) -> int:
+        """Remove pieces not used for ``older_than_days`` (they are made again when needed)."""
+        cutoff = time.time() - older_than_days * 86400
+        removed = 0
+        for meta in self.root.glob("*/*.json"):
+            try:
+                if meta.stat().st_mtime >= cutoff:
+                    continue
+                files = json.loads(meta.read_text("utf-8")).get("files", [])
+            except (OSError, json.JSONDecodeError):
+                continue
+            meta.unlink(missing_ok=True)  # first, so a half-removed piece is never "complete"
+            for suffix in files:
+                (meta.parent / f"{meta.stem}{suffix}").unlink(missing_ok=True)
+            removed += 1
+        return removed
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One segment, ready to be joined."""
+
+    index: int
+    video: Path  # the video piece (or the clip itself, when it is copied as it is)
+    video_key: str
+    stream: int  # the video stream in ``video``
+    sound: Path | None
+    thumb: Path
+    flags: tuple[Flag, ...] = ()
+    loudness: float | None = None  # LUFS measured, before levelling
+    gain: float = 0.0
+    copied: bool = False
+
+
+@dataclass(frozen=True)
+class Joined:
+    """A verified output and its flags (each shot's, placed on the output)."""
+
+    probe: media.Probe
+    flags: tuple[Flag, ...]
+    copied: bool  # the clips' own video was copied, not re-encoded
+    segments: tuple[Prepared, ...] = field(default_factory=tuple)
+
+
+def _detections_json(d: Detections) -> dict[str, Any]:
+    return {"black": d.black, "frozen": d.frozen, "content": d.content, "analysed": d.analysed}
+
+
+def _detections(data: dict[str, Any]) -> Detections:
+    return Detections(black=tuple((s, e) for s, e in data["black"]),
+                      frozen=tuple((s, e) for s, e in data["frozen"]),
+                      content=(data["content"][0], data["content"][1]) if data["content"] else None,
+                      analysed=(data["analysed"][0], data["analysed"][1]))
+
+
+def matches(found: media.Scan, frames: int, fmt: Format) -> bool:
+    """Whether a clip's own video can be copied into the output as it is, whole."""
+    info = found.probe
+    step = Fraction(1, fmt.fps) / found.video_tb
+    pts = sorted(found.packet_pts)
+    return (
+        info.video_codec == "h264" and info.pix_fmt == "yuv420p"
+        and (info.width, info.height) == fmt.size and found.sar in (None, 0, 1)
+        and info.fps == fmt.fps and step.denominator == 1
+        and found.first_packet_key and bool(pts) and pts[0] == 0 and frames == len(pts)
+        and all(b - a == step for a, b in zip(pts, pts[1:], strict=False))
+    )
+
+
+class Assembly:
+    """Makes the segments of one output and joins them."""
+
+    def __init__(self, frames: Sequence[int], fmt: Format, pieces: Pieces, *,
+                 crossfade: int = 0, loudness: float | None = None, true_peak: float = -1.5,
+                 ) -> None:
+        fmt.check()
+        if crossfade < 0:
+            raise MediaError(f"crossfade_frames {crossfade}: must not be negative")
+        self.fmt = fmt
+        self.pieces = pieces
+        self.crossfade = crossfade if len(frames) > 1 else 0
+        for k, n in enumerate(frames):
+            if n < 1:
+                raise MediaError(f"segment {k + 1}: asked for {n} frames; at least 1 is needed")
+            if self.crossfade >= n:
+                raise MediaError(f"segment {k + 1}: a {self.crossfade}-frame crossfade needs a "
+                                 f"segment longer than its {n} frames")
+        self.places: list[Place] = layout(frames, fmt.fps, self.crossfade, audio=fmt.audio)
+        self.loudness = loudness
+        self.true_peak = true_peak
+
+    @property
+    def frames(self) -> int:
+        return total_frames([p.frames for p in self.places], self.crossfade)
+
+    # ----------------------------------------------------------------------- one segment
+
+    def prepare(self, index: int, clip: Path, identity: str, *, asked: float | None = None,
+                copy: bool = False, on_progress: Callable[[float], None] | None = None,
+                ) -> Prepared:
+        """Make (or find) segment ``index`` from ``clip``, whose identity is ``identity``."""
+        place = self.places[index]
+        found = media.scan(clip)
+        available = media.available_frames(found.probe, self.fmt.fps)
+        if place.frames > available + 1:
+            raise MediaError(
+                f"{clip.name}: asked for {place.frames} frames at {self.fmt.fps} fps but the clip "
+                f"has only {available} ({found.probe.duration:.3f} s)")
+        if copy:
+            video, video_key, stream = clip, identity, found.video_index
+            detections: Detections | None = None
+        else:
+            video, video_key, detections = self._video(found, identity, place, on_progress)
+            stream = 0
+        flags = self._picture_flags(found, detections, place, asked, available)
+        thumb = self._thumb(video, video_key, place)
+        if not self.fmt.audio:
+            return Prepared(index, video, video_key, stream, None, thumb, tuple(flags),
+                            copied=copy)
+        level = self._level(found, identity, place)
+        seconds = place.frames / self.fmt.fps
+        flags += quality.sound(found.audio_index is not None, level.integrated, level.silences,
+                               seconds)
+        gain = level.gain(self.loudness)
+        ceiling = None
+        if self.loudness is not None and level.true_peak is not None and \
+                level.true_peak + gain > self.true_peak:
+            ceiling = self.true_peak
+        piece = self._sound(found, identity, place, gain, ceiling)
+        return Prepared(index, video, video_key, stream, piece, thumb, tuple(flags),
+                        loudness=level.integrated, gain=gain, copied=copy)
+
+    def _video(self, found: media.Scan, identity: str, place: Place,
+               on_progress: Callable[[float], None] | None) -> tuple[Path, str, Detections]:
+        fmt = self.fmt
+        key = digest({"v": PIECE_VERSION, "kind": "video", "clip": identity, "frames": place.frames,
+                      "size": list(fmt.size), "fps": fmt.fps, "fit": fmt.fit, "preset": fmt.preset,
+                      "crf": CRF, "crossfade": self.crossfade})
+        if (meta := self.pieces.meta(key)) is not None:
+            return self.pieces.path(key, ".mp4"), key, _detections(meta["detections"])
+        with self.pieces.making(key, ".mp4") as tmp:
+            detections = encode_video(found, tmp, frames=place.frames, fmt=fmt,
+                                      crossfade=self.crossfade, on_progress=on_progress)
+        self.pieces.finish(key, {"files": [".mp4"], "detections": _detections_json(detections)})
+        return self.pieces.path(key, ".mp4"), key, detections
+
+    def _picture_flags(self, found: media.Scan, detections: Detections | None, place: Place,
+                       asked: float | None, available: int) -> list[Flag]:
+        info = found.probe
+        seconds = place.frames / self.fmt.fps
+        flags = quality.duration(info.duration, asked, padded=place.frames > available)
+        sar = float(found.sar) if found.sar else 1.0
+        shape = info.width * sar / info.height if info.height else 1.0
+        out_shape = self.fmt.size[0] / self.fmt.size[1]
+        if detections is not None:
+            flags += quality.picture(detections.black, detections.frozen, seconds)
+            flags += quality.letterbox(detections.content, detections.analysed, shape,
+                                       out_shape, self.fmt.fit)
+        else:
+            flags += quality.letterbox(None, (0, 0), shape, out_shape, self.fmt.fit)
+        return flags
+
+    def _thumb(self, video: Path, video_key: str, place: Place) -> Path:
+        """The frame in the middle of what the segment shows, for the contact sheet."""
+        first, end = place.shown
+        middle = (first + end) // 2
+        key = digest({"v": PIECE_VERSION, "kind": "thumb", "video": video_key, "frame": middle,
+                      "width": THUMB_WIDTH})
+        path = self.pieces.path(key, ".jpg")
+        if not path.exists():  # written whole under a temporary name, so present is complete
+            with self.pieces.making(key, ".jpg") as tmp:
+                media.still(video, tmp, at=(middle + 0.5) / self.fmt.fps, width=THUMB_WIDTH)
+        return path
+
+    def _level(self, found: media.Scan, identity: str, place: Place) -> sound.Level:
+        key = digest({"v": PIECE_VERSION, "kind": "level", "clip": identity,
+                      "frames": place.frames, "fps": self.fmt.fps})
+        if (meta := self.pieces.meta(key)) is not None:
+            return sound.Level(meta["integrated"], meta["true_peak"],
+                               tuple((s, e) for s, e in meta["silences"]))
+        level = sound.measure(self._source(found), samples_at(place.frames, self.fmt.fps))
+        self.pieces.finish(key, {"files": [], "integrated": level.integrated,
+                                 "true_peak": level.true_peak, "silences": level.silences})
+        return level
+
+    def _source(self, found: media.Scan) -> sound.Source:
+        return sound.Source(found.probe.path, found.audio_index, found.start)
+
+    def _sound(self, found: media.Scan, identity: str, place: Place, gain: float,
+               ceiling: float | None) -> Path:
+        cut = sound.Cut(offset=place.offset, samples=place.samples, fade_in=place.fade_in,
+                        fade_out=place.fade_out, gain=round(gain, 3), ceiling=ceiling)
+        key = digest({"v": PIECE_VERSION, "kind": "sound", "clip": identity,
+                      "offset": cut.offset, "samples": cut.samples, "fade_in": cut.fade_in,
+                      "fade_out": cut.fade_out, "gain": cut.gain, "ceiling": cut.ceiling,
+                      "bitrate": sound.AUDIO_BITRATE})
+        if self.pieces.meta(key) is not None:
+            return self.pieces.path(key, ".m4a")
+        with self.pieces.making(key, ".m4a") as tmp:
+            sound.encode_piece(self._source(found), cut, tmp)
+        self.pieces.finish(key, {"files": [".m4a"]})
+        return self.pieces.path(key, ".m4a")
+
+    # ----------------------------------------------------------------------- the output
+
+    def _window(self, a: Prepared, b: Prepared) -> Path:
+        place = self.places[a.index]
+        first = place.frames - self.crossfade
+        key = digest({"v": PIECE_VERSION, "kind": "window", "a": a.video_key, "b": b.video_key,
+                      "from": first, "frames": self.crossfade})
+        if self.pieces.meta(key) is not None:
+            return self.pieces.path(key, ".mp4")
+        with self.pieces.making(key, ".mp4") as tmp:
+            encode_window(a.video, b.video, tmp, a_from=first, frames=self.crossfade, fmt=self.fmt)
+        self.pieces.finish(key, {"files": [".mp4"]})
+        return self.pieces.path(key, ".mp4")
+
+    def runs(self, prepared: Sequence[Prepared]) -> list[Run]:
+        """What the join copies, in order: each segment's shown frames and the windows between."""
+        runs: list[Run] = []
+        for k, segment in enumerate(prepared):
+            first, end = self.places[k].shown
+            runs.append(Run(segment.video, first, end, segment.stream))
+            if self.crossfade and k + 1 < len(prepared):
+                runs.append(Run(self._window(segment, prepared[k + 1]), 0, self.crossfade))
+        return runs
+
+    def join(self, prepared: Sequence[Prepared], out: Path) -> Joined:
+        """Join every segment into ``out`` by copy, verify it, and place the flags."""
+        if [p.index for p in prepared] != list(range(len(self.places))):
+            raise MediaError("every segment must be prepared, in order, before the join")
+        tmp = media.temp_beside(out)
+        try:
+            sounds = [p.sound for p in prepared if p.sound is not None] if self.fmt.audio else []
+            join(self.runs(prepared), sounds, tmp, fps=self.fmt.fps)
+            probe = media.verify(tmp, size=self.fmt.size, fps=self.fmt.fps, frames=self.frames,
+                                 audio=self.fmt.audio)
+            os.replace(tmp, out)
+        except OSError as exc:
+            raise MediaError(f"{out}: cannot write the output: {exc}") from exc
+        finally:
+            tmp.unlink(missing_ok=True)
+        flags: list[Flag] = []
+        for segment, place in zip(prepared, self.places, strict=True):
+            flags += quality.placed(segment.flags, place.index, place.start / self.fmt.fps,
+                                    place.frames / self.fmt.fps)
+        return Joined(probe=replace(probe, path=out), flags=tuple(flags),
+                      copied=all(p.copied for p in prepared), segments=tuple(prepared))
+
+
+def file_identity(path: Path) -> str:
+    """A clip file's identity for piece keys: where it is, how big, when it last changed."""
+    info = path.stat()
+    return f"file:{path.resolve()}:{info.st_size}:{info.st_mtime_ns}"
+
+
+def stitch_files(segments: Sequence[media.Segment], out: Path, fmt: Format, *, crossfade: int = 0,
+                 loudness: float | None = None, true_peak: float = -1.5,
+                 on_progress: Callable[[float], None] | None = None,
+                 work: Path | None = None) -> Joined:
+    """``shotline stitch``: prepare every clip (copying the ones that already match), join.
+
+    Clips whose video already is the output's format (and share their codec parameters) are
+    copied as they are; otherwise every clip is normalised. Only their sound is re-encoded.
+    """
+    if not segments:
+        raise MediaError("nothing to stitch: no segments")
+    frames = [s.frames for s in segments]
+    root = work or Path(tempfile.mkdtemp(prefix=".shotline-pieces-", dir=out.parent))
+    try:
+        assembly = Assembly(frames, fmt, Pieces(root), crossfade=crossfade, loudness=loudness,
+                            true_peak=true_peak)
+        scans = [media.scan(s.path) for s in segments]
+        copy = (assembly.crossfade == 0
+                and all(matches(found, n, fmt) for found, n in zip(scans, frames, strict=True))
+                and len({(found.extradata, found.video_tb) for found in scans}) == 1)
+        try:
+            joined = _stitch(assembly, segments, out, copy, on_progress)
+        except MediaError:
+            if not copy:
+                raise
+            # Clips can look alike and still not decode as one stream (their reordering or
+            # timing differs): normalised pieces always can.
+            joined = _stitch(assembly, segments, out, False, on_progress)
+    finally:
+        if work is None:
+            shutil.rmtree(root, ignore_errors=True)
+    if on_progress is not None:
+        on_progress(1.0)
+    return joined
+
+
+def _stitch(assembly: Assembly, segments: Sequence[media.Segment], out: Path, copy: bool,
+            on_progress: Callable[[float], None] | None) -> Joined:
+    done = [0]
+
+    def one(k: int) -> Prepared:
+        path = segments[k].path
+        prepared = assembly.prepare(k, path, file_identity(path), copy=copy)
+        done[0] += 1
+        if on_progress is not None:
+            on_progress(0.9 * done[0] / len(segments))
+        return prepared
+
+    with ThreadPoolExecutor(WORKERS) as pool:
+        prepared = list(pool.map(one, range(len(segments))))
+    return assembly.join(prepared, out)
