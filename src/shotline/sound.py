@@ -34,7 +34,7 @@ AUDIO_BITRATE = 192_000
 SILENT_LUFS = -69.0  # the R128 absolute gate is -70: anything measured below is silence
 MAX_GAIN = 24.0  # dB; a near-silent clip is lifted this far at most, not made into noise
 SILENCE_DB = -50  # a stretch quieter than this for SILENCE_MIN seconds is silence
-SILENCE_MIN = 0.5
+SILENCE_MIN = 1.0
 _STEREO = f"sample_fmts=fltp:sample_rates={AUDIO_RATE}:channel_layouts=stereo"
 
 
@@ -133,14 +133,15 @@ def _db(linear: float) -> float | None:
     return 20 * math.log10(linear) if linear > 0 else None
 
 
-def measure(source: Source, samples: int) -> Level:
-    """Loudness, true peak and silences of the first ``samples`` of the clip's sound."""
+def measure(source: Source, samples: int, first: int = 0) -> Level:
+    """Loudness, true peak and silences of ``samples`` of the clip's sound from sample ``first``."""
     integrated = -70.0
     peak = 0.0
     silences: list[tuple[float, float]] = []
     silent_from: float | None = None
     for frame in _frames(source, [
-            ("atrim", f"end_sample={samples}"),
+            ("atrim", f"start_sample={first}:end_sample={first + samples}"),
+            ("asetpts", "N/SR/TB"),
             ("ebur128", "peak=true:metadata=1"),
             ("silencedetect", f"n={SILENCE_DB}dB:d={SILENCE_MIN}")]):
         meta = frame.metadata
