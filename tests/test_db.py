@@ -35,3 +35,18 @@ def test_m003_upgrades_a_database_made_before_the_service(tmp_path: Path) -> Non
     assert set(SERVICE_COLUMNS[renders]) <= have
     assert {t.name for t in SERVICE_TABLES} <= tables
     assert old.status == "awaiting_review" and old.tenant_id is None and old.auto_approve is False
+
+
+def test_m004_adds_the_quality_columns(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    db = Database(url)
+    with db.write() as conn:  # take the database back to what m003 made
+        for table in ("renders", "render_shots"):
+            conn.execute(sa.text(f"ALTER TABLE {table} DROP COLUMN quality"))
+        conn.execute(sa.text("DELETE FROM schema_migrations WHERE name = 'm004_quality'"))
+    db.close()
+    db = Database(url)
+    with db.read() as conn:
+        for table in ("renders", "render_shots"):
+            assert "quality" in {c["name"] for c in sa.inspect(conn).get_columns(table)}
+    db.close()

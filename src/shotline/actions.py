@@ -34,7 +34,7 @@ from .plugins import load_provider
 from .pricing import call_cost
 from .pricing import estimate as price
 from .providers.base import JobRef
-from .renderer import request_for, stitch_settings
+from .renderer import loudness_target, request_for, stitch_settings
 from .settings import Settings
 
 MAX_PROMPT = 4000
@@ -61,6 +61,9 @@ class RenderRequest(BaseModel):
     auto_approve: bool = Field(False, description="Publish without waiting for a review.")
     preview: bool = Field(False, description="Plan for `model`, draw every shot for free with "
                           "the local renderer.")
+    loudness: bool | None = Field(None, description="Bring every shot to the operator's "
+                                  "loudness target (default: the operator's setting); false "
+                                  "keeps each clip's own level.")
 
 
 class RerollRequest(BaseModel):
@@ -104,7 +107,8 @@ async def submit(db: Database, settings: Settings, table: ModelTable, tenant: st
     options = req.model_dump(mode="json", exclude={"brief", "webhook_url", "auto_approve"})
     caps = table.drawing(resolved.caps, preview=req.preview)
     requests = [request_for(plan, s, caps) for s in plan.shots]
-    key = render_key([r.key for r in requests], stitch_settings(plan, settings.fit))
+    key = render_key([r.key for r in requests],
+                     stitch_settings(plan, settings, loudness_target(settings, req.loudness)))
     if req.webhook_url:
         kwargs = {"resolver": resolver} if resolver else {}
         await ssrf.check_url(req.webhook_url, allow_private=settings.allow_private_webhooks,
@@ -210,7 +214,8 @@ def reroll(db: Database, settings: Settings, table: ModelTable, tenant: str | No
         plan = plan.model_copy(update={"shots": tuple(shots)})
         caps = table.drawing(table.get(row.model), preview=bool(row.options.get("preview")))
         requests = [request_for(plan, s, caps) for s in plan.shots]
-        key = render_key([r.key for r in requests], stitch_settings(plan, settings.fit))
+        loudness = loudness_target(settings, row.options.get("loudness"))
+        key = render_key([r.key for r in requests], stitch_settings(plan, settings, loudness))
         amount = sum((call_cost(caps, r.seconds, r.size, r.audio).cost_usd for r in requests
                       if r.index + 1 in chosen or store.clip(r.key, conn) is None), Decimal(0))
         ledger.reserve(conn, render_id, amount, _limits(conn, settings, row.tenant_id, None))

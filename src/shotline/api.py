@@ -137,6 +137,7 @@ async def arender(
     listener: Listener | None = None,
     preview: bool = False,
     max_usd: Decimal | float | None = None,
+    loudness: bool | None = None,
     **kwargs: Unpack[Options],
 ) -> RenderResult:
     """Render ``brief`` into one verified MP4 (async). See :func:`render`."""
@@ -156,7 +157,7 @@ async def arender(
         caps=caps, provider=provider, settings=settings, db=db, store=store,
         brief_text=req.brief.text, output=output,
         max_usd=None if max_usd is None else Decimal(str(max_usd)),
-        listener=listener or (lambda _: None),
+        listener=listener or (lambda _: None), loudness=loudness,
     )
     try:
         result = await render_plan(the_plan, job)
@@ -174,6 +175,7 @@ def render(
     listener: Listener | None = None,
     preview: bool = False,
     max_usd: Decimal | float | None = None,
+    loudness: bool | None = None,
     **kwargs: Unpack[Options],
 ) -> RenderResult:
     """Render ``brief`` into one finished, verified MP4 and return where it is.
@@ -187,8 +189,10 @@ def render(
     returns that render at once. ``max_usd`` caps this render (``BudgetError`` before
     any call if the estimate does not fit). With ``preview=True`` the plan uses
     ``model``'s durations and sizes but every shot is drawn by the free ``local``
-    renderer; ``result.estimate_usd`` says what the real render would cost. Raises
+    renderer; ``result.estimate_usd`` says what the real render would cost. Every shot's
+    sound is brought to ``settings.loudness_target`` unless ``loudness=False`` (or the
+    ``loudness`` setting is off). ``result.flags`` lists what the quality gate found. Raises
     ``RenderFailed`` (the clips made are kept) if a shot fails.
     """
     return asyncio.run(arender(brief, output=output, listener=listener, preview=preview,
-                               max_usd=max_usd, **kwargs))
+                               max_usd=max_usd, loudness=loudness, **kwargs))

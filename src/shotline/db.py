@@ -67,6 +67,7 @@ renders = sa.Table(
     sa.Column("lease_owner", sa.String(80)),
     sa.Column("lease_until", sa.Float),
     sa.Column("review_note", sa.Text),
+    sa.Column("quality", sa.JSON),  # added by m004: the output's quality flags
 )
 
 render_shots = sa.Table(
@@ -79,6 +80,7 @@ render_shots = sa.Table(
     sa.Column("cost_usd", Money(), nullable=False, default=0),
     sa.Column("error", sa.Text),
     sa.Column("progress", sa.Float),  # added by m003
+    sa.Column("quality", sa.JSON),  # added by m004: the clip's quality flags
 )
 
 # One row per shot key being made or made: the singleflight claim and the recovery point.
@@ -307,7 +309,16 @@ def m003_service(conn: Connection) -> None:
     meta.create_all(conn, tables=list(SERVICE_TABLES))
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [m001_initial, m002_vendor_events, m003_service]
+def m004_quality(conn: Connection) -> None:
+    # A database made by this version's m001 already has the columns.
+    for table in (renders, render_shots):
+        if "quality" not in {c["name"] for c in sa.inspect(conn).get_columns(table.name)}:
+            kind = table.c.quality.type.compile(conn.dialect)
+            conn.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN quality {kind}"))
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [m001_initial, m002_vendor_events, m003_service,
+                                                   m004_quality]
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _: Any) -> None:

@@ -26,6 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from .db import Database, calls, render_shots, renders
+from .quality import Flag
 
 LEASE_SECONDS = 120.0
 
@@ -134,6 +135,12 @@ def set_shot(conn: Connection, render_id: str, idx: int, **values: Any) -> None:
 def set_render(conn: Connection, render_id: str, **values: Any) -> None:
     conn.execute(renders.update().where(renders.c.id == render_id)
                  .values(updated_at=time.time(), **values))
+
+
+def output_flags(conn: Connection, render_id: str) -> list[Flag]:
+    """The quality flags recorded on a render's output."""
+    stored = conn.execute(sa.select(renders.c.quality).where(renders.c.id == render_id)).scalar()
+    return [Flag.from_json(f) for f in stored or []]
 
 
 def finish_shared(conn: Connection, render_id: str, status: str, **values: Any) -> bool:

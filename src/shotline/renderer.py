@@ -1,4 +1,4 @@
-"""Running the shots of a plan: cache, singleflight, retries, download, probe, stitch.
+"""Running the shots of a plan: cache, singleflight, retries, download, probe, segment, join.
 
 Invariants (see also jobs.py for the recovery points and ledger.py for money):
 
@@ -12,6 +12,9 @@ Invariants (see also jobs.py for the recovery points and ledger.py for money):
   and its ``done`` state are committed together.
 * A permanent failure fails the render with the vendor's reason after the other shots
   have settled (they are being paid for; their clips are kept for the next run).
+* Each clip is made into its segment (:mod:`.assembly`) as soon as it is stored, while the
+  other shots still render; once all are there the output is joined by copy. Segments are
+  kept by key, so a resumed render or a re-roll makes only what is new.
 """
 
 from __future__ import annotations
@@ -22,14 +25,15 @@ import random
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
 from sqlalchemy.engine import Connection
 
-from . import jobs, ledger, lifecycle, media
+from . import jobs, ledger, lifecycle, media, quality
+from .assembly import Assembly, Pieces, Prepared
 from .cache import Store, copy_atomic
 from .capabilities import Capabilities, parse_size
 from .db import Database
@@ -43,6 +47,7 @@ from .errors import (
     UserError,
 )
 from .keys import render_key, shot_key
+from .normalise import Format
 from .planner import Plan, PlannedShot
 from .pricing import ShotCost, call_cost
 from .providers.base import JobRef, JobStatus, Provider, ShotRequest
@@ -70,6 +75,8 @@ class ShotResult:
     cost_usd: Decimal = Decimal(0)
     job_id: str | None = None
     error: str | None = None
+    segment: Prepared | None = None
+    flags: list[quality.Flag] = field(default_factory=list)
 
 
 @dataclass
@@ -85,6 +92,7 @@ class RenderResult:
     plan: Plan
     estimate_usd: Decimal = Decimal(0)
     reopened: bool = False
+    flags: list[quality.Flag] = field(default_factory=list)  # the output's quality flags
 
 
 class RenderStopped(ShotlineError):
@@ -131,11 +139,27 @@ def request_for(plan: Plan, shot: PlannedShot, caps: Capabilities) -> ShotReques
     )
 
 
-def stitch_settings(plan: Plan, fit: str) -> dict[str, object]:
+def loudness_target(settings: Settings, asked: bool | None = None) -> float | None:
+    """The LUFS every shot is brought to, or None to keep each clip's own level."""
+    return settings.loudness_target if (settings.loudness if asked is None else asked) else None
+
+
+def stitch_settings(plan: Plan, settings: Settings, loudness: float | None) -> dict[str, object]:
+    """Everything besides the shots that changes the stitched output (part of the render key)."""
     return {
-        "size": plan.size, "fps": plan.fps, "audio": plan.audio, "fit": fit,
+        "size": plan.size, "fps": plan.fps, "audio": plan.audio, "fit": settings.fit,
         "crossfade_frames": plan.crossfade_frames, "frames": [s.frames for s in plan.shots],
+        "loudness": loudness, "true_peak": settings.true_peak if loudness is not None else None,
+        "preset": settings.encode_preset,
     }
+
+
+def assembly_for(plan: Plan, settings: Settings, store: Store, loudness: float | None) -> Assembly:
+    fmt = Format(size=parse_size(plan.size), fps=plan.fps, audio=plan.audio, fit=settings.fit,
+                 preset=settings.encode_preset)
+    return Assembly([s.frames for s in plan.shots], fmt, Pieces(store.root / "pieces"),
+                    crossfade=plan.crossfade_frames, loudness=loudness,
+                    true_peak=settings.true_peak)
 
 
 def backoff(attempt: int, base: float, retry_after: float | None) -> float:
@@ -380,16 +404,23 @@ class RenderJob:
     render_id: str | None = None
     owner: str | None = None
     base_url: str = ""
+    loudness: bool | None = None  # None: settings.loudness
+
+    @property
+    def target(self) -> float | None:
+        return loudness_target(self.settings, self.loudness)
 
 
 def _reopen(job: RenderJob, plan: Plan, key: str, requests: list[ShotRequest],
             stored: dict[str, Any]) -> RenderResult:
     shots = [ShotResult(r.index, r.key, cached=True) for r in requests]
     output, poster, sheet = _deliver(Path(stored["path"]), job.output)
+    with job.db.read() as conn:
+        flags = jobs.output_flags(conn, stored["render_id"])
     return RenderResult(
         render_id=stored["render_id"], output=output, seconds=stored["seconds"],
         cost_usd=Decimal(0), shots=shots, poster=poster, contact_sheet=sheet, key=key,
-        plan=plan, reopened=True)
+        plan=plan, reopened=True, flags=flags)
 
 
 def _still(output: Path, kind: str) -> Path:
@@ -406,11 +437,12 @@ def _deliver(stored: Path, dest: Path | None) -> tuple[Path, Path, Path]:
 
 
 async def render_plan(plan: Plan, job: RenderJob) -> RenderResult:
-    """Render every shot of ``plan``, stitch, verify, store, and settle the money."""
+    """Render every shot of ``plan``, segment each as it arrives, join, verify, store, settle."""
     requests = [request_for(plan, s, job.caps) for s in plan.shots]
-    key = render_key([r.key for r in requests], stitch_settings(plan, job.settings.fit))
+    key = render_key([r.key for r in requests], stitch_settings(plan, job.settings, job.target))
     if job.render_id is None and (stored := job.store.output(key)) is not None:
         return _reopen(job, plan, key, requests, stored)
+    assembly = assembly_for(plan, job.settings, job.store, job.target)  # bad settings: nothing written
     costs = [call_cost(job.caps, r.seconds, r.size, r.audio).cost_usd for r in requests]
     todo = sum((c for r, c in zip(requests, costs, strict=True) if not job.store.clip(r.key)),
                Decimal(0))
@@ -431,7 +463,9 @@ async def render_plan(plan: Plan, job: RenderJob) -> RenderResult:
         _move(job, render_id, "rendering")
     renderer = Renderer(job.provider, job.caps, job.settings, job.db, job.store, render_id,
                         job.listener)
-    shots = list(await asyncio.gather(*(renderer.run_shot(r) for r in requests)))
+    segmenting = asyncio.Semaphore(job.settings.normalise_concurrency)
+    shots = list(await asyncio.gather(*(
+        _shot(renderer, assembly, r, segmenting) for r in requests)))
     this_run = sum((s.cost_usd for s in shots), Decimal(0))
     if failed := [s for s in shots if s.error]:
         message = "; ".join(s.error or "" for s in failed) + (
@@ -439,7 +473,27 @@ async def render_plan(plan: Plan, job: RenderJob) -> RenderResult:
             "not be paid for again)")
         _move(job, render_id, "failed", error=message, settle=True)
         raise RenderFailed(message, render_id, shots)
-    return await _stitch(plan, job, render_id, key, shots, this_run)
+    return await _stitch(plan, job, render_id, key, shots, this_run, assembly)
+
+
+async def _shot(renderer: Renderer, assembly: Assembly, request: ShotRequest,
+                segmenting: asyncio.Semaphore) -> ShotResult:
+    """One shot from request to segment: the segment is made while other shots still render."""
+    result = await renderer.run_shot(request)
+    if result.clip is None or result.error:
+        return result
+    async with segmenting:
+        try:
+            result.segment = await asyncio.to_thread(
+                assembly.prepare, request.index, result.clip, request.key, asked=request.seconds)
+        except MediaError as exc:
+            result.error = f"shot {request.index + 1}: {exc}"
+            return result
+    result.flags = list(result.segment.flags)
+    with renderer.db.write() as conn:
+        jobs.set_shot(conn, renderer.render_id, request.index,
+                      quality=[f.to_json() for f in result.flags])
+    return result
 
 
 def _move(job: RenderJob, render_id: str, status: str, *, settle: bool = False,
@@ -463,43 +517,37 @@ def _move(job: RenderJob, render_id: str, status: str, *, settle: bool = False,
 
 
 async def _stitch(plan: Plan, job: RenderJob, render_id: str, key: str,
-                  shots: list[ShotResult], cost: Decimal) -> RenderResult:
+                  shots: list[ShotResult], cost: Decimal, assembly: Assembly) -> RenderResult:
     _move(job, render_id, "stitching")
     job.listener(ShotEvent(-1, "stitching"))
     started = time.monotonic()
     also = None
+    flags: list[quality.Flag]
     if (stored := job.store.output(key)) is not None:  # made before, by a twin render
         output, seconds = Path(stored["path"]), float(stored["seconds"])
+        with job.db.read() as conn:
+            flags = jobs.output_flags(conn, stored["render_id"])
     else:
         output = job.store.output_path(key)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        segments = [media.Segment(s.clip, p.frames)
-                    for s, p in zip(shots, plan.shots, strict=True) if s.clip is not None]
-        probe = await asyncio.to_thread(
-            media.stitch, segments, output, size=parse_size(plan.size), fps=plan.fps,
-            audio=plan.audio, fit=job.settings.fit, crossfade_frames=plan.crossfade_frames)
-        await asyncio.to_thread(_stills, output, plan)
-        seconds = probe.duration
+        segments = [s.segment for s in shots if s.segment is not None]
+        joined = await asyncio.to_thread(assembly.join, segments, output)
+        job.listener(ShotEvent(-1, "stitched", message=f"{time.monotonic() - started:.2f} s"))
+        await asyncio.to_thread(_stills, output, segments)
+        seconds, flags = joined.probe.duration, list(joined.flags)
         checkpoint("stitched")
 
         def also(conn: Connection) -> None:
             job.store.put_output(conn, key, output, seconds, render_id)
 
-    job.listener(ShotEvent(-1, "stitched", message=f"{time.monotonic() - started:.1f} s"))
     _move(job, render_id, "awaiting_review", settle=True, also=also, output=str(output),
-          seconds=seconds)
+          seconds=seconds, quality=[f.to_json() for f in flags])
     final, poster, sheet = _deliver(output, job.output)
     return RenderResult(
         render_id=render_id, output=final, seconds=seconds, cost_usd=cost, shots=shots,
-        poster=poster, contact_sheet=sheet, key=key, plan=plan)
+        poster=poster, contact_sheet=sheet, key=key, plan=plan, flags=flags)
 
 
-def _stills(output: Path, plan: Plan) -> None:
-    """A poster frame and a contact sheet with one frame from the middle of each shot."""
+def _stills(output: Path, segments: list[Prepared]) -> None:
+    """A poster frame a third of the way in, and a contact sheet of each shot's middle frame."""
     media.poster(output, _still(output, "poster"))
-    times, start = [], 0.0
-    overlap = plan.crossfade_frames / plan.fps
-    for shot in plan.shots:
-        times.append(start + shot.use_seconds / 2)
-        start += shot.use_seconds - overlap
-    media.contact_sheet(output, _still(output, "contact"), times=times)
+    media.tile([s.thumb for s in segments], _still(output, "contact"))
