@@ -25,7 +25,7 @@ from sqlalchemy.engine import Connection
 from . import api, ledger, lifecycle, ssrf
 from .cache import Store
 from .capabilities import Capabilities, ModelTable
-from .db import Database, calls, render_shots, renders, tenants
+from .db import Database, calls, render_shots, renders
 from .errors import BriefError, NotFoundError, ProviderError, StateError
 from .keys import render_key
 from .planner import Plan
@@ -84,12 +84,8 @@ class RejectRequest(BaseModel):
 
 def _limits(conn: Connection, settings: Settings, tenant: str | None,
             max_usd: Decimal | None) -> ledger.Limits:
-    row = None if tenant is None else conn.execute(
-        sa.select(tenants).where(tenants.c.id == tenant)).first()
-    return ledger.Limits(
-        per_render=max_usd, daily=settings.daily_budget_usd, monthly=settings.monthly_budget_usd,
-        tenant=tenant, tenant_daily=row.daily_budget_usd if row else None,
-        tenant_monthly=row.monthly_budget_usd if row else None)
+    return ledger.limits_for(conn, tenant, per_render=max_usd, daily=settings.daily_budget_usd,
+                             monthly=settings.monthly_budget_usd)
 
 
 async def submit(db: Database, settings: Settings, table: ModelTable, tenant: str | None,

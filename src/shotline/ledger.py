@@ -26,7 +26,15 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from .db import Database, insert_ignoring_duplicates, ledger, renders, reservations, savings
+from .db import (
+    Database,
+    insert_ignoring_duplicates,
+    ledger,
+    renders,
+    reservations,
+    savings,
+    tenants,
+)
 from .errors import BudgetError
 
 
@@ -56,6 +64,28 @@ class Limits:
     tenant: str | None = None
     tenant_daily: Decimal | None = None
     tenant_monthly: Decimal | None = None
+
+
+def limits_for(conn: Connection, tenant: str | None, *, per_render: Decimal | None,
+               daily: Decimal | None, monthly: Decimal | None) -> Limits:
+    """The caps a render of ``tenant`` is held to: its own, the operator's and its tenant's."""
+    row = None if tenant is None else conn.execute(
+        sa.select(tenants).where(tenants.c.id == tenant)).first()
+    return Limits(per_render=per_render, daily=daily, monthly=monthly, tenant=tenant,
+                  tenant_daily=row.daily_budget_usd if row else None,
+                  tenant_monthly=row.monthly_budget_usd if row else None)
+
+
+def extend(conn: Connection, render_id: str, amount: Decimal, per_render: Decimal | None,
+           daily: Decimal | None, monthly: Decimal | None) -> None:
+    """Reserve ``amount`` more for a running render (BudgetError if it does not fit)."""
+    held = conn.execute(sa.select(reservations.c.amount)
+                        .where(reservations.c.render_id == render_id)).scalar()
+    tenant = conn.execute(sa.select(renders.c.tenant_id)
+                          .where(renders.c.id == render_id)).scalar()
+    total = Decimal(held or 0) + amount
+    reserve(conn, render_id, total, limits_for(conn, tenant, per_render=per_render, daily=daily,
+                                                monthly=monthly))
 
 
 def record(conn: Connection, charge: Charge, now: float | None = None) -> bool:
@@ -147,6 +177,13 @@ def billed(conn: Connection, render_id: str) -> Decimal:
     """What the ledger holds for one render: every billed attempt, failed ones included."""
     total = conn.execute(sa.select(sa.func.sum(ledger.c.amount))  # keeps the Money type
                          .where(ledger.c.render_id == render_id)).scalar_one()
+    return Decimal(total or 0)
+
+
+def shot_billed(conn: Connection, render_id: str, shot_keys: list[str]) -> Decimal:
+    """What the ledger holds for some shots' calls made by one render."""
+    total = conn.execute(sa.select(sa.func.sum(ledger.c.amount)).where(
+        ledger.c.render_id == render_id, ledger.c.shot_key.in_(shot_keys))).scalar_one()
     return Decimal(total or 0)
 
 

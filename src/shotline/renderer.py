@@ -39,6 +39,7 @@ from .capabilities import Capabilities, parse_size
 from .db import Database
 from .errors import (
     AmbiguousSubmitError,
+    BudgetError,
     MediaError,
     PermanentError,
     ProviderError,
@@ -77,6 +78,7 @@ class ShotResult:
     error: str | None = None
     segment: Prepared | None = None
     flags: list[quality.Flag] = field(default_factory=list)
+    retake: int | None = None  # the take the quality gate's automatic re-roll made
 
 
 @dataclass
@@ -464,8 +466,14 @@ async def render_plan(plan: Plan, job: RenderJob) -> RenderResult:
     renderer = Renderer(job.provider, job.caps, job.settings, job.db, job.store, render_id,
                         job.listener)
     segmenting = asyncio.Semaphore(job.settings.normalise_concurrency)
-    shots = list(await asyncio.gather(*(
-        _shot(renderer, assembly, r, segmenting) for r in requests)))
+
+    async def shot(request: ShotRequest) -> ShotResult:
+        result = await _shot(renderer, assembly, request, segmenting)
+        if job.settings.quality_reroll and result.segment and quality.failing(result.flags):
+            return await _retake(job, plan, renderer, assembly, request, result, segmenting)
+        return result
+
+    shots = list(await asyncio.gather(*(shot(r) for r in requests)))
     this_run = sum((s.cost_usd for s in shots), Decimal(0))
     if failed := [s for s in shots if s.error]:
         message = "; ".join(s.error or "" for s in failed) + (
@@ -473,7 +481,55 @@ async def render_plan(plan: Plan, job: RenderJob) -> RenderResult:
             "not be paid for again)")
         _move(job, render_id, "failed", error=message, settle=True)
         raise RenderFailed(message, render_id, shots)
+    if any(s.retake for s in shots):
+        plan, key = _retaken(job, plan, render_id, shots)
     return await _stitch(plan, job, render_id, key, shots, this_run, assembly)
+
+
+async def _retake(job: RenderJob, plan: Plan, renderer: Renderer, assembly: Assembly,
+                  request: ShotRequest, first: ShotResult, segmenting: asyncio.Semaphore,
+                  ) -> ShotResult:
+    """The quality gate failed a shot: render it once more as a new take, if the budget allows,
+    and keep that take unless it fails more checks than the first."""
+    shot = plan.shots[request.index]
+    again = request_for(plan, shot.model_copy(update={"take": shot.take + 1}), job.caps)
+    cost = call_cost(job.caps, again.seconds, again.size, again.audio).cost_usd
+    try:
+        with job.db.write() as conn:
+            ledger.extend(conn, renderer.render_id, cost, job.max_usd,
+                          job.settings.daily_budget_usd, job.settings.monthly_budget_usd)
+    except BudgetError as exc:
+        renderer.emit(ShotEvent(request.index, "done", message=f"not re-rolled: {exc}"))
+        return first
+    why = "; ".join(f.message for f in quality.failing(first.flags))
+    renderer.emit(ShotEvent(request.index, "queued",
+                            message=f"re-rolling as take {again.take}: {why}"))
+    second = await _shot(renderer, assembly, again, segmenting)
+    keep = second.error is None and second.segment is not None and \
+        len(quality.failing(second.flags)) <= len(quality.failing(first.flags))
+    chosen, other = (second, first) if keep else (first, second)
+    chosen.cost_usd += other.cost_usd  # both takes were paid for
+    chosen.retake = again.take if keep else None
+    with job.db.write() as conn:  # the shot's row shows the take kept, and what both cost
+        jobs.set_shot(conn, renderer.render_id, request.index, key=chosen.key,
+                      state="cached" if chosen.cached else "done",
+                      error=None, cost_usd=ledger.shot_billed(conn, renderer.render_id,
+                                                              [first.key, second.key]),
+                      quality=[f.to_json() for f in chosen.flags])
+    return chosen
+
+
+def _retaken(job: RenderJob, plan: Plan, render_id: str,
+             shots: list[ShotResult]) -> tuple[Plan, str]:
+    """The plan and render key with the takes the automatic re-roll kept, recorded."""
+    updated = tuple(p.model_copy(update={"take": s.retake}) if s.retake else p
+                    for p, s in zip(plan.shots, shots, strict=True))
+    plan = plan.model_copy(update={"shots": updated})
+    requests = [request_for(plan, p, job.caps) for p in plan.shots]
+    key = render_key([r.key for r in requests], stitch_settings(plan, job.settings, job.target))
+    with job.db.write() as conn:
+        jobs.set_render(conn, render_id, plan=plan.model_dump(mode="json"), key=key)
+    return plan, key
 
 
 async def _shot(renderer: Renderer, assembly: Assembly, request: ShotRequest,
@@ -493,6 +549,8 @@ async def _shot(renderer: Renderer, assembly: Assembly, request: ShotRequest,
     with renderer.db.write() as conn:
         jobs.set_shot(conn, renderer.render_id, request.index,
                       quality=[f.to_json() for f in result.flags])
+    renderer.emit(ShotEvent(request.index, "cached" if result.cached else "done",
+                            message="segment ready"))
     return result
 
 

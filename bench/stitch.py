@@ -1,0 +1,132 @@
+"""Stitch throughput and peak memory, side by side in one run.
+
+1. Throughput (seconds of output per wall second) of `stitch_files` on clips that already
+   match the output (their video is copied; only their sound is levelled and encoded),
+   with and without loudness matching, beside the same clips in another format (every clip
+   normalised), and moviepy's concatenation of them when moviepy is installed in the bench's
+   environment (`pip install moviepy`; it is not a dependency of shotline).
+2. Peak memory (RSS of the whole process tree, sampled every 10 ms) of `shotline stitch` on
+   2, 5 and 10 minutes of matching 1080p clips, beside normalising one 10 s 1080p clip.
+
+    .venv/bin/python bench/stitch.py [--clips 8] [--skip-memory]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from shotline import media
+from shotline.assembly import stitch_files
+from shotline.normalise import Format
+
+
+def clip(path: Path, seconds: float, size: str, fps: int = 24) -> Path:
+    """An x264 + AAC clip, all made with one command line (so their codec parameters match)."""
+    subprocess.run([
+        media.ffmpeg_exe(), "-v", "error", "-y",
+        "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={fps}:duration={seconds},scroll=h=0.003",
+        "-f", "lavfi", "-i", f"sine=f=330:r=48000:d={seconds}", "-ac", "2",
+        "-c:v", "libx264", "-preset", "ultrafast", "-crf", "23", "-pix_fmt", "yuv420p",
+        "-c:a", "aac", "-b:a", "128k", "-movflags", "+faststart", str(path)],
+        check=True, capture_output=True)
+    return path
+
+
+def throughput(tmp: Path, count: int) -> None:
+    seconds = 6
+    matching = [clip(tmp / f"m{i}.mp4", seconds, "1280x720") for i in range(count)]
+    other = [clip(tmp / f"o{i}.mp4", seconds, "1280x720", fps=30) for i in range(count)]
+    total = count * seconds
+    fmt = Format(size=(1280, 720), fps=24, audio=True)
+    print(f"stitch throughput, {count} clips x {seconds} s -> 1280x720@24 ({total} s of output)")
+    rows = [("matching, loudness -16 LUFS", matching, -16.0),
+            ("matching, --no-loudness", matching, None),
+            ("30 fps clips (normalised), loudness", other, -16.0)]
+    for name, clips, loudness in rows:
+        segments = [media.Segment(c, seconds * 24) for c in clips]
+        start = time.perf_counter()
+        joined = stitch_files(segments, tmp / "out.mp4", fmt, loudness=loudness)
+        wall = time.perf_counter() - start
+        how = "copied" if joined.copied else "normalised"
+        print(f"  {name:38} {wall:6.2f} s  {total / wall:7.1f}x real time ({how})")
+    theirs = moviepy_rate(matching, tmp / "mp.mp4", total)
+    print(f"  {'moviepy (concatenate + encode)':38} " +
+          (f"        {theirs:7.1f}x real time" if theirs else "not installed"))
+
+
+def moviepy_rate(clips: list[Path], out: Path, total: float) -> float | None:
+    try:
+        from moviepy import VideoFileClip, concatenate_videoclips
+    except ImportError:
+        return None
+    start = time.perf_counter()
+    loaded = [VideoFileClip(str(c)) for c in clips]
+    concatenate_videoclips(loaded, method="compose").write_videofile(
+        str(out), fps=24, codec="libx264", audio_codec="aac", preset="veryfast", logger=None)
+    for c in loaded:
+        c.close()
+    return total / (time.perf_counter() - start)
+
+
+def _tree_rss(pid: int) -> int:
+    """Bytes resident in ``pid`` and all its descendants."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/status") as fh:
+                total += next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmRSS:"))
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as fh:
+                    todo += [int(c) for c in fh.read().split()]
+        except (OSError, StopIteration):
+            continue
+    return total
+
+
+def peak(argv: list[str]) -> tuple[float, float]:
+    """Wall seconds and peak MB of the process tree ``argv`` starts."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    most = 0
+    while proc.poll() is None:
+        most = max(most, _tree_rss(proc.pid))
+        time.sleep(0.01)
+    if proc.returncode != 0:
+        raise SystemExit(proc.stderr.read().decode() if proc.stderr else "failed")
+    return time.perf_counter() - start, most / 1e6
+
+
+def memory(tmp: Path) -> None:
+    ten = clip(tmp / "hd.mp4", 10, "1920x1080")
+    shotline = [sys.executable, "-m", "shotline", "stitch", "--size", "1920x1080", "--json"]
+    print("\npeak memory of the whole process tree (Python and any ffmpeg)")
+    for minutes in (2, 5, 10):
+        wall, mb = peak([*shotline, *[str(ten)] * (6 * minutes), "-o", str(tmp / "long.mp4")])
+        print(f"  shotline stitch, {minutes:2d} min of matching 1080p   {mb:6.0f} MB   "
+              f"({wall:5.1f} s, {minutes * 60 / wall:5.0f}x real time)")
+    wall, mb = peak([*shotline, "--fps", "25", str(ten), "-o", str(tmp / "one.mp4")])
+    print(f"  normalising one 10 s 1080p clip          {mb:6.0f} MB   ({wall:5.1f} s)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--clips", type=int, default=8)
+    parser.add_argument("--skip-memory", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        throughput(Path(tmp), args.clips)
+        if not args.skip_memory:
+            memory(Path(tmp))
+
+
+if __name__ == "__main__":
+    main()
