@@ -9,7 +9,8 @@ import av
 import pytest
 
 from shotline import media, sound
-from shotline.assembly import Assembly, Pieces, stitch_files
+from shotline.assembly import Assembly, stitch_files
+from shotline.cache import Pieces
 from shotline.normalise import Format
 from shotline.seams import AAC_FRAME, AUDIO_RATE, samples_at
 

@@ -402,7 +402,8 @@ def test_verify_audio_expectations(clips: dict[str, Path], tmp_path: Path) -> No
     media.stitch([media.Segment(clips["long_audio"], 48)], out, size=SIZE, fps=FPS, audio=True,
                  preset="ultrafast")
     # The source's audio runs 0.5 s past its video; the source fails, the stitched output does not.
-    with pytest.raises(MediaError, match=r"audio/video drift: audio ends at 2\.5000 s, video at 2\.0000 s \(500\.0 ms apart"):
+    drift = r"audio/video drift: audio ends at 2\.5000 s, video at 2\.0000 s \(500\.0 ms apart"
+    with pytest.raises(MediaError, match=drift):
         media.verify(clips["long_audio"], size=SIZE, fps=24, frames=48, audio=True)
     assert media.verify(out, size=SIZE, fps=FPS, frames=48, audio=True).audio_duration is not None
 

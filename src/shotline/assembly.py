@@ -19,21 +19,18 @@ it for each shot the moment that shot's clip is stored, while the other shots st
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
-import time
-import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 from . import media, quality, sound
+from .cache import Pieces
 from .errors import MediaError
 from .join import Run, join
 from .keys import digest
@@ -44,69 +41,6 @@ from .seams import Place, layout, samples_at, total_frames
 PIECE_VERSION = 1  # bump when a piece's bytes change for the same inputs
 THUMB_WIDTH = 320
 WORKERS = 2  # clips prepared at once by stitch_files
-
-
-class Pieces:
-    """A directory of pieces by key: ``<root>/<2 hex>/<64 hex><suffix>``."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def path(self, key: str, suffix: str) -> Path:
-        hexdigest = key.split(":", 1)[1]
-        return self.root / hexdigest[:2] / f"{hexdigest}{suffix}"
-
-    def meta(self, key: str) -> dict[str, Any] | None:
-        """The metadata of a finished piece, or None if it is not (all) there."""
-        path = self.path(key, ".json")
-        try:
-            data: dict[str, Any] = json.loads(path.read_text("utf-8"))
-        except (FileNotFoundError, json.JSONDecodeError):
-            return None
-        if not all(self.path(key, suffix).exists() for suffix in data.get("files", [])):
-            return None
-        os.utime(path)  # last use, for pruning
-        return data
-
-    @contextmanager
-    def making(self, key: str, suffix: str) -> Iterator[Path]:
-        """A temporary path to write a piece to; it takes its key's name if the block succeeds."""
-        final = self.path(key, suffix)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.with_name(f".{final.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}{suffix}")
-        try:
-            yield tmp
-            os.replace(tmp, final)
-        finally:
-            tmp.unlink(missing_ok=True)
-
-    def finish(self, key: str, data: dict[str, Any]) -> None:
-        """Write the metadata that marks a piece (and the files it lists) as complete."""
-        final = self.path(key, ".json")
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.with_name(f".{final.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.json")
-        try:
-            tmp.write_text(json.dumps(data, sort_keys=True), "utf-8")
-            os.replace(tmp, final)
-        finally:
-            tmp.unlink(missing_ok=True)
-
-    def prune(self, older_than_days: float) -> int:
-        """Remove pieces not used for ``older_than_days`` (they are made again when needed)."""
-        cutoff = time.time() - older_than_days * 86400
-        removed = 0
-        for meta in self.root.glob("*/*.json"):
-            try:
-                if meta.stat().st_mtime >= cutoff:
-                    continue
-                files = json.loads(meta.read_text("utf-8")).get("files", [])
-            except (OSError, json.JSONDecodeError):
-                continue
-            meta.unlink(missing_ok=True)  # first, so a half-removed piece is never "complete"
-            for suffix in files:
-                (meta.parent / f"{meta.stem}{suffix}").unlink(missing_ok=True)
-            removed += 1
-        return removed
 
 
 @dataclass(frozen=True)

@@ -449,13 +449,14 @@ def cache_prune(
         raise BriefError("--older-than must be 0 or more days")
     _, _, store = _open()
     gone = store.prune(older_than, dry_run)
+    pieces = store.pieces().prune(older_than, dry_run)  # normalised segments: free to remake
     if json_out:
-        _dump({"dry_run": dry_run, "removed": gone})
+        _dump({"dry_run": dry_run, "removed": gone, "pieces_removed": pieces})
         return
     verb = "would remove" if dry_run else "removed"
     value = sum((Decimal(g["cost_usd"]) for g in gone), Decimal(0))
     out.print(f"{verb} {len(gone)} clip(s), {sum(g['bytes'] for g in gone) / 1e6:.1f} MB "
-              f"(${value:.2f} to make again)", highlight=False)
+              f"(${value:.2f} to make again), and {pieces} normalised piece(s)", highlight=False)
 
 
 def _when(ts: float) -> str:

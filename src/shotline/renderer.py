@@ -33,7 +33,7 @@ from typing import Any, Literal
 from sqlalchemy.engine import Connection
 
 from . import jobs, ledger, lifecycle, media, quality
-from .assembly import Assembly, Pieces, Prepared
+from .assembly import Assembly, Prepared
 from .cache import Store, copy_atomic
 from .capabilities import Capabilities, parse_size
 from .db import Database
@@ -159,7 +159,7 @@ def stitch_settings(plan: Plan, settings: Settings, loudness: float | None) -> d
 def assembly_for(plan: Plan, settings: Settings, store: Store, loudness: float | None) -> Assembly:
     fmt = Format(size=parse_size(plan.size), fps=plan.fps, audio=plan.audio, fit=settings.fit,
                  preset=settings.encode_preset)
-    return Assembly([s.frames for s in plan.shots], fmt, Pieces(store.root / "pieces"),
+    return Assembly([s.frames for s in plan.shots], fmt, store.pieces(),
                     crossfade=plan.crossfade_frames, loudness=loudness,
                     true_peak=settings.true_peak)
 
