@@ -196,15 +196,20 @@ def _bearer(request: Request) -> str | None:
     return None
 
 
+def _unauthorized() -> HTTPException:
+    return HTTPException(401, "a valid API key is needed: send Authorization: Bearer "
+                         "<key> (create one with `shotline keys create --name NAME`)",
+                         headers={"WWW-Authenticate": "Bearer"})
+
+
 def tenant_of(request: Request) -> str:
     """The tenant of the request's API key, or 401."""
     key = _bearer(request)
     tenant = tenants.authenticate(request.app.state.service.db, key) if key else None
     if tenant is None:
-        raise HTTPException(401, "a valid API key is needed: send Authorization: Bearer "
-                            "<key> (create one with `shotline keys create --name NAME`)",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise _unauthorized()
     return tenant
+
 
 
 Tenant = Annotated[str, Depends(tenant_of)]
@@ -271,14 +276,21 @@ def _routes(app: FastAPI, service: Service) -> None:  # noqa: C901 - one place l
         return {"data": page, "next_cursor": ids[limit - 1] if len(ids) > limit else None}
 
     @app.get("/v1/renders/{render_id}", tags=["renders"])
-    def get_render(render_id: str, tenant: Tenant,
+    def get_render(request: Request, render_id: str,
                    if_none_match: Annotated[str | None, Header()] = None) -> Response:
         """Status, each shot's state, progress and quality flags, costs, and file URLs once made.
 
         Carries an ETag: send it back in If-None-Match to get 304 while nothing changed.
         """
+        # The hot path of reopening: the key and the render are read in one transaction,
+        # in one worker thread, with one query each.
+        key = _bearer(request)
         with db.read() as conn:
-            found = lifecycle.view(conn, render_id, base)
+            who = tenants.lookup(conn, key) if key else None
+            found = lifecycle.view(conn, render_id, base) if who else None
+        tenant = tenants.settle_use(db, who)
+        if tenant is None:
+            raise _unauthorized()
         if found is None or found[0] != tenant:
             raise NotFoundError(f"no render {render_id!r}")
         body = json.dumps(found[1], separators=(",", ":")).encode()
@@ -340,9 +352,9 @@ def _routes(app: FastAPI, service: Service) -> None:  # noqa: C901 - one place l
         return await actions.cancel(db, settings, service.table(), tenant, render_id)
 
     @app.get("/v1/media/{token}", tags=["files"])
-    def media_file(token: str, tenant: Tenant) -> FileResponse:
+    def media_file(request: Request, token: str) -> FileResponse:
         """A stored video or still; supports Range requests, ETag and If-None-Match (304)."""
-        return _media(service, token, tenant)
+        return _media(service, token, request)
 
     @app.get("/v1/ledger", tags=["money"])
     def ledger_rows(tenant: Tenant, render_id: str | None = None,
@@ -467,12 +479,17 @@ class MediaResponse(FileResponse):
         await super().__call__(scope, receive, send)
 
 
-def _media(service: Service, token: str, tenant: str) -> FileResponse:
+def _media(service: Service, token: str, request: Request) -> FileResponse:
     missing = NotFoundError("no such file")
-    if not TOKEN.fullmatch(token):
-        raise missing
-    with service.db.read() as conn:
-        row = conn.execute(sa.select(media).where(media.c.token == token)).first()
+    key = _bearer(request)
+    row = None
+    with service.db.read() as conn:  # the key and the file in one transaction
+        who = tenants.lookup(conn, key) if key else None
+        if who is not None and TOKEN.fullmatch(token):
+            row = conn.execute(sa.select(media).where(media.c.token == token)).first()
+    tenant = tenants.settle_use(service.db, who)
+    if tenant is None:
+        raise _unauthorized()
     if row is None or row.tenant_id != tenant:
         raise missing
     path = Path(row.path).resolve()
