@@ -52,7 +52,7 @@ class Prepared:
     video_key: str
     stream: int  # the video stream in ``video``
     sound: Path | None
-    thumb: Path
+    thumb: Path | None  # the middle frame, for the contact sheet
     flags: tuple[Flag, ...] = ()
     loudness: float | None = None  # LUFS measured, before levelling
     gain: float = 0.0
@@ -123,9 +123,12 @@ class Assembly:
     # ----------------------------------------------------------------------- one segment
 
     def prepare(self, index: int, clip: Path, identity: str, *, asked: float | None = None,
-                copy: bool = False, on_progress: Callable[[float], None] | None = None,
-                ) -> Prepared:
-        """Make (or find) segment ``index`` from ``clip``, whose identity is ``identity``."""
+                copy: bool = False, thumb: bool = True,
+                on_progress: Callable[[float], None] | None = None) -> Prepared:
+        """Make (or find) segment ``index`` from ``clip``, whose identity is ``identity``.
+
+        Blocks; the video piece (an ffmpeg process) is made while this thread makes the sound.
+        """
         place = self.places[index]
         found = media.scan(clip)
         available = media.available_frames(found.probe, self.fmt.fps)
@@ -133,29 +136,32 @@ class Assembly:
             raise MediaError(
                 f"{clip.name}: asked for {place.frames} frames at {self.fmt.fps} fps but the clip "
                 f"has only {available} ({found.probe.duration:.3f} s)")
-        if copy:
-            video, video_key, stream = clip, identity, found.video_index
-            detections: Detections | None = None
-        else:
-            video, video_key, detections = self._video(found, identity, place, on_progress)
-            stream = 0
-        flags = self._picture_flags(found, detections, place, asked, available)
-        thumb = self._thumb(video, video_key, place)
-        if not self.fmt.audio:
-            return Prepared(index, video, video_key, stream, None, thumb, tuple(flags),
-                            copied=copy)
-        level = self._level(found, identity, place)
-        seconds = place.frames / self.fmt.fps
-        flags += quality.sound(found.audio_index is not None, level.integrated, level.silences,
-                               seconds)
-        gain = level.gain(self.loudness)
-        ceiling = None
-        if self.loudness is not None and level.true_peak is not None and \
-                level.true_peak + gain > self.true_peak:
-            ceiling = self.true_peak
-        piece = self._sound(found, identity, place, gain, ceiling)
-        return Prepared(index, video, video_key, stream, piece, thumb, tuple(flags),
-                        loudness=level.integrated, gain=gain, copied=copy)
+        with ThreadPoolExecutor(1) as side:
+            pending = None if copy else side.submit(self._video, found, identity, place, on_progress)
+            sound_flags: list[Flag] = []
+            level: sound.Level | None = None
+            piece: Path | None = None
+            gain = 0.0
+            if self.fmt.audio:
+                level = self._level(found, identity, place)
+                sound_flags = quality.sound(found.audio_index is not None, level.integrated,
+                                            level.silences, place.frames / self.fmt.fps)
+                gain = level.gain(self.loudness)
+                ceiling = None
+                if self.loudness is not None and level.true_peak is not None and \
+                        level.true_peak + gain > self.true_peak:
+                    ceiling = self.true_peak
+                piece = self._sound(found, identity, place, gain, ceiling)
+            if pending is None:
+                video, video_key, stream = clip, identity, found.video_index
+                detections: Detections | None = None
+            else:
+                video, video_key, detections = pending.result()
+                stream = 0
+        flags = self._picture_flags(found, detections, place, asked, available) + sound_flags
+        still = self._thumb(video, video_key, place) if thumb else None
+        return Prepared(index, video, video_key, stream, piece, still, tuple(flags),
+                        loudness=level.integrated if level else None, gain=gain, copied=copy)
 
     def _video(self, found: media.Scan, identity: str, place: Place,
                on_progress: Callable[[float], None] | None) -> tuple[Path, str, Detections]:
@@ -220,7 +226,7 @@ class Assembly:
         key = digest({"v": PIECE_VERSION, "kind": "sound", "clip": identity,
                       "offset": cut.offset, "samples": cut.samples, "fade_in": cut.fade_in,
                       "fade_out": cut.fade_out, "gain": cut.gain, "ceiling": cut.ceiling,
-                      "bitrate": sound.AUDIO_BITRATE})
+                      "bitrate": sound.AUDIO_BITRATE, "aac": sound.AAC_OPTIONS})
         if self.pieces.meta(key) is not None:
             return self.pieces.path(key, ".m4a")
         with self.pieces.making(key, ".m4a") as tmp:
@@ -323,7 +329,7 @@ def _stitch(assembly: Assembly, segments: Sequence[media.Segment], out: Path, co
 
     def one(k: int) -> Prepared:
         path = segments[k].path
-        prepared = assembly.prepare(k, path, file_identity(path), copy=copy)
+        prepared = assembly.prepare(k, path, file_identity(path), copy=copy, thumb=False)
         done[0] += 1
         if on_progress is not None:
             on_progress(0.9 * done[0] / len(segments))

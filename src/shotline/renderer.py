@@ -608,4 +608,4 @@ async def _stitch(plan: Plan, job: RenderJob, render_id: str, key: str,
 def _stills(output: Path, segments: list[Prepared]) -> None:
     """A poster frame a third of the way in, and a contact sheet of each shot's middle frame."""
     media.poster(output, _still(output, "poster"))
-    media.tile([s.thumb for s in segments], _still(output, "contact"))
+    media.tile([s.thumb for s in segments if s.thumb is not None], _still(output, "contact"))
