@@ -123,14 +123,15 @@ class Assembly:
     # ----------------------------------------------------------------------- one segment
 
     def prepare(self, index: int, clip: Path, identity: str, *, asked: float | None = None,
-                copy: bool = False, thumb: bool = True,
+                copy: bool = False, thumb: bool = True, found: media.Scan | None = None,
                 on_progress: Callable[[float], None] | None = None) -> Prepared:
         """Make (or find) segment ``index`` from ``clip``, whose identity is ``identity``.
 
         Blocks; the video piece (an ffmpeg process) is made while this thread makes the sound.
+        ``found`` is the clip's :func:`.media.scan`, if the caller has it already.
         """
         place = self.places[index]
-        found = media.scan(clip)
+        found = found or media.scan(clip)
         available = media.available_frames(found.probe, self.fmt.fps)
         if place.frames > available + 1:
             raise MediaError(
@@ -143,7 +144,10 @@ class Assembly:
             piece: Path | None = None
             gain = 0.0
             if self.fmt.audio:
-                level = self._level(found, identity, place)
+                # Read once: measured, then levelled and encoded (with a grid frame of slack).
+                heard = sound.Sound(self._source(found), max(samples_at(place.frames, self.fmt.fps),
+                                                             place.offset + place.samples))
+                level = self._level(heard, identity, place)
                 sound_flags = quality.sound(found.audio_index is not None, level.integrated,
                                             level.silences, place.frames / self.fmt.fps)
                 gain = level.gain(self.loudness)
@@ -151,7 +155,7 @@ class Assembly:
                 if self.loudness is not None and level.true_peak is not None and \
                         level.true_peak + gain > self.true_peak:
                     ceiling = self.true_peak
-                piece = self._sound(found, identity, place, gain, ceiling)
+                piece = self._sound(heard, identity, place, gain, ceiling)
             if pending is None:
                 video, video_key, stream = clip, identity, found.video_index
                 detections: Detections | None = None
@@ -205,13 +209,13 @@ class Assembly:
                 media.still(video, tmp, at=(middle + 0.5) / self.fmt.fps, width=THUMB_WIDTH)
         return path
 
-    def _level(self, found: media.Scan, identity: str, place: Place) -> sound.Level:
+    def _level(self, heard: sound.Sound, identity: str, place: Place) -> sound.Level:
         key = digest({"v": PIECE_VERSION, "kind": "level", "clip": identity,
                       "frames": place.frames, "fps": self.fmt.fps})
         if (meta := self.pieces.meta(key)) is not None:
             return sound.Level(meta["integrated"], meta["true_peak"],
                                tuple((s, e) for s, e in meta["silences"]))
-        level = sound.measure(self._source(found), samples_at(place.frames, self.fmt.fps))
+        level = sound.measure(heard, samples_at(place.frames, self.fmt.fps))
         self.pieces.finish(key, {"files": [], "integrated": level.integrated,
                                  "true_peak": level.true_peak, "silences": level.silences})
         return level
@@ -219,7 +223,7 @@ class Assembly:
     def _source(self, found: media.Scan) -> sound.Source:
         return sound.Source(found.probe.path, found.audio_index, found.start)
 
-    def _sound(self, found: media.Scan, identity: str, place: Place, gain: float,
+    def _sound(self, heard: sound.Sound, identity: str, place: Place, gain: float,
                ceiling: float | None) -> Path:
         cut = sound.Cut(offset=place.offset, samples=place.samples, fade_in=place.fade_in,
                         fade_out=place.fade_out, gain=round(gain, 3), ceiling=ceiling)
@@ -230,7 +234,7 @@ class Assembly:
         if self.pieces.meta(key) is not None:
             return self.pieces.path(key, ".m4a")
         with self.pieces.making(key, ".m4a") as tmp:
-            sound.encode_piece(self._source(found), cut, tmp)
+            sound.encode_piece(heard, cut, tmp)
         self.pieces.finish(key, {"files": [".m4a"]})
         return self.pieces.path(key, ".m4a")
 
@@ -308,13 +312,13 @@ def stitch_files(segments: Sequence[media.Segment], out: Path, fmt: Format, *, c
                 and all(matches(found, n, fmt) for found, n in zip(scans, frames, strict=True))
                 and len({(found.extradata, found.video_tb) for found in scans}) == 1)
         try:
-            joined = _stitch(assembly, segments, out, copy, on_progress)
+            joined = _stitch(assembly, segments, scans, out, copy, on_progress)
         except MediaError:
             if not copy:
                 raise
             # Clips can look alike and still not decode as one stream (their reordering or
             # timing differs): normalised pieces always can.
-            joined = _stitch(assembly, segments, out, False, on_progress)
+            joined = _stitch(assembly, segments, scans, out, False, on_progress)
     finally:
         if work is None:
             shutil.rmtree(root, ignore_errors=True)
@@ -323,13 +327,14 @@ def stitch_files(segments: Sequence[media.Segment], out: Path, fmt: Format, *, c
     return joined
 
 
-def _stitch(assembly: Assembly, segments: Sequence[media.Segment], out: Path, copy: bool,
-            on_progress: Callable[[float], None] | None) -> Joined:
+def _stitch(assembly: Assembly, segments: Sequence[media.Segment], scans: Sequence[media.Scan],
+            out: Path, copy: bool, on_progress: Callable[[float], None] | None) -> Joined:
     done = [0]
 
     def one(k: int) -> Prepared:
         path = segments[k].path
-        prepared = assembly.prepare(k, path, file_identity(path), copy=copy, thumb=False)
+        prepared = assembly.prepare(k, path, file_identity(path), copy=copy, thumb=False,
+                                    found=scans[k])
         done[0] += 1
         if on_progress is not None:
             on_progress(0.9 * done[0] / len(segments))

@@ -194,7 +194,8 @@ def _describe(path: Path, container: InputContainer) -> Scan:
 def _read_packets(container: InputContainer, found: Scan, *, decode_all: bool, audio_timing: bool) -> None:
     video = container.streams[found.video_index]
     assert isinstance(video, VideoStream)
-    video.thread_type = "AUTO"
+    if decode_all:  # frame threads pay off over many frames, not for the first alone
+        video.thread_type = "AUTO"
     wanted: list[Stream] = [video]
     if audio_timing and found.audio_index is not None:
         wanted.append(container.streams[found.audio_index])

@@ -130,6 +130,44 @@ def _push(graph: av.filter.Graph, frame: AudioFrame | None) -> bool:
     return True
 
 
+class Sound:
+    """A clip's sound, decoded once for all its uses when it is short enough to keep.
+
+    A shot's sound is measured, then levelled and encoded: both read the same samples, so
+    the decoded frames (48 kHz stereo float, ``samples`` of them at most: under 16 MB for
+    KEEP_SECONDS) are kept between the two. Longer sound is decoded again for each use.
+    """
+
+    KEEP_SECONDS = 40
+
+    def __init__(self, source: Source, samples: int | None = None) -> None:
+        self.source = source
+        self.samples = samples
+        self._kept: list[AudioFrame] | None = None
+
+    def through(self, filters: list[tuple[str, str]]) -> Iterator[AudioFrame]:
+        """The sound from the clip's frame 0, through ``filters``."""
+        keep = (self.source.audio_index is not None and self.samples is not None
+                and self.samples <= self.KEEP_SECONDS * AUDIO_RATE)
+        if not keep:
+            yield from _frames(self.source, filters)
+            return
+        if self._kept is None:
+            self._kept = list(_frames(self.source, [("atrim", f"end_sample={self.samples}")]))
+        graph = av.filter.Graph()
+        head = graph.add_abuffer(sample_rate=AUDIO_RATE, format="fltp", layout="stereo",
+                                 time_base=Fraction(1, AUDIO_RATE))
+        _chain(graph, head, filters)
+        graph.configure()
+        for frame in self._kept:
+            if not _push(graph, frame):
+                break
+            yield from _pull(graph)
+        else:
+            _push(graph, None)
+        yield from _pull(graph)
+
+
 # --------------------------------------------------------------------------- measuring
 
 
@@ -137,13 +175,13 @@ def _db(linear: float) -> float | None:
     return 20 * math.log10(linear) if linear > 0 else None
 
 
-def measure(source: Source, samples: int, first: int = 0) -> Level:
+def measure(clip: Sound, samples: int, first: int = 0) -> Level:
     """Loudness, true peak and silences of ``samples`` of the clip's sound from sample ``first``."""
     integrated = -70.0
     peak = 0.0
     silences: list[tuple[float, float]] = []
     silent_from: float | None = None
-    for frame in _frames(source, [
+    for frame in clip.through([
             ("atrim", f"start_sample={first}:end_sample={first + samples}"),
             ("asetpts", "N/SR/TB"),
             ("ebur128", "peak=true:metadata=1"),
@@ -204,7 +242,7 @@ def _shaping(cut: Cut) -> list[tuple[str, str]]:
     return filters
 
 
-def encode_piece(source: Source, cut: Cut, out: Path) -> None:
+def encode_piece(clip: Sound, cut: Cut, out: Path) -> None:
     """Encode one piece of sound to ``out`` (an MP4 holding one AAC stream); check its packets."""
     if cut.samples < 1:
         raise MediaError(f"a piece of sound needs at least 1 sample, not {cut.samples}")
@@ -214,7 +252,7 @@ def encode_piece(source: Source, cut: Cut, out: Path) -> None:
             stream = container.add_stream("aac", rate=AUDIO_RATE, layout="stereo",
                                           options=AAC_OPTIONS)
             stream.bit_rate = AUDIO_BITRATE
-            for frame in _frames(source, _levelling(cut) + _shaping(cut)):
+            for frame in clip.through(_levelling(cut) + _shaping(cut)):
                 for packet in stream.encode(frame):
                     durations.append(packet.duration or 0)
                     container.mux(packet)
