@@ -219,10 +219,10 @@ def reroll(db: Database, settings: Settings, table: ModelTable, tenant: str | No
             conn.execute(render_shots.update().where(render_shots.c.render_id == render_id,
                                                      render_shots.c.idx == n - 1)
                          .values(key=requests[n - 1].key, state="pending", progress=None,
-                                 cached=False, cost_usd=0, error=None))
+                                 cached=False, cost_usd=0, error=None, quality=None))
         lifecycle.transition(conn, render_id, "rendering", base_url=settings.public_url,
                              plan=plan.model_dump(mode="json"), key=key, output=None,
-                             seconds=None, error=None, review_note=None)
+                             seconds=None, error=None, review_note=None, quality=None)
         lifecycle.append_event(conn, render_id, "reroll", {
             "shots": chosen, "prompts": {str(k): v for k, v in req.prompts.items()}})
         view = lifecycle.describe(conn, render_id, settings.public_url)

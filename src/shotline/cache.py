@@ -214,13 +214,14 @@ class Pieces:
             meta.unlink(missing_ok=True)  # first, so a half-removed piece is never "complete"
             for suffix in files:
                 (meta.parent / f"{meta.stem}{suffix}").unlink(missing_ok=True)
-        for still in self.root.glob("*/*.jpg"):  # thumbnails: complete once present
+        # Thumbnails (complete once present) and what a killed process left half-written.
+        for loose in [*self.root.glob("*/*.jpg"), *self.root.glob("*/.*")]:
             try:
-                old = still.stat().st_mtime < cutoff
+                old = loose.stat().st_mtime < cutoff
             except OSError:
                 continue
             if old and not dry_run:
-                still.unlink(missing_ok=True)
+                loose.unlink(missing_ok=True)
         return removed
 
 
