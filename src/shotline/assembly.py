@@ -34,12 +34,11 @@ from .cache import Pieces
 from .errors import MediaError
 from .join import Run, join
 from .keys import digest
-from .normalise import CRF, Detections, Format, encode_video, encode_window
+from .normalise import CRF, THUMB_WIDTH, Detections, Format, encode_video, encode_window
 from .quality import Flag
 from .seams import Place, layout, samples_at, total_frames
 
 PIECE_VERSION = 1  # bump when a piece's bytes change for the same inputs
-THUMB_WIDTH = 320
 WORKERS = 2  # clips prepared at once by stitch_files
 
 
@@ -175,10 +174,11 @@ class Assembly:
                       "crf": CRF, "crossfade": self.crossfade})
         if (meta := self.pieces.meta(key)) is not None:
             return self.pieces.path(key, ".mp4"), key, _detections(meta["detections"])
-        with self.pieces.making(key, ".mp4") as tmp:
-            detections = encode_video(found, tmp, frames=place.frames, fmt=fmt,
+        with self.pieces.making(key, ".mp4") as tmp, self.pieces.making(key, ".jpg") as still:
+            detections = encode_video(found, tmp, frames=place.frames, fmt=fmt, thumb=still,
                                       crossfade=self.crossfade, on_progress=on_progress)
-        self.pieces.finish(key, {"files": [".mp4"], "detections": _detections_json(detections)})
+        self.pieces.finish(key, {"files": [".mp4", ".jpg"],
+                                 "detections": _detections_json(detections)})
         return self.pieces.path(key, ".mp4"), key, detections
 
     def _picture_flags(self, found: media.Scan, detections: Detections | None, place: Place,
@@ -198,15 +198,17 @@ class Assembly:
         return flags
 
     def _thumb(self, video: Path, video_key: str, place: Place) -> Path:
-        """The frame in the middle of what the segment shows, for the contact sheet."""
-        first, end = place.shown
-        middle = (first + end) // 2
-        key = digest({"v": PIECE_VERSION, "kind": "thumb", "video": video_key, "frame": middle,
-                      "width": THUMB_WIDTH})
+        """The middle frame of the segment, for the contact sheet."""
+        made = self.pieces.path(video_key, ".jpg")
+        if made.exists():  # cut by the same ffmpeg that made the video piece
+            return made
+        key = digest({"v": PIECE_VERSION, "kind": "thumb", "video": video_key,
+                      "frame": place.frames // 2, "width": THUMB_WIDTH})
         path = self.pieces.path(key, ".jpg")
         if not path.exists():  # written whole under a temporary name, so present is complete
             with self.pieces.making(key, ".jpg") as tmp:
-                media.still(video, tmp, at=(middle + 0.5) / self.fmt.fps, width=THUMB_WIDTH)
+                media.still(video, tmp, at=(place.frames // 2 + 0.5) / self.fmt.fps,
+                            width=THUMB_WIDTH)
         return path
 
     def _level(self, heard: sound.Sound, identity: str, place: Place) -> sound.Level:

@@ -29,6 +29,7 @@ CRF = 20
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
            "veryslow")
 DETECT_WIDTH = 320  # detectors look at a small copy of each frame: bars and stillness survive
+THUMB_WIDTH = 320  # the contact sheet's stills
 
 
 @dataclass(frozen=True)
@@ -103,27 +104,34 @@ def _head(fmt: Format) -> list[str]:
 
 
 def encode_video(clip: Scan, out: Path, *, frames: int, fmt: Format, crossfade: int = 0,
+                 thumb: Path | None = None,
                  on_progress: Callable[[float], None] | None = None) -> Detections:
     """Encode the first ``frames`` output frames of ``clip`` to ``out``; what the detectors saw.
 
-    A clip at most one frame short has its last frame held for the missing one.
+    A clip at most one frame short has its last frame held for the missing one. With
+    ``thumb``, the middle frame is also written there as a JPEG, THUMB_WIDTH wide.
     """
     available = clip.probe.duration * fmt.fps
     pad = ",tpad=stop_mode=clone:stop=1" if frames > available + 0.05 else ""
     graph = (
         f"[0:{clip.video_index}]setpts=PTS-STARTPTS,fps={fmt.fps},split[main][look];"
         f"[main]{fit_filter(fmt.size, fmt.fit)},setsar=1,format=yuv420p{pad},"
-        f"trim=end_frame={frames},setpts=PTS-STARTPTS[v];"
-        f"[look]trim=end_frame={frames},scale={DETECT_WIDTH}:-2,format=yuv420p,"
+        f"trim=end_frame={frames},setpts=PTS-STARTPTS" + (",split[v][still];" if thumb else "[v];")
+        + f"[look]trim=end_frame={frames},scale={DETECT_WIDTH}:-2,format=yuv420p,"
         "blackdetect=d=0.1:pix_th=0.10,freezedetect=n=-60dB:d=0.5,"
         "cropdetect=limit=0.1:round=2:skip=0:reset=0,metadata=mode=print:file=look.txt[d]"
     )
+    if thumb:  # from the frames already decoded and fitted: a still costs no second decode
+        graph += f";[still]select=eq(n\\,{frames // 2}),scale={THUMB_WIDTH}:-2[t]"
     keys = keyframes(frames, crossfade)
     with tempfile.TemporaryDirectory(prefix="shotline-look-") as work:
         # file: keeps a clip named like "concat:..." or "-x.mp4" from meaning anything else.
         argv = [*_head(fmt), "-i", f"file:{clip.probe.path.resolve()}", "-filter_complex", graph,
                 "-map", "[v]", *_encoder(fmt, keys), f"file:{out.resolve()}",
                 "-map", "[d]", "-f", "null", "-"]
+        if thumb:
+            argv += ["-map", "[t]", "-frames:v", "1", "-q:v", "3", "-update", "1",
+                     "-f", "image2", f"file:{thumb.resolve()}"]
         # The detectors' log is written relative to the working directory: a path inside the
         # filter graph would need the graph's own escaping.
         run_ffmpeg(argv, frames / fmt.fps, on_progress, cwd=Path(work))
