@@ -25,13 +25,15 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import ClassVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from shotline import api, media
-from shotline.assembly import stitch_files
+from shotline.assembly import Assembly
+from shotline.cache import Pieces
 from shotline.capabilities import load_table, parse_size
 from shotline.normalise import Format
 from shotline.providers.base import JobRef, JobStatus, ShotRequest
@@ -131,9 +133,14 @@ def tail(tmp: Path, gap: float) -> None:
     stored = clock.last(lambda e: e.index >= 0 and e.state == "done" and not e.message)
     ready = clock.last(lambda e: e.index >= 0 and e.message == "segment ready")
     clips = sorted((home / "store" / "clips").rglob("*.mp4"))
+    # Every clip normalised again and joined, as a render had to once its last clip was in.
     start = time.perf_counter()
-    stitch_files([media.Segment(c, 120) for c in clips], tmp / "again.mp4",
-                 Format(size=(1280, 720), fps=24, audio=True), loudness=-16.0, work=tmp / "fresh")
+    fresh = Assembly([120] * len(clips), Format(size=(1280, 720), fps=24, audio=True),
+                     Pieces(tmp / "fresh"), loudness=-16.0)
+    with ThreadPoolExecutor(Settings().normalise_concurrency) as pool:
+        segments = list(pool.map(lambda k: fresh.prepare(k, clips[k], f"again:{k}"),
+                                 range(len(clips))))
+    fresh.join(segments, tmp / "again.mp4")
     again = time.perf_counter() - start
     print(f"  render wall time                           {wall:7.2f} s")
     print(f"  last segment ready -> output written       {written - ready:7.2f} s   "

@@ -309,7 +309,8 @@ def stitch_files(segments: Sequence[media.Segment], out: Path, fmt: Format, *, c
     try:
         assembly = Assembly(frames, fmt, Pieces(root), crossfade=crossfade, loudness=loudness,
                             true_peak=true_peak)
-        scans = [media.scan(s.path) for s in segments]
+        with ThreadPoolExecutor(WORKERS) as pool:
+            scans = list(pool.map(media.scan, [s.path for s in segments]))
         copy = (assembly.crossfade == 0
                 and all(matches(found, n, fmt) for found, n in zip(scans, frames, strict=True))
                 and len({(found.extradata, found.video_tb) for found in scans}) == 1)
