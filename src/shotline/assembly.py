@@ -22,8 +22,10 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
@@ -98,7 +100,7 @@ class Assembly:
 
     def __init__(self, frames: Sequence[int], fmt: Format, pieces: Pieces, *,
                  crossfade: int = 0, loudness: float | None = None, true_peak: float = -1.5,
-                 ) -> None:
+                 encoders: int | None = None) -> None:
         fmt.check()
         if crossfade < 0:
             raise MediaError(f"crossfade_frames {crossfade}: must not be negative")
@@ -114,6 +116,9 @@ class Assembly:
         self.places: list[Place] = layout(frames, fmt.fps, self.crossfade, audio=fmt.audio)
         self.loudness = loudness
         self.true_peak = true_peak
+        # At most this many video pieces encode at once (each is an ffmpeg that uses every
+        # core and, at 1080p, a few hundred MB); the sound, in-process, does not wait for one.
+        self.encoders = threading.BoundedSemaphore(encoders) if encoders else None
 
     @property
     def frames(self) -> int:
@@ -174,7 +179,8 @@ class Assembly:
                       "crf": CRF, "crossfade": self.crossfade})
         if (meta := self.pieces.meta(key)) is not None:
             return self.pieces.path(key, ".mp4"), key, _detections(meta["detections"])
-        with self.pieces.making(key, ".mp4") as tmp, self.pieces.making(key, ".jpg") as still:
+        with self.pieces.making(key, ".mp4") as tmp, self.pieces.making(key, ".jpg") as still, \
+                self.encoders or nullcontext():
             detections = encode_video(found, tmp, frames=place.frames, fmt=fmt, thumb=still,
                                       crossfade=self.crossfade, on_progress=on_progress)
         self.pieces.finish(key, {"files": [".mp4", ".jpg"],

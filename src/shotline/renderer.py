@@ -161,7 +161,7 @@ def assembly_for(plan: Plan, settings: Settings, store: Store, loudness: float |
                  preset=settings.encode_preset)
     return Assembly([s.frames for s in plan.shots], fmt, store.pieces(),
                     crossfade=plan.crossfade_frames, loudness=loudness,
-                    true_peak=settings.true_peak)
+                    true_peak=settings.true_peak, encoders=settings.normalise_concurrency)
 
 
 def backoff(attempt: int, base: float, retry_after: float | None) -> float:
@@ -465,12 +465,10 @@ async def render_plan(plan: Plan, job: RenderJob) -> RenderResult:
         _move(job, render_id, "rendering")
     renderer = Renderer(job.provider, job.caps, job.settings, job.db, job.store, render_id,
                         job.listener)
-    segmenting = asyncio.Semaphore(job.settings.normalise_concurrency)
-
     async def shot(request: ShotRequest) -> ShotResult:
-        result = await _shot(renderer, assembly, request, segmenting)
+        result = await _shot(renderer, assembly, request)
         if job.settings.quality_reroll and result.segment and quality.failing(result.flags):
-            return await _retake(job, plan, renderer, assembly, request, result, segmenting)
+            return await _retake(job, plan, renderer, assembly, request, result)
         return result
 
     shots = list(await asyncio.gather(*(shot(r) for r in requests)))
@@ -487,8 +485,7 @@ async def render_plan(plan: Plan, job: RenderJob) -> RenderResult:
 
 
 async def _retake(job: RenderJob, plan: Plan, renderer: Renderer, assembly: Assembly,
-                  request: ShotRequest, first: ShotResult, segmenting: asyncio.Semaphore,
-                  ) -> ShotResult:
+                  request: ShotRequest, first: ShotResult) -> ShotResult:
     """The quality gate failed a shot: render it once more as a new take, if the budget allows,
     and keep that take unless it fails more checks than the first."""
     shot = plan.shots[request.index]
@@ -504,7 +501,7 @@ async def _retake(job: RenderJob, plan: Plan, renderer: Renderer, assembly: Asse
     why = "; ".join(f.message for f in quality.failing(first.flags))
     renderer.emit(ShotEvent(request.index, "queued",
                             message=f"re-rolling as take {again.take}: {why}"))
-    second = await _shot(renderer, assembly, again, segmenting)
+    second = await _shot(renderer, assembly, again)
     keep = second.error is None and second.segment is not None and \
         len(quality.failing(second.flags)) <= len(quality.failing(first.flags))
     chosen, other = (second, first) if keep else (first, second)
@@ -532,19 +529,17 @@ def _retaken(job: RenderJob, plan: Plan, render_id: str,
     return plan, key
 
 
-async def _shot(renderer: Renderer, assembly: Assembly, request: ShotRequest,
-                segmenting: asyncio.Semaphore) -> ShotResult:
+async def _shot(renderer: Renderer, assembly: Assembly, request: ShotRequest) -> ShotResult:
     """One shot from request to segment: the segment is made while other shots still render."""
     result = await renderer.run_shot(request)
     if result.clip is None or result.error:
         return result
-    async with segmenting:
-        try:
-            result.segment = await asyncio.to_thread(
-                assembly.prepare, request.index, result.clip, request.key, asked=request.seconds)
-        except MediaError as exc:
-            result.error = f"shot {request.index + 1}: {exc}"
-            return result
+    try:
+        result.segment = await asyncio.to_thread(
+            assembly.prepare, request.index, result.clip, request.key, asked=request.seconds)
+    except MediaError as exc:
+        result.error = f"shot {request.index + 1}: {exc}"
+        return result
     result.flags = list(result.segment.flags)
     with renderer.db.write() as conn:
         jobs.set_shot(conn, renderer.render_id, request.index,
