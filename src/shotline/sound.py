@@ -36,7 +36,7 @@ AUDIO_BITRATE = 192_000
 # that already match is bound by this encode.
 AAC_OPTIONS = {"aac_coder": "fast"}
 SILENT_LUFS = -69.0  # the R128 absolute gate is -70: anything measured below is silence
-MAX_GAIN = 24.0  # dB; a near-silent clip is lifted this far at most, not made into noise
+MAX_GAIN = 30.0  # dB; a near-silent clip is lifted this far at most, not made into noise
 SILENCE_DB = -50  # a stretch quieter than this for SILENCE_MIN seconds is silence
 SILENCE_MIN = 1.0
 _STEREO = f"sample_fmts=fltp:sample_rates={AUDIO_RATE}:channel_layouts=stereo"
