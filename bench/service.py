@@ -57,7 +57,7 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=3.0)
     parser.add_argument("--posts", type=int, default=20)
     parser.add_argument("--clients", type=int, default=50)
-    parser.add_argument("--seconds", type=float, default=5.0, help="Load per endpoint.")
+    parser.add_argument("--seconds", type=float, default=9.0, help="Load per endpoint.")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
