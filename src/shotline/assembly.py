@@ -19,6 +19,7 @@ it for each shot the moment that shot's clip is stored, while the other shots st
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import tempfile
@@ -79,6 +80,13 @@ def _detections(data: dict[str, Any]) -> Detections:
                       frozen=tuple((s, e) for s, e in data["frozen"]),
                       content=(data["content"][0], data["content"][1]) if data["content"] else None,
                       analysed=(data["analysed"][0], data["analysed"][1]))
+
+
+@functools.cache
+def encoder_version() -> str:
+    """The ffmpeg binary pieces are encoded by: another build may write other codec
+    parameters, and pieces from two builds must never meet in one join."""
+    return Path(media.ffmpeg_exe()).name
 
 
 def matches(found: media.Scan, frames: int, fmt: Format) -> bool:
@@ -176,7 +184,7 @@ class Assembly:
         fmt = self.fmt
         key = digest({"v": PIECE_VERSION, "kind": "video", "clip": identity, "frames": place.frames,
                       "size": list(fmt.size), "fps": fmt.fps, "fit": fmt.fit, "preset": fmt.preset,
-                      "crf": CRF, "crossfade": self.crossfade})
+                      "crf": CRF, "crossfade": self.crossfade, "encoder": encoder_version()})
         if (meta := self.pieces.meta(key)) is not None:
             return self.pieces.path(key, ".mp4"), key, _detections(meta["detections"])
         with self.pieces.making(key, ".mp4") as tmp, self.pieces.making(key, ".jpg") as still, \
@@ -238,7 +246,8 @@ class Assembly:
         key = digest({"v": PIECE_VERSION, "kind": "sound", "clip": identity,
                       "offset": cut.offset, "samples": cut.samples, "fade_in": cut.fade_in,
                       "fade_out": cut.fade_out, "gain": cut.gain, "ceiling": cut.ceiling,
-                      "bitrate": sound.AUDIO_BITRATE, "aac": sound.AAC_OPTIONS})
+                      "bitrate": sound.AUDIO_BITRATE, "aac": sound.AAC_OPTIONS,
+                      "encoder": sound.encoder_version()})
         if self.pieces.meta(key) is not None:
             return self.pieces.path(key, ".m4a")
         with self.pieces.making(key, ".m4a") as tmp:

@@ -42,6 +42,11 @@ SILENCE_MIN = 1.0
 _STEREO = f"sample_fmts=fltp:sample_rates={AUDIO_RATE}:channel_layouts=stereo"
 
 
+def encoder_version() -> str:
+    """The libavcodec PyAV carries (it encodes the AAC pieces), for their keys."""
+    return ".".join(map(str, av.library_versions["libavcodec"]))
+
+
 @dataclass(frozen=True)
 class Level:
     """What an EBU R128 meter read over the used part of a clip's sound."""
