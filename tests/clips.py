@@ -20,12 +20,26 @@ BEEP_LEVEL = 0.8
 HUM_LEVEL = 0.05
 
 
+Picture = Literal["moving", "black", "still"]
+
+
 def _video_source(
-    seconds: float, size: tuple[int, int], fps: int, marker_at: float | None, sar: str | None
+    seconds: float, size: tuple[int, int], fps: int, marker_at: float | None, sar: str | None,
+    picture: Picture = "moving", bars: int = 0,
 ) -> str:
     width, height = size
-    # scroll moves every pixel each frame, so a repeated frame stands out even when letterboxed.
-    chain = f"testsrc2=size={width}x{height}:rate={fps}:duration={seconds},scroll=h=0.0123"
+    inner = height - 2 * bars
+    if picture == "black":
+        chain = f"color=black:size={width}x{inner}:rate={fps}:duration={seconds}"
+    elif picture == "still":  # one frame of the test card, held: a frozen picture
+        chain = (f"testsrc2=size={width}x{inner}:rate={fps}:duration={seconds},"
+                 "trim=end_frame=1,tpad=stop_mode=clone:stop=-1,"
+                 f"trim=duration={seconds}")
+    else:
+        # scroll moves every pixel each frame, so a repeated frame stands out even when letterboxed.
+        chain = f"testsrc2=size={width}x{inner}:rate={fps}:duration={seconds},scroll=h=0.0123"
+    if bars:
+        chain += f",pad={width}:{height}:0:{bars}:color=black"
     if marker_at is not None:
         # Frame times are floating point; 0.1 ms of margin keeps the frame at marker_at lit.
         on = f"gte(t,{marker_at - 1e-4})*lt(t,{marker_at + MARKER_SECONDS - 1e-4})"
@@ -35,8 +49,9 @@ def _video_source(
     return chain
 
 
-def _audio_source(seconds: float, rate: int, channels: int, marker_at: float | None) -> str:
-    expr = f"{HUM_LEVEL}*sin(2*PI*220*t)"
+def _audio_source(seconds: float, rate: int, channels: int, marker_at: float | None,
+                  hum: float = HUM_LEVEL) -> str:
+    expr = f"{hum}*sin(2*PI*220*t)"
     if marker_at is not None:
         on = f"gte(t,{marker_at})*lt(t,{marker_at + MARKER_SECONDS})"
         expr += f"+{BEEP_LEVEL}*sin(2*PI*1000*t)*{on}"
@@ -60,25 +75,30 @@ def make_clip(
     audio_delay: float = 0.0,
     timescale: int | None = None,
     sar: str | None = None,
+    picture: Picture = "moving",
+    bars: int = 0,
+    hum: float = HUM_LEVEL,
 ) -> Path:
     """Write a short synthetic MP4 to ``path``; ``audio`` is ``(sample_rate, channels)``.
 
     ``audio_delay`` starts the audio track that much later than the video (earlier if negative,
     by starting the video late instead); the beep still sounds with the flash. ``timescale`` sets
     the video track's time base (vendors use 90 kHz, among others). ``sar`` (say ``"4/3"``) makes
-    the pixels non-square, as in anamorphic sources.
+    the pixels non-square, as in anamorphic sources. ``picture`` makes it black or one frame
+    held (frozen), ``bars`` adds black rows at top and bottom, and ``hum`` sets the level of
+    the tone under the beep (0 for digital silence).
     """
     argv = [ffmpeg_exe(), "-v", "error", "-y"]
     if audio_delay < 0:
         argv += ["-itsoffset", str(-audio_delay)]
-    argv += ["-f", "lavfi", "-i", _video_source(seconds, size, fps, marker_at, sar)]
+    argv += ["-f", "lavfi", "-i", _video_source(seconds, size, fps, marker_at, sar, picture, bars)]
     if audio is not None:
         rate, channels = audio
         length = seconds if audio_seconds is None else audio_seconds
         beep_at = None if marker_at is None else marker_at - audio_delay
         if audio_delay > 0:
             argv += ["-itsoffset", str(audio_delay)]
-        argv += ["-f", "lavfi", "-i", _audio_source(length, rate, channels, beep_at)]
+        argv += ["-f", "lavfi", "-i", _audio_source(length, rate, channels, beep_at, hum)]
     if codec == "hevc":
         argv += ["-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "log-level=error",
                  "-tag:v", "hvc1"]

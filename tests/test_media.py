@@ -18,7 +18,7 @@ import av
 import pytest
 from PIL import Image, ImageChops, ImageStat
 
-from shotline.engine import media
+from shotline.engine import media, normalise
 from shotline.errors import MediaError
 
 from .clips import BEEP_LEVEL, ffmpeg_exe, make_clip, make_vfr_clip
@@ -291,12 +291,20 @@ def test_stitch_rejects_crossfade_not_shorter_than_a_segment(clips: dict[str, Pa
     assert list(tmp_path.iterdir()) == []
 
 
+def test_stitch_rejects_an_unknown_preset(tmp_path: Path) -> None:
+    with pytest.raises(MediaError, match="preset 'bogus': use one of ultrafast,"):
+        media.stitch([media.Segment(tmp_path / "a.mp4", 10)], tmp_path / "o.mp4", size=SIZE,
+                     fps=FPS, audio=True, preset="bogus")
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.slow
-def test_failed_encode_leaves_no_file(clips: dict[str, Path], tmp_path: Path) -> None:
+def test_failed_encode_leaves_no_file(clips: dict[str, Path], tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(normalise, "CRF", "bogus")  # ffmpeg itself refuses the encode
     out = tmp_path / "fail.mp4"
-    with pytest.raises(MediaError, match=r"ffmpeg failed \(exit \d+\):\n.*bogus"):
-        media.stitch([media.Segment(clips["plain"], 10)], out, size=SIZE, fps=FPS, audio=True,
-                     preset="bogus")
+    with pytest.raises(MediaError, match=r"ffmpeg failed \(exit \d+\):\n(.|\n)*bogus"):
+        media.stitch([media.Segment(clips["plain"], 10)], out, size=SIZE, fps=FPS, audio=True)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -394,7 +402,8 @@ def test_verify_audio_expectations(clips: dict[str, Path], tmp_path: Path) -> No
     media.stitch([media.Segment(clips["long_audio"], 48)], out, size=SIZE, fps=FPS, audio=True,
                  preset="ultrafast")
     # The source's audio runs 0.5 s past its video; the source fails, the stitched output does not.
-    with pytest.raises(MediaError, match="audio length: audio ends at 2.5"):
+    drift = r"audio/video drift: audio ends at 2\.5000 s, video at 2\.0000 s \(500\.0 ms apart"
+    with pytest.raises(MediaError, match=drift):
         media.verify(clips["long_audio"], size=SIZE, fps=24, frames=48, audio=True)
     assert media.verify(out, size=SIZE, fps=FPS, frames=48, audio=True).audio_duration is not None
 

@@ -134,9 +134,26 @@ def test_stitch_command_joins_clips_from_anywhere(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["frames"] == 5 * 24
     media.verify(out, size=(640, 360), fps=24, frames=120, audio=True)
+    data = json.loads(proc.stdout)
+    assert data["copied"] is False  # three formats: every clip was normalised
     bad = cli(tmp_path / "h", "stitch", str(clips[0]), "-o", str(tmp_path / "x.mp4"),
               "--seconds", "30")
     assert bad.returncode == 5 and not (tmp_path / "x.mp4").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4", "b.mp4", "c.mp4", "joined.mp4"]
+
+
+def test_stitch_command_copies_clips_that_already_match(tmp_path: Path) -> None:
+    from .clips import make_clip
+
+    clips = [make_clip(tmp_path / f"{n}.mp4", seconds=1.5, size=(320, 180), audio=(48000, 2))
+             for n in "ab"]
+    out = tmp_path / "copied.mp4"
+    proc = cli(tmp_path / "h", "stitch", *map(str, clips), "-o", str(out), "--size", "320x180",
+               "--no-loudness", "--json")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["copied"] is True and data["frames"] == 72 and data["quality"] == []
+    media.verify(out, size=(320, 180), fps=24, frames=72, audio=True, decode=True)
 
 
 def test_live_display_on_a_terminal_shows_every_shot() -> None:

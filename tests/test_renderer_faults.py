@@ -21,11 +21,11 @@ pytestmark = pytest.mark.slow
 BRIEF = "Shot 1: A red kite rises.\nShot 2: A blue kite dips.\nShot 3: Both kites tangle.\n"
 
 
-def run(tmp_path: Path, faults: str, **kw: Any) -> Any:
+def run(tmp_path: Path, faults: str, max_usd: float | None = None, **kw: Any) -> Any:
     settings = Settings(home=tmp_path, local_faults=faults, poll_interval=0.05,
                         backoff_base=0.05, **kw)
     return render(BRIEF, model="local/sim", seconds=12, size="640x360", audio=True,
-                  settings=settings)
+                  settings=settings, max_usd=max_usd)
 
 
 def submits(home: Path) -> Counter[int]:
@@ -98,3 +98,25 @@ def test_clips_the_way_other_vendors_deliver_them(tmp_path: Path) -> None:
               "shot3:noaudio+pix=yuv444p")
     result = run(tmp_path, faults)
     media.verify(result.output, size=(640, 360), fps=24, frames=12 * 24, audio=True)
+
+
+def test_a_shot_the_quality_gate_fails_is_rerolled_once(tmp_path: Path) -> None:
+    # The "vendor" sends shot 2's first take without the sound that was asked for.
+    result = run(tmp_path, "shot2:noaudio:x1", quality_reroll=True)
+    assert result.flags == [] and [s.take for s in result.plan.shots] == [1, 2, 1]
+    assert submits(tmp_path) == Counter({0: 1, 1: 2, 2: 1})
+    db = Database(f"sqlite:///{tmp_path / 'shotline.db'}")
+    rows = ledger.rows(db, result.render_id)
+    db.close()
+    assert len(rows) == 4 and result.cost_usd == sum(r["amount"] for r in rows)  # both takes paid
+    media.verify(result.output, size=(640, 360), fps=24, frames=12 * 24, audio=True)
+
+
+def test_a_failing_shot_is_not_rerolled_past_the_budget_or_by_default(tmp_path: Path) -> None:
+    # 3 shots of 4 s with sound on local/sim cost $2.40: a fourth call does not fit.
+    result = run(tmp_path / "a", "shot2:noaudio:x1", max_usd=2.40, quality_reroll=True)
+    assert [(f.shot, f.kind, f.severity) for f in result.flags] == [(2, "silent", "fail")]
+    assert submits(tmp_path / "a") == Counter({0: 1, 1: 1, 2: 1})
+    plain = run(tmp_path / "b", "shot2:noaudio:x1")
+    assert [(f.shot, f.kind) for f in plain.flags] == [(2, "silent")]
+    assert submits(tmp_path / "b") == Counter({0: 1, 1: 1, 2: 1})

@@ -190,3 +190,25 @@ def test_wrong_key_shows_the_error_then_the_right_one_opens_the_linked_render(
         seen.clean_of(key)
         seen.clean_of(wrong)
         page.context.close()
+
+
+@pytest.mark.timeout(90)
+def test_the_page_shows_what_the_quality_gate_found(tmp_path: Path, browser: Browser) -> None:
+    # Sound was asked for, but the "vendor" sends shot 2 without any.
+    settings = service_settings(tmp_path / "h", local_faults="shot2:noaudio")
+    with running(settings) as server:
+        key = server.new_key().key
+        api = server.client(key)
+        render_id = api.post("/v1/renders", json={**RENDER, "audio": True}).json()["id"]
+        wait_status(api, render_id, "awaiting_review")
+        page, seen = open_page(browser, f"{server.url}/review#{render_id}")
+        sign_in(page, key)
+        expect(page.get_by_test_id("render-status")).to_have_text("awaiting_review")
+        flags = page.get_by_test_id("quality-flag")
+        expect(flags).to_have_count(1)
+        expect(flags).to_contain_text("fail · silent")
+        expect(flags).to_contain_text("shot 2: the clip has no sound")
+        expect(page.get_by_test_id("shot-checks-2")).to_have_text("fail silent")
+        expect(page.get_by_test_id("shot-checks-1")).to_have_text("ok")
+        seen.clean_of(key)
+        page.context.close()

@@ -157,6 +157,11 @@ def test_media_supports_range_requests_and_unguessable_keys(tmp_path: Path) -> N
         whole = api.get(url)
         assert whole.status_code == 200 and whole.headers["content-type"] == "video/mp4"
         assert whole.headers["accept-ranges"] == "bytes"
+        # A token's file never changes: caches may keep it, and revalidating costs no body.
+        assert whole.headers["cache-control"] == "private, max-age=31536000, immutable"
+        same = api.get(url, headers={"If-None-Match": whole.headers["etag"]})
+        assert same.status_code == 304 and same.content == b""
+        assert api.get(url, headers={"If-None-Match": '"other"'}).status_code == 200
         part = api.get(url, headers={"Range": "bytes=100-199"})
         assert part.status_code == 206 and part.content == whole.content[100:200]
         assert part.headers["content-range"] == f"bytes 100-199/{len(whole.content)}"
@@ -170,6 +175,27 @@ def test_media_supports_range_requests_and_unguessable_keys(tmp_path: Path) -> N
         cookie_client = server.client(None, cookies={"shotline_key": api.headers["authorization"][7:]})
         assert cookie_client.get(url, headers={"Range": "bytes=0-9"}).status_code == 206
         assert cookie_client.post(f"/v1/renders/{rid}/approve").status_code == 401
+
+
+def test_render_view_has_an_etag_and_quality_flags(tmp_path: Path) -> None:
+    with running(service_settings(tmp_path / "h")) as server:
+        api = server.client(server.new_key().key)
+        rid = api.post("/v1/renders", json={"brief": BRIEF, "seconds": 4, "audio": True,
+                                            "size": "640x360"}).json()["id"]
+        view = wait_status(api, rid, "awaiting_review")
+        assert view["quality"] == [] and [s["quality"] for s in view["shots"]] == [[], []]
+        first = api.get(f"/v1/renders/{rid}")
+        tag = first.headers["etag"]
+        assert first.headers["cache-control"] == "private, no-cache"
+        unchanged = api.get(f"/v1/renders/{rid}", headers={"If-None-Match": tag})
+        assert unchanged.status_code == 304 and unchanged.content == b""
+        assert unchanged.headers["etag"] == tag
+        api.post(f"/v1/renders/{rid}/approve")
+        changed = api.get(f"/v1/renders/{rid}", headers={"If-None-Match": tag})
+        assert changed.status_code == 200 and changed.json()["status"] == "published"
+        assert changed.headers["etag"] != tag
+        other = server.client(server.new_key("other").key)
+        assert other.get(f"/v1/renders/{rid}", headers={"If-None-Match": tag}).status_code == 404
 
 
 def test_events_stream_every_step_and_resume(tmp_path: Path) -> None:

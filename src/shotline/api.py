@@ -183,10 +183,12 @@ class _Prepared:
     output: Path | None
     max_usd: Decimal | None
     preview: bool
+    loudness: bool | None  # None: the loudness setting decides
 
 
 def _prepare(brief: BriefSource, output: PathLike | None, preview: bool,
-             max_usd: Decimal | float | None, kwargs: Options) -> _Prepared:
+             max_usd: Decimal | float | None, kwargs: Options,
+             loudness: bool | None = None) -> _Prepared:
     settings = kwargs.get("settings") or Settings()
     kwargs["settings"] = settings
     req = resolve(brief, **kwargs)
@@ -196,7 +198,7 @@ def _prepare(brief: BriefSource, output: PathLike | None, preview: bool,
         raise BriefError(f"max_usd must be 0 or more, got {max_usd}")
     return _Prepared(settings, req, the_plan, table.drawing(req.caps, preview=preview),
                      output_path(output), None if max_usd is None else Decimal(str(max_usd)),
-                     preview)
+                     preview, loudness)
 
 
 async def _run(job_in: _Prepared, listener: Listener | None) -> RenderResult:
@@ -208,7 +210,7 @@ async def _run(job_in: _Prepared, listener: Listener | None) -> RenderResult:
     job = RenderJob(
         caps=job_in.drawing, provider=provider, settings=settings, db=db, store=store,
         brief_text=req.brief.text, output=job_in.output, max_usd=job_in.max_usd,
-        listener=listener or (lambda _: None),
+        listener=listener or (lambda _: None), loudness=job_in.loudness,
     )
     try:
         result = await render_plan(the_plan, job)
@@ -244,10 +246,11 @@ async def arender(
     listener: Listener | None = None,
     preview: bool = False,
     max_usd: Decimal | float | None = None,
+    loudness: bool | None = None,
     **kwargs: Unpack[Options],
 ) -> RenderResult:
     """Render ``brief`` into one verified MP4 (async). See :func:`render`."""
-    return await _run(_prepare(brief, output, preview, max_usd, kwargs), listener)
+    return await _run(_prepare(brief, output, preview, max_usd, kwargs, loudness), listener)
 
 
 def render(
@@ -257,6 +260,7 @@ def render(
     listener: Listener | None = None,
     preview: bool = False,
     max_usd: Decimal | float | None = None,
+    loudness: bool | None = None,
     **kwargs: Unpack[Options],
 ) -> RenderResult:
     """Render ``brief`` into one finished, verified MP4 and return where it is.
@@ -274,12 +278,14 @@ def render(
     :func:`estimate` gives). ``max_usd`` caps this render (``BudgetError`` before any
     call if the estimate does not fit). With ``preview=True`` the plan uses ``model``'s
     durations and sizes but every shot is drawn by the free ``local`` renderer;
-    ``result.estimate_usd`` then says what the real render would cost. Raises
+    ``result.estimate_usd`` then says what the real render would cost. Every shot's sound
+    is brought to ``settings.loudness_target`` unless ``loudness=False`` (or the
+    ``loudness`` setting is off); ``result.flags`` lists what the quality gate found. Raises
     ``RenderFailed`` (the clips made are kept) if a shot fails, and ``Interrupted`` (a
     ``KeyboardInterrupt``) on Ctrl-C, saying how many paid shots are still in flight:
     calling ``render`` again with the same arguments resumes them without paying twice.
     """
-    prepared = _prepare(brief, output, preview, max_usd, kwargs)
+    prepared = _prepare(brief, output, preview, max_usd, kwargs, loudness)
     try:
         return asyncio.run(_run(prepared, listener))
     except KeyboardInterrupt:

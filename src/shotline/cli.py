@@ -100,6 +100,10 @@ OverridesOpt = Annotated[
     Path | None, typer.Option(help="Capability overrides file.",
                               show_default="$SHOTLINE_HOME/overrides.toml")
 ]
+LoudnessOpt = Annotated[bool | None, typer.Option(
+    "--loudness/--no-loudness",
+    help="Bring every shot to one loudness (SHOTLINE_LOUDNESS_TARGET, default -16 LUFS); "
+         "--no-loudness keeps each clip's own level. Default: SHOTLINE_LOUDNESS.")]
 
 
 def _show_warning(
@@ -347,6 +351,7 @@ def result_json(result: RenderResult) -> dict[str, Any]:
         "key": result.key,
         "poster": str(result.poster),
         "contact_sheet": str(result.contact_sheet),
+        "quality": [f.to_json() for f in result.flags],
         "shots": [
             {"index": p.number, "seconds": p.seconds, "use_seconds": p.use_seconds,
              "cost_usd": money(s.cost_usd), "cached": s.cached, "key": s.key,
@@ -377,11 +382,12 @@ def _print_result(result: RenderResult, json_out: bool, preview: bool) -> None:
               f"video:   {result.output}\nlength:  {result.seconds:.3f} s\n"
               f"cost:    {cost}\nposter:  {result.poster}\n"
               f"shots:   {result.contact_sheet}", highlight=False, soft_wrap=True)
+    _print_flags([f.to_json() for f in result.flags])
 
 
 def _render(brief: str | None, text: str | None, output: Path | None, json_out: bool,
             preview: bool, fit: str | None, overrides: Path | None,
-            max_usd: float | None = None, **opts: Any) -> None:
+            max_usd: float | None = None, loudness: bool | None = None, **opts: Any) -> None:
     settings = _settings(overrides)
     if fit:
         settings = settings.model_copy(update={"fit": fit})
@@ -394,11 +400,20 @@ def _render(brief: str | None, text: str | None, output: Path | None, json_out: 
     try:
         with RenderDisplay(plan, err) as display:
             result = api.render(req.brief, output=output, listener=display, preview=preview,
-                                settings=settings, max_usd=max_usd, **opts)
+                                settings=settings, max_usd=max_usd, loudness=loudness, **opts)
     except Interrupted as exc:
         err.print(str(exc), highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
     _print_result(result, json_out, preview)
+
+
+def _print_flags(flags: list[dict[str, Any]]) -> None:
+    """One line per quality flag, as `render` and `show` print them."""
+    for f in flags:
+        where = "" if f.get("start") is None else f" at {f['start']:.2f}-{f['end']:.2f} s"
+        shot = f"shot {f['shot']}: " if f.get("shot") else ""
+        out.print(f"check:   {f['severity']} {f['kind']}{where}: {shot}{f['message']}",
+                  highlight=False, soft_wrap=True)
 
 
 @app.command("render")
@@ -418,11 +433,12 @@ def render_cmd(
     max_usd: Annotated[float | None, typer.Option(
         help="The most this render may bill, retries included.", show_default="no cap")] = None,
     yes: YesOpt = False,
+    loudness: LoudnessOpt = None,
     json_out: JsonOpt = False,
     overrides: OverridesOpt = None,
 ) -> None:
     """Render a brief into one finished, verified MP4 (stored shots cost nothing)."""
-    _render(brief, text, output, json_out, False, fit, overrides, max_usd, model=model,
+    _render(brief, text, output, json_out, False, fit, overrides, max_usd, loudness, model=model,
             seconds=seconds, size=size, fps=fps, audio=audio, seed=seed, take=take,
             transition=transition, yes=yes)
 
@@ -441,12 +457,14 @@ def preview_cmd(
     transition: TransitionOpt = "none",
     fit: FitOpt = None,
     yes: YesOpt = False,
+    loudness: LoudnessOpt = None,
     json_out: JsonOpt = False,
     overrides: OverridesOpt = None,
 ) -> None:
     """A free animatic with MODEL's cuts and sizes, and what the real render would cost."""
-    _render(brief, text, output, json_out, True, fit, overrides, model=model, seconds=seconds,
-            size=size, fps=fps, audio=audio, seed=seed, transition=transition, yes=yes)
+    _render(brief, text, output, json_out, True, fit, overrides, None, loudness, model=model,
+            seconds=seconds, size=size, fps=fps, audio=audio, seed=seed, transition=transition,
+            yes=yes)
 
 
 @app.command("stitch")
@@ -459,31 +477,44 @@ def stitch_cmd(
     fit: Annotated[str, typer.Option(help="letterbox or crop.")] = "letterbox",
     audio: Annotated[bool, typer.Option("--audio/--no-audio", help="Audio track.")] = True,
     transition: TransitionOpt = "none",
+    loudness: LoudnessOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Join clips from any source: normalise, trim to exactly --seconds, verify."""
+    """Join clips from any source: normalise (or copy clips that already match), trim to
+    exactly --seconds, match loudness, verify."""
     from .core.planner import parse_transition
     from .engine import media  # imported here: every other command starts faster without PyAV
+    from .engine.assembly import stitch_files
+    from .engine.normalise import Format
+    from .engine.renderer import loudness_target
 
     if fit not in ("letterbox", "crop"):
         raise BriefError(f"--fit {fit!r}: use letterbox or crop")
     if not 1 <= fps <= 120:
         raise BriefError(f"--fps {fps} is outside 1..120")
+    settings = Settings()
     width_height = parse_size(size)
     xf = round(parse_transition(transition) * fps)
-    probes = [media.probe(clip) for clip in clips]
-    frames = media.fit_frames(probes, fps, seconds, xf)
+    probes = [media.probe(clip, count_frames=False) for clip in clips]
+    frames = media.fit_frames(probes, fps, seconds, xf, audio=audio)
     segments = [media.Segment(c, f) for c, f in zip(clips, frames, strict=True)]
-    result = media.stitch(segments, output, size=width_height, fps=fps, audio=audio,
-                          fit="crop" if fit == "crop" else "letterbox", crossfade_frames=xf)
+    fmt = Format(size=width_height, fps=fps, audio=audio, fit="crop" if fit == "crop" else "letterbox",
+                 preset=settings.encode_preset)
+    joined = stitch_files(segments, output, fmt, crossfade=xf,
+                          loudness=loudness_target(settings, loudness),
+                          true_peak=settings.true_peak)
+    result = joined.probe
+    flags = [f.to_json() for f in joined.flags]
     data = {"output": str(output), "seconds": round(result.duration, 6), "frames": result.frames,
-            "size": size, "fps": fps, "clips": [{"path": str(c), "frames": f}
-                                                for c, f in zip(clips, frames, strict=True)]}
+            "size": size, "fps": fps, "copied": joined.copied, "quality": flags,
+            "clips": [{"path": str(c), "frames": f} for c, f in zip(clips, frames, strict=True)]}
     if json_out:
         out.print_json(json.dumps(data))
     else:
-        out.print(f"video:   {output}\nlength:  {result.duration:.3f} s ({result.frames} frames)",
-                  highlight=False)
+        how = "clips copied as they are" if joined.copied else "clips normalised"
+        out.print(f"video:   {output}\nlength:  {result.duration:.3f} s ({result.frames} frames, "
+                  f"{how})", highlight=False)
+        _print_flags(flags)
 
 
 def _dump(data: Any) -> None:
@@ -546,13 +577,14 @@ def cache_prune(
         raise BriefError("--older-than must be 0 or more days")
     _, _, store = _open()
     gone = store.prune(older_than, dry_run)
+    pieces = store.pieces().prune(older_than, dry_run)  # normalised segments: free to remake
     if json_out:
-        _dump({"dry_run": dry_run, "removed": gone})
+        _dump({"dry_run": dry_run, "removed": gone, "pieces_removed": pieces})
         return
     verb = "would remove" if dry_run else "removed"
     value = sum((Decimal(g["cost_usd"]) for g in gone), Decimal(0))
     out.print(f"{verb} {len(gone)} clip(s), {sum(g['bytes'] for g in gone) / 1e6:.1f} MB "
-              f"(${value:.2f} to make again)", highlight=False)
+              f"(${value:.2f} to make again), and {pieces} normalised piece(s)", highlight=False)
 
 
 def _when(ts: float) -> str:
@@ -637,6 +669,7 @@ def show_cmd(render_id: Annotated[str, typer.Argument(help="A render id (r_...).
         lines.append(f"error:   {row['error']}")
     # soft_wrap: a long path stays one line, so it can be copied whole.
     out.print("\n".join(lines), highlight=False, markup=False, soft_wrap=True)
+    _print_flags(row.get("quality") or [])
 
 
 # --- keys and tenants (tenants.py) ----------------------------------------------------

@@ -43,6 +43,28 @@ class Settings(BaseSettings):
     fit: Literal["letterbox", "crop"] = Field(
         "letterbox", description="How a clip of another shape is fitted to the output size."
     )
+    loudness: bool = Field(
+        True, description="Bring every shot's sound to loudness_target (off: each clip keeps "
+        "its own level; --no-loudness, or \"loudness\": false in the API, per render).",
+    )
+    loudness_target: float = Field(
+        -16.0, ge=-60, le=-5, description="Integrated loudness (LUFS, EBU R128) of every shot."
+    )
+    true_peak: float = Field(
+        -1.5, ge=-20, le=0, description="Peak ceiling (dBTP) once loudness is matched; louder "
+        "peaks are limited.",
+    )
+    encode_preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium",
+                           "slow", "slower", "veryslow"] = Field(
+        "veryfast", description="x264 preset each clip is normalised with (slower: smaller files)."
+    )
+    normalise_concurrency: int = Field(
+        2, ge=1, description="Clips normalised at once while a render runs (each is one ffmpeg)."
+    )
+    quality_reroll: bool = Field(
+        False, description="Render a shot the quality gate fails (black, frozen, silent, too "
+        "short) once more as a new take, automatically, if the budget allows.",
+    )
     concurrency: int = Field(
         4, ge=1, description="Shots in flight at once per provider (unless set per provider)."
     )

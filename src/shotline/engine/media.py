@@ -1,19 +1,19 @@
-"""Probe clips, stitch them into one MP4, verify the result, and cut stills from it.
+"""Probe clips, join them into one MP4, verify the result, and cut stills from it.
 
-Invariants every output of :func:`stitch` keeps:
+Invariants every output of :func:`stitch` keeps (the work is done by :mod:`.assembly`):
 
 * **Video is the master clock.** Each segment is cut to a whole number of output frames, and
-  its audio is resampled, remixed and then padded with silence or cut to exactly that length.
-  A clip without audio gets silence of that length.
+  its sound keeps that picture's clock (:mod:`.seams`): audio/video drift is zero by
+  construction, over any number of segments.
 * **Frames-exact.** The output has exactly ``sum(frames) - (k - 1) * crossfade_frames`` frames
-  at a constant frame rate. Everything is normalised, joined and trimmed in one ffmpeg filter
-  graph and encoded once (libx264 yuv420p + AAC 48 kHz stereo, faststart).
-* **Verified before done.** The encode goes to a temporary file next to the destination, which
+  at a constant frame rate, one codec profile (libx264 High yuv420p, closed GOPs) and AAC
+  48 kHz stereo, with its index first (faststart).
+* **Verified before done.** The join goes to a temporary file next to the destination, which
   :func:`verify` checks. Only a file that passes is moved into place, so a failure leaves no file.
 
-Encoding uses the ffmpeg binary shipped in the ``imageio-ffmpeg`` wheel. Probing, verification
-and stills use PyAV in-process, since that wheel has no ffprobe. Every failure is a
-:class:`~shotline.errors.MediaError`.
+Encoding uses the ffmpeg binary shipped in the ``imageio-ffmpeg`` wheel. Probing, joining,
+verification and stills use PyAV in-process, since that wheel has no ffprobe. Every failure is
+a :class:`~shotline.errors.MediaError`.
 """
 
 from __future__ import annotations
@@ -39,22 +39,24 @@ from av.video.stream import VideoStream
 from PIL import Image
 
 from ..errors import MediaError
+from .seams import AAC_FRAME, AUDIO_RATE, min_frames
 
 __all__ = [
     "Probe",
+    "Scan",
     "Segment",
     "contact_sheet",
+    "ffmpeg_exe",
     "fit_frames",
     "poster",
     "probe",
+    "scan",
+    "still",
     "stitch",
+    "tile",
     "verify",
 ]
 
-AUDIO_RATE = 48_000
-AAC_FRAME = 1024  # samples per AAC frame: the granularity of the audio track's end
-CRF = 20
-AUDIO_BITRATE = "192k"
 _EPS = 1e-6  # float noise in durations read from containers
 _FRAME_ROUNDING = 0.05  # of a frame: container timestamp rounding, see _available_frames
 
@@ -82,8 +84,8 @@ class Probe:
 
 
 @dataclass
-class _Scan:
-    """A probe plus the raw timing that :func:`verify` judges."""
+class Scan:
+    """A probe plus the raw timing that :func:`verify` judges and the joiner relies on."""
 
     probe: Probe
     video_streams: int
@@ -94,11 +96,19 @@ class _Scan:
     sar: Fraction | None
     video_tb: Fraction
     frame_pts: list[int] = field(default_factory=list)
+    packet_pts: list[int] = field(default_factory=list)
     packet_dts: list[int] = field(default_factory=list)
+    extradata: bytes = b""
+    key_pts: list[int] = field(default_factory=list)  # the keyframes' pts
     first_packet_key: bool = False
     audio_tb: Fraction | None = None
     audio_packets: list[tuple[int, int]] = field(default_factory=list)
     video_span: tuple[int, int] = (2**62, -(2**62))  # earliest packet pts, latest packet end
+
+    @property
+    def start(self) -> float:
+        """Seconds: the presentation time of the first frame (the clip's frame 0)."""
+        return float(self.frame_pts[0] * self.video_tb) if self.frame_pts else 0.0
 
 
 def _undecodable(path: Path, why: object) -> MediaError:
@@ -112,21 +122,22 @@ def probe(path: Path, *, count_frames: bool = True) -> Probe:
     frame is decoded, and ``frames`` is the packet count. A missing, empty, truncated or corrupt
     file, or one without a video stream, raises ``MediaError("<name>: not a decodable video: ...")``.
     """
-    return _scan(path, decode_all=count_frames, audio_timing=False).probe
+    return scan(path, decode_all=count_frames).probe
 
 
-def _scan(path: Path, *, decode_all: bool, audio_timing: bool) -> _Scan:
+def scan(path: Path, *, decode_all: bool = False, audio_timing: bool = False) -> Scan:
+    """:func:`probe` plus every packet's timing (and the audio packets', with ``audio_timing``)."""
     if not path.is_file():
         raise _undecodable(path, "no such file")
     if path.stat().st_size == 0:
         raise _undecodable(path, "empty file")
     try:
         with _open(path) as container:
-            scan = _describe(path, container)
-            _read_packets(container, scan, decode_all=decode_all, audio_timing=audio_timing)
+            found = _describe(path, container)
+            _read_packets(container, found, decode_all=decode_all, audio_timing=audio_timing)
     except av.FFmpegError as exc:
         raise _undecodable(path, exc) from exc
-    return _finish(path, scan, decode_all)
+    return _finish(path, found, decode_all)
 
 
 def _open(path: Path) -> InputContainer:
@@ -155,7 +166,7 @@ def _frame_rate(path: Path, video: VideoStream) -> Fraction:
     raise _undecodable(path, "the video stream has no frame rate")
 
 
-def _describe(path: Path, container: InputContainer) -> _Scan:
+def _describe(path: Path, container: InputContainer) -> Scan:
     video = _video_stream(path, container)
     audio: AudioStream | None = container.streams.audio[0] if container.streams.audio else None
     video_tb = video.time_base or Fraction(1, 90_000)
@@ -170,66 +181,71 @@ def _describe(path: Path, container: InputContainer) -> _Scan:
         audio_channels=audio.channels if audio else None,
         audio_duration=_seconds(audio.duration, audio.time_base) if audio else None,
     )
-    return _Scan(
+    return Scan(
         probe=info, video_streams=len(container.streams.video),
         audio_streams=len(container.streams.audio), video_index=video.index,
         audio_index=audio.index if audio else None, video_offset=max(0.0, start - container_start),
         sar=video.sample_aspect_ratio, video_tb=video_tb,
         audio_tb=audio.time_base if audio else None,
+        extradata=bytes(video.codec_context.extradata or b""),
     )
 
 
-def _read_packets(container: InputContainer, scan: _Scan, *, decode_all: bool, audio_timing: bool) -> None:
-    video = container.streams[scan.video_index]
+def _read_packets(container: InputContainer, found: Scan, *, decode_all: bool, audio_timing: bool) -> None:
+    video = container.streams[found.video_index]
     assert isinstance(video, VideoStream)
-    video.thread_type = "AUTO"
+    if decode_all:  # frame threads pay off over many frames, not for the first alone
+        video.thread_type = "AUTO"
     wanted: list[Stream] = [video]
-    if audio_timing and scan.audio_index is not None:
-        wanted.append(container.streams[scan.audio_index])
+    if audio_timing and found.audio_index is not None:
+        wanted.append(container.streams[found.audio_index])
     for packet in container.demux(wanted):
         if packet.size == 0:
             continue  # the demuxer's end-of-stream marker
         if packet.is_corrupt:
-            raise _undecodable(scan.probe.path, f"corrupt or truncated packet at byte {packet.pos}")
-        if packet.stream_index == scan.video_index:
-            _take_video_packet(scan, video, packet, decode=decode_all or not scan.frame_pts)
+            raise _undecodable(found.probe.path, f"corrupt or truncated packet at byte {packet.pos}")
+        if packet.stream_index == found.video_index:
+            _take_video_packet(found, video, packet, decode=decode_all or not found.frame_pts)
         else:
-            scan.audio_packets.append((packet.pts or 0, packet.duration or 0))
-    if decode_all or not scan.frame_pts:
-        scan.frame_pts.extend(_pts(f) for f in video.decode(None))
+            found.audio_packets.append((packet.pts or 0, packet.duration or 0))
+    if decode_all or not found.frame_pts:
+        found.frame_pts.extend(_pts(f) for f in video.decode(None))
 
 
-def _take_video_packet(scan: _Scan, video: VideoStream, packet: Packet[Stream], *, decode: bool) -> None:
-    if not scan.packet_dts:
-        scan.first_packet_key = packet.is_keyframe
-    scan.packet_dts.append(packet.dts if packet.dts is not None else -(2**62))
+def _take_video_packet(found: Scan, video: VideoStream, packet: Packet[Stream], *, decode: bool) -> None:
+    if not found.packet_dts:
+        found.first_packet_key = packet.is_keyframe
+    found.packet_dts.append(packet.dts if packet.dts is not None else -(2**62))
+    found.packet_pts.append(packet.pts if packet.pts is not None else -(2**62))
+    if packet.is_keyframe and packet.pts is not None:
+        found.key_pts.append(packet.pts)
     if packet.pts is not None:
         end = packet.pts + (packet.duration or 0)
-        scan.video_span = (min(scan.video_span[0], packet.pts), max(scan.video_span[1], end))
+        found.video_span = (min(found.video_span[0], packet.pts), max(found.video_span[1], end))
     if decode:
-        scan.frame_pts.extend(_pts(f) for f in video.decode(packet))
+        found.frame_pts.extend(_pts(f) for f in video.decode(packet))
 
 
 def _pts(frame: VideoFrame) -> int:
     return frame.pts if frame.pts is not None else -1
 
 
-def _finish(path: Path, scan: _Scan, decode_all: bool) -> _Scan:
-    packets = len(scan.packet_dts)
-    declared = scan.probe.frames
+def _finish(path: Path, found: Scan, decode_all: bool) -> Scan:
+    packets = len(found.packet_dts)
+    declared = found.probe.frames
     if declared and packets < declared:
         raise _undecodable(path, f"truncated: {packets} of {declared} video packets present")
     if not packets:
         raise _undecodable(path, "no video packets")
-    counted = len(scan.frame_pts) if decode_all else packets
-    if not scan.frame_pts or counted == 0:
+    counted = len(found.frame_pts) if decode_all else packets
+    if not found.frame_pts or counted == 0:
         raise _undecodable(path, "no frame decodes")
-    scan.frame_pts.sort()
-    duration = scan.probe.duration
+    found.frame_pts.sort()
+    duration = found.probe.duration
     if duration <= 0:  # the container keeps no stream duration (Matroska, say): use the packets
-        duration = float(max(0, scan.video_span[1] - scan.video_span[0]) * scan.video_tb)
-    scan.probe = replace(scan.probe, frames=counted, duration=duration)
-    return scan
+        duration = float(max(0, found.video_span[1] - found.video_span[0]) * found.video_tb)
+    found.probe = replace(found.probe, frames=counted, duration=duration)
+    return found
 
 
 # --------------------------------------------------------------------------- planning
@@ -243,7 +259,7 @@ class Segment:
     frames: int
 
 
-def _available_frames(clip: Probe, fps: int) -> int:
+def available_frames(clip: Probe, fps: int) -> int:
     """Whole output frames the clip's video covers at ``fps``."""
     # Millisecond timestamps (Matroska, WebM) make 2 s at 24 fps read as 1.999 s; a sliver of a
     # frame is rounding, not a missing frame. The fps filter rounds to the nearest frame too.
@@ -251,16 +267,18 @@ def _available_frames(clip: Probe, fps: int) -> int:
 
 
 def fit_frames(
-    probes: Sequence[Probe], fps: int, target_seconds: float | None, crossfade_frames: int = 0
+    probes: Sequence[Probe], fps: int, target_seconds: float | None, crossfade_frames: int = 0,
+    *, audio: bool = False,
 ) -> list[int]:
     """Frames to take from each clip so the stitched output is exactly the target length.
 
     Clips are taken in full, in order; any excess is cut from the end, shortening the last clips
-    first. Without a target every clip is used in full, floored to whole output frames.
+    first. Without a target every clip is used in full, floored to whole output frames. With
+    ``audio``, no segment of several is cut shorter than its sound needs (:func:`.seams.min_frames`).
     """
     if not probes:
         raise MediaError("no clips to fit")
-    full = [_available_frames(p, fps) for p in probes]
+    full = [available_frames(p, fps) for p in probes]
     floor = crossfade_frames + 1  # a segment must outlast the crossfade into it
     for clip, frames in zip(probes, full, strict=True):
         if frames < floor:
@@ -268,6 +286,8 @@ def fit_frames(
                 f"{clip.path.name}: {clip.duration:.3f} s is too short for a "
                 f"{crossfade_frames}-frame crossfade at {fps} fps"
             )
+    if audio and len(probes) > 1:
+        floor = max(floor, min_frames(fps, crossfade_frames))
     if target_seconds is None:
         return full
     return _cut_to(full, round(target_seconds * fps), fps, floor, crossfade_frames)
@@ -281,7 +301,7 @@ def _cut_to(full: list[int], target: int, fps: int, floor: int, crossfade: int) 
             f"clips are too short: they give {have / fps:.3f} s ({have} frames at {fps} fps) "
             f"but {target / fps:.3f} s ({target} frames) was asked for"
         )
-    shortest = floor * len(full) - joins
+    shortest = sum(min(floor, n) for n in full) - joins
     if target < shortest:
         raise MediaError(
             f"{target / fps:.3f} s is too short to show all {len(full)} clips "
@@ -290,157 +310,13 @@ def _cut_to(full: list[int], target: int, fps: int, floor: int, crossfade: int) 
     frames = list(full)
     excess = have - target
     for i in reversed(range(len(frames))):
-        cut = min(excess, frames[i] - floor)
+        cut = min(excess, max(0, frames[i] - floor))
         frames[i] -= cut
         excess -= cut
     return frames
 
 
-@dataclass(frozen=True)
-class _Input:
-    """One segment as the filter graph needs it."""
-
-    scan: _Scan
-    frames: int
-    pad_one: bool  # the clip is at most one frame short: clone its last frame for that frame
-
-
-def _plan(segments: Sequence[Segment], size: tuple[int, int], fps: int, crossfade: int) -> list[_Input]:
-    if not segments:
-        raise MediaError("nothing to stitch: no segments")
-    width, height = size
-    if width < 2 or height < 2 or width % 2 or height % 2:
-        raise MediaError(f"output size {width}x{height}: both sides must be even and at least 2")
-    if fps < 1:
-        raise MediaError(f"output fps {fps}: must be at least 1")
-    if crossfade < 0:
-        raise MediaError(f"crossfade_frames {crossfade}: must not be negative")
-    return [_plan_one(s, fps, crossfade if len(segments) > 1 else 0) for s in segments]
-
-
-def _plan_one(segment: Segment, fps: int, crossfade: int) -> _Input:
-    name = segment.path.name
-    if segment.frames < 1:
-        raise MediaError(f"{name}: asked for {segment.frames} frames; at least 1 is needed")
-    if crossfade >= segment.frames:
-        raise MediaError(
-            f"{name}: a {crossfade}-frame crossfade needs a segment longer than its "
-            f"{segment.frames} frames"
-        )
-    scan = _scan(segment.path, decode_all=False, audio_timing=False)
-    available = _available_frames(scan.probe, fps)
-    if segment.frames > available + 1:
-        raise MediaError(
-            f"{name}: asked for {segment.frames} frames at {fps} fps but the clip has only "
-            f"{available} ({scan.probe.duration:.3f} s)"
-        )
-    return _Input(scan, segment.frames, pad_one=segment.frames > available)
-
-
-# --------------------------------------------------------------------------- filter graph
-
-
-def _samples(frames: int, fps: int) -> int:
-    return round(frames * AUDIO_RATE / fps)
-
-
-def _seconds_arg(frames: int, fps: int) -> str:
-    return f"{frames / fps:.6f}"
-
-
-def _fit_filter(size: tuple[int, int], fit: Literal["letterbox", "crop"]) -> str:
-    # Expressions on `dar` honour non-square source pixels and see the frame after ffmpeg's
-    # autorotation, so portrait phone clips fit the same way as portrait renders.
-    w, h = size
-    if fit == "crop":
-        sw = f"if(gt(dar\\,{w}/{h})\\,ceil({h}*dar/2)*2\\,{w})"
-        sh = f"if(gt(dar\\,{w}/{h})\\,{h}\\,ceil({w}/dar/2)*2)"
-        return f"scale=w={sw}:h={sh}:out_range=tv,crop={w}:{h}"
-    sw = f"if(gt(dar\\,{w}/{h})\\,{w}\\,trunc({h}*dar/2)*2)"
-    sh = f"if(gt(dar\\,{w}/{h})\\,trunc({w}/dar/2)*2\\,{h})"
-    return f"scale=w={sw}:h={sh}:out_range=tv,pad={w}:{h}:(ow-iw)/2:(oh-ih)/2:color=black"
-
-
-def _video_chain(i: int, item: _Input, fps: int, fit: str) -> str:
-    # fps before scaling, so frames that will be dropped are never scaled.
-    pad = ",tpad=stop_mode=clone:stop=1" if item.pad_one else ""
-    return (
-        f"[{i}:{item.scan.video_index}]setpts=PTS-STARTPTS,fps={fps},{fit},setsar=1,"
-        f"format=yuv420p{pad},trim=end_frame={item.frames},setpts=PTS-STARTPTS[v{i}]"
-    )
-
-
-_STEREO = f"aformat=sample_fmts=fltp:sample_rates={AUDIO_RATE}:channel_layouts=stereo"
-
-
-def _audio_chain(i: int, item: _Input, fps: int) -> str:
-    samples = _samples(item.frames, fps)
-    if item.scan.audio_index is None:
-        return f"anullsrc=r={AUDIO_RATE}:cl=stereo,{_STEREO},atrim=end_sample={samples}[a{i}]"
-    # Shift by the video's start so audio keeps its place against frame 0; async + first_pts
-    # then fill a late start with silence (or drop an early one) before the fixed-length cut.
-    return (
-        f"[{i}:{item.scan.audio_index}]asetpts=PTS-{item.scan.video_offset:.6f}/TB,"
-        f"aresample={AUDIO_RATE}:async=1:first_pts=0,{_STEREO},"
-        f"apad,atrim=end_sample={samples},asetpts=PTS-STARTPTS[a{i}]"
-    )
-
-
-def _concat(count: int, audio: bool) -> str:
-    labels = "".join(f"[v{i}]" + (f"[a{i}]" if audio else "") for i in range(count))
-    outs = "[vj][aj]" if audio else "[vj]"
-    return f"{labels}concat=n={count}:v=1:a={int(audio)}{outs}"
-
-
-def _crossfades(items: Sequence[_Input], fps: int, crossfade: int, audio: bool) -> list[str]:
-    # Offsets are counted on the joined stream so far: everything before segment k, less the
-    # k overlaps already made. Written in whole frames, so they land exactly on frame times.
-    chains: list[str] = []
-    length = items[0].frames
-    video, sound = "[v0]", "[a0]"
-    for k in range(1, len(items)):
-        last = k == len(items) - 1
-        v_out, a_out = ("[vj]", "[aj]") if last else (f"[vx{k}]", f"[ax{k}]")
-        offset = _seconds_arg(length - crossfade, fps)
-        chains.append(
-            f"{video}[v{k}]xfade=transition=fade:duration={_seconds_arg(crossfade, fps)}"
-            f":offset={offset}{v_out}"
-        )
-        if audio:
-            ns = _samples(crossfade, fps)
-            chains.append(f"{sound}[a{k}]acrossfade=ns={ns}:c1=tri:c2=tri{a_out}")
-        length += items[k].frames - crossfade
-        video, sound = v_out, a_out
-    return chains
-
-
-def _output_frames(frames: Sequence[int], crossfade: int) -> int:
-    return sum(frames) - (len(frames) - 1) * crossfade
-
-
-def _filter_graph(
-    items: Sequence[_Input], fps: int, size: tuple[int, int], fit: Literal["letterbox", "crop"],
-    audio: bool, crossfade: int,
-) -> str:
-    fitting = _fit_filter(size, fit)
-    chains = [_video_chain(i, item, fps, fitting) for i, item in enumerate(items)]
-    if audio:
-        chains += [_audio_chain(i, item, fps) for i, item in enumerate(items)]
-    if len(items) == 1:
-        chains.append("[v0]null[vj]" + (";[a0]anull[aj]" if audio else ""))
-    elif crossfade:
-        chains += _crossfades(items, fps, crossfade, audio)
-    else:
-        chains.append(_concat(len(items), audio))
-    chains.append("[vj]null[vout]")
-    if audio:
-        # Some builds return acrossfade output a little short; the final length is fixed here.
-        total = _samples(_output_frames([i.frames for i in items], crossfade), fps)
-        chains.append(f"[aj]apad,atrim=end_sample={total}[aout]")
-    return ";".join(chains)
-
-
-# --------------------------------------------------------------------------- encoding
+# --------------------------------------------------------------------------- ffmpeg
 
 
 def ffmpeg_exe() -> str:
@@ -457,32 +333,7 @@ def ffmpeg_exe() -> str:
     return str(exe)
 
 
-def _ffmpeg_argv(
-    items: Sequence[_Input], graph: str, target: Path, *, fps: int, audio: bool, preset: str
-) -> list[str]:
-    argv = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-v", "error", "-y",
-            "-progress", "pipe:1", "-stats_period", "0.25"]
-    for item in items:
-        # file: keeps a clip named like "concat:..." or "-x.mp4" from meaning anything else.
-        argv += ["-i", f"file:{item.scan.probe.path.resolve()}"]
-    argv += ["-filter_complex", graph, "-map", "[vout]"]
-    if audio:
-        argv += ["-map", "[aout]"]
-    argv += [
-        "-map_metadata", "-1", "-map_chapters", "-1",
-        # The graph already gives one frame per tick; passthrough keeps ffmpeg from papering
-        # over a timing fault with duplicated or dropped frames, so verify() would see it.
-        "-fps_mode", "passthrough",
-        "-c:v", "libx264", "-preset", preset, "-crf", str(CRF), "-pix_fmt", "yuv420p",
-        "-profile:v", "high", "-g", str(2 * fps),
-    ]
-    if audio:
-        argv += ["-c:a", "aac", "-b:a", AUDIO_BITRATE, "-ar", str(AUDIO_RATE), "-ac", "2"]
-    argv += ["-movflags", "+faststart", "-f", "mp4", f"file:{target.resolve()}"]
-    return argv
-
-
-def _tail(log: IO[bytes], lines: int = 12) -> str:
+def _tail(log: IO[bytes], lines: int = 20) -> str:
     log.seek(0)
     text = log.read().decode("utf-8", "replace").strip().splitlines()
     return "\n".join(text[-lines:]) or "(no message)"
@@ -495,11 +346,13 @@ def _progress_times(stream: IO[str]) -> Iterator[float]:
             yield int(value) / 1_000_000
 
 
-def _run_ffmpeg(argv: list[str], seconds: float, on_progress: Callable[[float], None] | None) -> None:
+def run_ffmpeg(argv: list[str], seconds: float,
+               on_progress: Callable[[float], None] | None = None, *, cwd: Path | None = None) -> None:
+    """Run ffmpeg (``argv`` asks for ``-progress pipe:1``); MediaError with its last words."""
     with tempfile.TemporaryFile() as log:
         try:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=log, text=True)
+                                    stderr=log, text=True, cwd=cwd)
         except OSError as exc:
             raise MediaError(f"cannot run ffmpeg ({argv[0]}): {exc}") from exc
         with proc:
@@ -516,22 +369,25 @@ def _run_ffmpeg(argv: list[str], seconds: float, on_progress: Callable[[float], 
 def _feed_progress(stream: IO[str], seconds: float, on_progress: Callable[[float], None] | None) -> None:
     done = 0.0
     for at in _progress_times(stream):
-        # 1.0 is kept for "verified and in place", which only stitch() can say.
-        fraction = min(0.99, max(0.0, at / seconds))
+        # 1.0 is kept for "verified and in place", which only the caller can say.
+        fraction = min(0.99, max(0.0, at / seconds)) if seconds > 0 else 0.0
         if on_progress is not None and fraction > done:
             done = fraction
             on_progress(fraction)
 
 
-def _temp_beside(out: Path) -> Path:
-    # Same directory, so the final os.replace is an atomic rename, never a cross-device copy.
+def temp_beside(out: Path, suffix: str = ".part.mp4") -> Path:
+    """A new empty file next to ``out``, so the final os.replace is an atomic rename."""
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        handle, name = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=".part.mp4", dir=out.parent)
+        handle, name = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=suffix, dir=out.parent)
     except OSError as exc:
         raise MediaError(f"{out}: cannot write the output: {exc}") from exc
     os.close(handle)
     return Path(name)
+
+
+# --------------------------------------------------------------------------- stitching
 
 
 def stitch(
@@ -544,32 +400,25 @@ def stitch(
     fit: Literal["letterbox", "crop"] = "letterbox",
     crossfade_frames: int = 0,
     preset: str = "veryfast",
+    loudness: float | None = None,
+    true_peak: float = -1.5,
     on_progress: Callable[[float], None] | None = None,
+    work: Path | None = None,
 ) -> Probe:
-    """Normalise, join and encode ``segments`` into ``out``; return the verified output's probe.
+    """Normalise ``segments`` (or take them as they are, when they already match), join them
+    by stream copy into ``out``, and return the verified output's probe.
 
-    The output has ``sum(frames) - (len(segments) - 1) * crossfade_frames`` frames. Nothing is
-    written to ``out`` unless the encode passes :func:`verify`.
+    The output has ``sum(frames) - (len(segments) - 1) * crossfade_frames`` frames. With
+    ``loudness`` (LUFS), every segment's sound is brought to it under ``true_peak`` (dBTP).
+    Pieces are kept in ``work`` (a temporary directory if None, removed afterwards). Nothing is
+    written to ``out`` unless the join passes :func:`verify`.
     """
-    if fit not in ("letterbox", "crop"):
-        raise MediaError(f"fit {fit!r}: use letterbox or crop")
-    items = _plan(segments, size, fps, crossfade_frames)
-    crossfade = crossfade_frames if len(items) > 1 else 0
-    total = _output_frames([i.frames for i in items], crossfade)
-    graph = _filter_graph(items, fps, size, fit, audio, crossfade)
-    tmp = _temp_beside(out)
-    try:
-        argv = _ffmpeg_argv(items, graph, tmp, fps=fps, audio=audio, preset=preset)
-        _run_ffmpeg(argv, total / fps, on_progress)
-        result = verify(tmp, size=size, fps=fps, frames=total, audio=audio)
-        os.replace(tmp, out)
-    except OSError as exc:
-        raise MediaError(f"{out}: cannot write the output: {exc}") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
-    if on_progress is not None:
-        on_progress(1.0)
-    return replace(result, path=out)
+    from .assembly import stitch_files  # these modules import this one
+    from .normalise import Format
+
+    fmt = Format(size=size, fps=fps, audio=audio, fit=fit, preset=preset)
+    return stitch_files(segments, out, fmt, crossfade=crossfade_frames, loudness=loudness,
+                        true_peak=true_peak, on_progress=on_progress, work=work).probe
 
 
 # --------------------------------------------------------------------------- verification
@@ -606,7 +455,7 @@ def _check_faststart(path: Path) -> list[str]:
     return []
 
 
-def _check_video(scan: _Scan, size: tuple[int, int], fps: int, frames: int) -> list[str]:
+def _check_video(scan: Scan, size: tuple[int, int], fps: int, frames: int) -> list[str]:
     info, problems = scan.probe, []
     if scan.video_streams != 1:
         problems.append(f"video streams: {scan.video_streams}, want 1")
@@ -625,11 +474,12 @@ def _check_video(scan: _Scan, size: tuple[int, int], fps: int, frames: int) -> l
     return problems + _check_frame_timing(scan, fps)
 
 
-def _check_frame_timing(scan: _Scan, fps: int) -> list[str]:
+def _check_frame_timing(scan: Scan, fps: int) -> list[str]:
     problems: list[str] = []
     if scan.probe.fps != fps:
         problems.append(f"frame rate: average {scan.probe.fps}, want {fps}")
-    pts = scan.frame_pts
+    # In MP4 every H.264 packet is one frame, so packet times are frame times without decoding.
+    pts = sorted(scan.packet_pts)
     if pts and pts[0] != 0:
         problems.append(f"start: first frame at pts {pts[0]}, want 0")
     step = Fraction(1, fps) / scan.video_tb
@@ -650,7 +500,7 @@ def _check_frame_timing(scan: _Scan, fps: int) -> list[str]:
     return problems
 
 
-def _check_audio(scan: _Scan, fps: int, audio: bool) -> list[str]:
+def _check_audio(scan: Scan, fps: int, audio: bool) -> list[str]:
     info = scan.probe
     if not audio:
         return [f"audio streams: {scan.audio_streams}, want none"] if scan.audio_streams else []
@@ -666,7 +516,7 @@ def _check_audio(scan: _Scan, fps: int, audio: bool) -> list[str]:
     return problems + _check_audio_timing(scan, fps)
 
 
-def _check_audio_timing(scan: _Scan, fps: int) -> list[str]:
+def _check_audio_timing(scan: Scan, fps: int) -> list[str]:
     packets, tb = scan.audio_packets, scan.audio_tb
     if not packets or tb is None:
         return ["audio length: no audio packets"]
@@ -678,21 +528,36 @@ def _check_audio_timing(scan: _Scan, fps: int) -> list[str]:
             break
     end = float((packets[-1][0] + packets[-1][1]) * tb)
     video = scan.probe.duration
-    # AAC ends on a whole 1024-sample frame, so the track may run up to one frame past the video.
-    if abs(end - video) > AAC_FRAME / AUDIO_RATE + 1 / fps:
-        problems.append(f"audio length: audio ends at {end:.4f} s, video at {video:.4f} s")
+    # Sound that ends more than one AAC frame away from the picture has drifted from it.
+    if abs(end - video) > AAC_FRAME / AUDIO_RATE + _EPS:
+        problems.append(
+            f"audio/video drift: audio ends at {end:.4f} s, video at {video:.4f} s "
+            f"({abs(end - video) * 1000:.1f} ms apart; at most one AAC frame, "
+            f"{AAC_FRAME / AUDIO_RATE * 1000:.1f} ms, is allowed)")
     return problems
 
 
-def verify(path: Path, *, size: tuple[int, int], fps: int, frames: int, audio: bool) -> Probe:
-    """Check ``path`` is the output :func:`stitch` promises; raise one MediaError listing every fault."""
-    scan = _scan(path, decode_all=True, audio_timing=True)
-    problems = _check_video(scan, size, fps, frames)
-    problems += _check_audio(scan, fps, audio)
-    problems += _check_faststart(path)
+def verify(path: Path, *, size: tuple[int, int], fps: int, frames: int, audio: bool,
+           decode: bool = False) -> Probe:
+    """Check ``path`` is the output :func:`stitch` promises; raise one MediaError listing every fault.
+
+    Checks the streams, the frame count and timing (constant frame rate, keyframe first), the
+    sound's continuity and its drift from the picture, and faststart, from the packets alone.
+    With ``decode`` every frame is also decoded and counted.
+    """
+    found = scan(path, decode_all=decode, audio_timing=True)
+    problems = check_scan(found, size=size, fps=fps, frames=frames, audio=audio)
     if problems:
         raise MediaError(f"{path.name} failed verification: " + "; ".join(problems))
-    return scan.probe
+    return found.probe
+
+
+def check_scan(found: Scan, *, size: tuple[int, int], fps: int, frames: int, audio: bool,
+               ) -> list[str]:
+    """What :func:`verify` finds wrong with a file already scanned (with ``audio_timing``)."""
+    problems = _check_video(found, size, fps, frames)
+    problems += _check_audio(found, fps, audio)
+    return problems + _check_faststart(found.probe.path)
 
 
 # --------------------------------------------------------------------------- stills
@@ -751,6 +616,15 @@ def poster(video: Path, out: Path, *, at: float | None = None) -> Path:
     return _save(_frames_at(video, [when])[0], out)
 
 
+def still(video: Path, out: Path, *, at: float, width: int | None = None) -> Path:
+    """Write the frame of ``video`` at ``at`` seconds as an image, ``width`` pixels wide if given."""
+    image = _frames_at(video, [at])[0]
+    if width is not None and width != image.width:
+        image = image.resize((width, max(1, round(width * image.height / image.width))),
+                             Image.Resampling.LANCZOS)
+    return _save(image, out)
+
+
 def contact_sheet(
     video: Path, out: Path, *, times: Sequence[float], columns: int = 4, thumb_width: int = 320
 ) -> Path:
@@ -759,7 +633,24 @@ def contact_sheet(
         raise MediaError("contact sheet: no times given")
     if columns < 1 or thumb_width < 2:
         raise MediaError("contact sheet: columns and thumb_width must be positive")
-    frames = _frames_at(video, times)
+    return _tile(_frames_at(video, times), out, columns, thumb_width)
+
+
+def tile(images: Sequence[Path], out: Path, *, columns: int = 4, thumb_width: int = 320) -> Path:
+    """A contact sheet from stills already cut (one per shot, say)."""
+    if not images:
+        raise MediaError("contact sheet: no images given")
+    frames = []
+    for path in images:
+        try:
+            with Image.open(path) as image:
+                frames.append(image.convert("RGB"))
+        except OSError as exc:
+            raise MediaError(f"{path}: cannot read the still: {exc}") from exc
+    return _tile(frames, out, columns, thumb_width)
+
+
+def _tile(frames: list[Image.Image], out: Path, columns: int, thumb_width: int) -> Path:
     width, height = frames[0].size
     thumb = (thumb_width, max(1, round(thumb_width * height / width)))
     cols = min(columns, len(frames))

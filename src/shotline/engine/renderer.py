@@ -1,4 +1,4 @@
-"""Running the shots of a plan: cache, singleflight, retries, download, probe, stitch.
+"""Running the shots of a plan: cache, singleflight, retries, download, probe, segment, join.
 
 Invariants (see also calls.py for the recovery points and ledger.py for money):
 
@@ -16,6 +16,9 @@ Invariants (see also calls.py for the recovery points and ledger.py for money):
   that bills failed attempts, a resumed render or a re-roll can never bill past a cap.
 * A permanent failure fails the render with the vendor's reason after the other shots
   have settled (they are being paid for; their clips are kept for the next run).
+* Each clip is made into its segment (:mod:`.assembly`) as soon as it is stored, while the
+  other shots still render; once all are there the output is joined by copy. Segments are
+  kept by key, so a resumed render or a re-roll makes only what is new.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import random
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -54,7 +57,9 @@ from ..settings import Settings
 from ..store import calls, ledger, lifecycle
 from ..store.cache import Store, copy_atomic
 from ..store.db import Database, renders
-from . import media
+from . import media, quality
+from .assembly import Assembly, Prepared
+from .normalise import Format
 
 ShotState = Literal["queued", "submitting", "rendering", "downloading", "done", "cached", "failed"]
 
@@ -79,6 +84,9 @@ class ShotResult:
     job_id: str | None = None
     error: str | None = None
     over_budget: bool = False  # stopped before an attempt the budget could not cover
+    segment: Prepared | None = None
+    flags: list[quality.Flag] = field(default_factory=list)
+    retake: int | None = None  # the take the quality gate's automatic re-roll made
 
 
 @dataclass
@@ -94,6 +102,7 @@ class RenderResult:
     plan: Plan
     estimate_usd: Decimal = Decimal(0)
     reopened: bool = False
+    flags: list[quality.Flag] = field(default_factory=list)  # the output's quality flags
 
 
 class RenderStopped(ShotlineError):
@@ -136,15 +145,29 @@ def request_for(plan: Plan, shot: PlannedShot, caps: Capabilities) -> ShotReques
     )
 
 
-def stitch_settings(plan: Plan, fit: str) -> dict[str, object]:
+def loudness_target(settings: Settings, asked: bool | None = None) -> float | None:
+    """The LUFS every shot is brought to, or None to keep each clip's own level."""
+    return settings.loudness_target if (settings.loudness if asked is None else asked) else None
+
+
+def stitch_settings(plan: Plan, settings: Settings, loudness: float | None) -> dict[str, object]:
+    """Everything besides the shots that changes the stitched output (part of the render key)."""
     return {
-        "size": plan.size, "fps": plan.fps, "audio": plan.audio, "fit": fit,
+        "size": plan.size, "fps": plan.fps, "audio": plan.audio, "fit": settings.fit,
         "crossfade_frames": plan.crossfade_frames, "frames": [s.frames for s in plan.shots],
+        "loudness": loudness, "true_peak": settings.true_peak if loudness is not None else None,
+        "preset": settings.encode_preset,
     }
 
 
 def _utc(when: float) -> str:
     return datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+def assembly_for(plan: Plan, settings: Settings, store: Store, loudness: float | None) -> Assembly:
+    fmt = Format(size=parse_size(plan.size), fps=plan.fps, audio=plan.audio, fit=settings.fit,
+                 preset=settings.encode_preset)
+    return Assembly([s.frames for s in plan.shots], fmt, store.pieces(),
+                    crossfade=plan.crossfade_frames, loudness=loudness,
+                    true_peak=settings.true_peak, encoders=settings.normalise_concurrency)
 
 
 def backoff(attempt: int, base: float, retry_after: float | None) -> float:
@@ -179,6 +202,14 @@ class Renderer:
         """Note the shots this run will make, before any of them starts."""
         for r in requests:
             self.open[r.index] = call_cost(self.caps, r.seconds, r.size, r.audio).cost_usd
+
+    def allow_retake(self, index: int, cost: Decimal) -> None:
+        """Reserve one more try at shot ``index`` (the quality gate's automatic re-roll), or
+        raise BudgetError if the caps cannot cover it; nothing is spent here."""
+        with self.db.write() as conn:
+            need = ledger.billed(conn, self.render_id) + sum(self.open.values(), cost)
+            ledger.reserve(conn, self.render_id, need, self.limits, grow_only=True)
+        self.open[index] = cost
 
     async def run_shot(self, request: ShotRequest) -> ShotResult:
         async with self.key_locks.setdefault(request.key, asyncio.Lock()):
@@ -430,16 +461,28 @@ class RenderJob:
     render_id: str | None = None
     owner: str | None = None
     base_url: str = ""
+    loudness: bool | None = None  # None: settings.loudness
+
+    @property
+    def target(self) -> float | None:
+        return loudness_target(self.settings, self.loudness)
 
 
 def _reopen(job: RenderJob, plan: Plan, key: str, requests: list[ShotRequest],
             stored: dict[str, Any]) -> RenderResult:
     shots = [ShotResult(r.index, r.key, cached=True) for r in requests]
     output, poster, sheet = _deliver(Path(stored["path"]), job.output)
+    with job.db.read() as conn:
+        flags = _output_flags(conn, stored["render_id"])
     return RenderResult(
         render_id=stored["render_id"], output=output, seconds=stored["seconds"],
         cost_usd=Decimal(0), shots=shots, poster=poster, contact_sheet=sheet, key=key,
-        plan=plan, reopened=True)
+        plan=plan, reopened=True, flags=flags)
+
+
+def _output_flags(conn: Connection, render_id: str) -> list[quality.Flag]:
+    """The quality flags recorded on a render's output."""
+    return [quality.Flag.from_json(f) for f in lifecycle.output_quality(conn, render_id)]
 
 
 def _still(output: Path, kind: str) -> Path:
@@ -456,11 +499,12 @@ def _deliver(stored: Path, dest: Path | None) -> tuple[Path, Path, Path]:
 
 
 async def render_plan(plan: Plan, job: RenderJob) -> RenderResult:
-    """Render every shot of ``plan``, stitch, verify, store, and settle the money."""
+    """Render every shot of ``plan``, segment each as it arrives, join, verify, store, settle."""
     requests = [request_for(plan, s, job.caps) for s in plan.shots]
-    key = render_key([r.key for r in requests], stitch_settings(plan, job.settings.fit))
+    key = render_key([r.key for r in requests], stitch_settings(plan, job.settings, job.target))
     if job.render_id is None and (stored := job.store.output(key)) is not None:
         return _reopen(job, plan, key, requests, stored)
+    assembly = assembly_for(plan, job.settings, job.store, job.target)  # bad settings: nothing written
     costs = [call_cost(job.caps, r.seconds, r.size, r.audio).cost_usd for r in requests]
     to_make = [r for r in requests if not job.store.clip(r.key)]
     todo = sum((c for r, c in zip(requests, costs, strict=True) if r in to_make), Decimal(0))
@@ -485,7 +529,14 @@ async def render_plan(plan: Plan, job: RenderJob) -> RenderResult:
     renderer = Renderer(job.provider, job.caps, job.settings, job.db, job.store, render_id,
                         job.listener, limits)
     renderer.expect(to_make)
-    shots = list(await asyncio.gather(*(renderer.run_shot(r) for r in requests)))
+
+    async def shot(request: ShotRequest) -> ShotResult:
+        result = await _shot(renderer, assembly, request)
+        if job.settings.quality_reroll and result.segment and quality.failing(result.flags):
+            return await _retake(job, plan, renderer, assembly, request, result)
+        return result
+
+    shots = list(await asyncio.gather(*(shot(r) for r in requests)))
     this_run = sum((s.cost_usd for s in shots), Decimal(0))
     if failed := [s for s in shots if s.error]:
         message = "; ".join(s.error or "" for s in failed) + (
@@ -495,7 +546,9 @@ async def render_plan(plan: Plan, job: RenderJob) -> RenderResult:
         if any(s.over_budget for s in failed):
             raise BudgetError(f"render {render_id} stopped: {message}")
         raise RenderFailed(message, render_id, shots)
-    result = await _stitch(plan, job, render_id, key, shots, this_run)
+    if any(s.retake for s in shots):
+        plan, key = _retaken(job, plan, render_id, shots)
+    result = await _stitch(plan, job, render_id, key, shots, this_run, assembly)
     result.estimate_usd = todo
     return result
 
@@ -507,6 +560,69 @@ def _limits(conn: Connection, job: RenderJob, render_id: str) -> ledger.Limits:
     return ledger.limits(conn, tenant=row.tenant_id, per_render=row.max_usd,
                          daily=job.settings.daily_budget_usd,
                          monthly=job.settings.monthly_budget_usd)
+
+
+async def _retake(job: RenderJob, plan: Plan, renderer: Renderer, assembly: Assembly,
+                  request: ShotRequest, first: ShotResult) -> ShotResult:
+    """The quality gate failed a shot: render it once more as a new take, if the budget allows,
+    and keep that take unless it fails more checks than the first."""
+    shot = plan.shots[request.index]
+    again = request_for(plan, shot.model_copy(update={"take": shot.take + 1}), job.caps)
+    cost = call_cost(job.caps, again.seconds, again.size, again.audio).cost_usd
+    try:
+        renderer.allow_retake(request.index, cost)
+    except BudgetError as exc:
+        renderer.emit(ShotEvent(request.index, "done", message=f"not re-rolled: {exc}"))
+        return first
+    why = "; ".join(f.message for f in quality.failing(first.flags))
+    renderer.emit(ShotEvent(request.index, "queued",
+                            message=f"re-rolling as take {again.take}: {why}"))
+    second = await _shot(renderer, assembly, again)
+    keep = second.error is None and second.segment is not None and \
+        len(quality.failing(second.flags)) <= len(quality.failing(first.flags))
+    chosen, other = (second, first) if keep else (first, second)
+    chosen.cost_usd += other.cost_usd  # both takes were paid for
+    chosen.retake = again.take if keep else None
+    with job.db.write() as conn:  # the shot's row shows the take kept, and what both cost
+        lifecycle.set_shot(conn, renderer.render_id, request.index, key=chosen.key,
+                           state="cached" if chosen.cached else "done",
+                           error=None, cost_usd=ledger.shot_billed(conn, renderer.render_id,
+                                                                   [first.key, second.key]),
+                           quality=[f.to_json() for f in chosen.flags])
+    return chosen
+
+
+def _retaken(job: RenderJob, plan: Plan, render_id: str,
+             shots: list[ShotResult]) -> tuple[Plan, str]:
+    """The plan and render key with the takes the automatic re-roll kept, recorded."""
+    updated = tuple(p.model_copy(update={"take": s.retake}) if s.retake else p
+                    for p, s in zip(plan.shots, shots, strict=True))
+    plan = plan.model_copy(update={"shots": updated})
+    requests = [request_for(plan, p, job.caps) for p in plan.shots]
+    key = render_key([r.key for r in requests], stitch_settings(plan, job.settings, job.target))
+    with job.db.write() as conn:
+        lifecycle.set_render(conn, render_id, plan=plan.model_dump(mode="json"), key=key)
+    return plan, key
+
+
+async def _shot(renderer: Renderer, assembly: Assembly, request: ShotRequest) -> ShotResult:
+    """One shot from request to segment: the segment is made while other shots still render."""
+    result = await renderer.run_shot(request)
+    if result.clip is None or result.error:
+        return result
+    try:
+        result.segment = await asyncio.to_thread(
+            assembly.prepare, request.index, result.clip, request.key, asked=request.seconds)
+    except MediaError as exc:
+        result.error = f"shot {request.index + 1}: {exc}"
+        return result
+    result.flags = list(result.segment.flags)
+    with renderer.db.write() as conn:
+        lifecycle.set_shot(conn, renderer.render_id, request.index,
+                           quality=[f.to_json() for f in result.flags])
+    renderer.emit(ShotEvent(request.index, "cached" if result.cached else "done",
+                            message="segment ready"))
+    return result
 
 
 def _move(job: RenderJob, render_id: str, status: str, *, settle: bool = False,
@@ -530,43 +646,37 @@ def _move(job: RenderJob, render_id: str, status: str, *, settle: bool = False,
 
 
 async def _stitch(plan: Plan, job: RenderJob, render_id: str, key: str,
-                  shots: list[ShotResult], cost: Decimal) -> RenderResult:
+                  shots: list[ShotResult], cost: Decimal, assembly: Assembly) -> RenderResult:
     _move(job, render_id, "stitching")
     job.listener(ShotEvent(-1, "stitching"))
     started = time.monotonic()
     also = None
+    flags: list[quality.Flag]
     if (stored := job.store.output(key)) is not None:  # made before, by a twin render
         output, seconds = Path(stored["path"]), float(stored["seconds"])
+        with job.db.read() as conn:
+            flags = _output_flags(conn, stored["render_id"])
     else:
         output = job.store.output_path(key)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        segments = [media.Segment(s.clip, p.frames)
-                    for s, p in zip(shots, plan.shots, strict=True) if s.clip is not None]
-        probe = await asyncio.to_thread(
-            media.stitch, segments, output, size=parse_size(plan.size), fps=plan.fps,
-            audio=plan.audio, fit=job.settings.fit, crossfade_frames=plan.crossfade_frames)
-        await asyncio.to_thread(_stills, output, plan)
-        seconds = probe.duration
+        segments = [s.segment for s in shots if s.segment is not None]
+        joined = await asyncio.to_thread(assembly.join, segments, output)
+        job.listener(ShotEvent(-1, "stitched", message=f"{time.monotonic() - started:.2f} s"))
+        await asyncio.to_thread(_stills, output, segments)
+        seconds, flags = joined.probe.duration, list(joined.flags)
         checkpoint("stitched")
 
         def also(conn: Connection) -> None:
             job.store.put_output(conn, key, output, seconds, render_id)
 
-    job.listener(ShotEvent(-1, "stitched", message=f"{time.monotonic() - started:.1f} s"))
     _move(job, render_id, "awaiting_review", settle=True, also=also, output=str(output),
-          seconds=seconds)
+          seconds=seconds, quality=[f.to_json() for f in flags])
     final, poster, sheet = _deliver(output, job.output)
     return RenderResult(
         render_id=render_id, output=final, seconds=seconds, cost_usd=cost, shots=shots,
-        poster=poster, contact_sheet=sheet, key=key, plan=plan)
+        poster=poster, contact_sheet=sheet, key=key, plan=plan, flags=flags)
 
 
-def _stills(output: Path, plan: Plan) -> None:
-    """A poster frame and a contact sheet with one frame from the middle of each shot."""
+def _stills(output: Path, segments: list[Prepared]) -> None:
+    """A poster frame a third of the way in, and a contact sheet of each shot's middle frame."""
     media.poster(output, _still(output, "poster"))
-    times, start = [], 0.0
-    overlap = plan.crossfade_frames / plan.fps
-    for shot in plan.shots:
-        times.append(start + shot.use_seconds / 2)
-        start += shot.use_seconds - overlap
-    media.contact_sheet(output, _still(output, "contact"), times=times)
+    media.tile([s.thumb for s in segments if s.thumb is not None], _still(output, "contact"))

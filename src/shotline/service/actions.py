@@ -29,7 +29,7 @@ from ..core.planner import Plan
 from ..core.planner import plan as make_plan
 from ..core.pricing import call_cost
 from ..core.pricing import estimate as price
-from ..engine.renderer import request_for, stitch_settings
+from ..engine.renderer import loudness_target, request_for, stitch_settings
 from ..errors import BriefError, NotFoundError, ProviderError, StateError
 from ..providers.base import JobRef
 from ..providers.plugins import load_provider
@@ -66,6 +66,9 @@ class RenderRequest(BaseModel):
                           "the local renderer.")
     yes: bool = Field(False, description="Accept a duration hint in the brief's text that "
                       "more than doubles the billed seconds (refused otherwise, quoting it).")
+    loudness: bool | None = Field(None, description="Bring every shot to the operator's "
+                                  "loudness target (default: the operator's setting); false "
+                                  "keeps each clip's own level.")
 
 
 class RerollRequest(BaseModel):
@@ -106,7 +109,8 @@ async def submit(db: Database, settings: Settings, table: ModelTable, tenant: st
     options = req.model_dump(mode="json", exclude={"brief", "webhook_url", "auto_approve"})
     caps = table.drawing(resolved.caps, preview=req.preview)
     requests = [request_for(plan, s, caps) for s in plan.shots]
-    key = render_key([r.key for r in requests], stitch_settings(plan, settings.fit))
+    key = render_key([r.key for r in requests],
+                     stitch_settings(plan, settings, loudness_target(settings, req.loudness)))
     if req.webhook_url:
         kwargs = {"resolver": resolver} if resolver else {}
         await ssrf.check_url(req.webhook_url, allow_private=settings.allow_private_webhooks,
@@ -214,7 +218,8 @@ def reroll(db: Database, settings: Settings, table: ModelTable, tenant: str | No
         plan = plan.model_copy(update={"shots": tuple(shots)})
         caps = table.drawing(table.get(row.model), preview=lifecycle.is_preview(conn, row))
         requests = [request_for(plan, s, caps) for s in plan.shots]
-        key = render_key([r.key for r in requests], stitch_settings(plan, settings.fit))
+        loudness = loudness_target(settings, row.options.get("loudness"))
+        key = render_key([r.key for r in requests], stitch_settings(plan, settings, loudness))
         amount = sum((call_cost(caps, r.seconds, r.size, r.audio).cost_usd for r in requests
                       if r.index + 1 in chosen or store.clip(r.key, conn) is None), Decimal(0))
         # max_usd caps everything the render ever bills, re-rolls included.
@@ -224,10 +229,10 @@ def reroll(db: Database, settings: Settings, table: ModelTable, tenant: str | No
             conn.execute(render_shots.update().where(render_shots.c.render_id == render_id,
                                                      render_shots.c.idx == n - 1)
                          .values(key=requests[n - 1].key, state="pending", progress=None,
-                                 cached=False, cost_usd=0, error=None))
+                                 cached=False, cost_usd=0, error=None, quality=None))
         lifecycle.transition(conn, render_id, "rendering", base_url=settings.public_url,
                              plan=plan.model_dump(mode="json"), key=key, output=None,
-                             seconds=None, error=None, review_note=None)
+                             seconds=None, error=None, review_note=None, quality=None)
         lifecycle.append_event(conn, render_id, "reroll", {
             "shots": chosen, "prompts": {str(k): v for k, v in req.prompts.items()}})
         view = lifecycle.describe(conn, render_id, settings.public_url)

@@ -13,6 +13,9 @@ with a worker in the same process. Invariants:
   transaction that queues the render (so a crash leaves neither). Requests that fail
   change nothing and are not saved: they are safe to retry with the same key.
 * Media are served by random tokens from the store, never by a path from the request.
+  A token's file never changes (outputs and stills are named by content), so media are
+  ``immutable`` to caches; a render's view changes, so it carries an ETag to revalidate
+  with (``If-None-Match`` answers ``304``).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import os
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -179,15 +183,20 @@ def _bearer(request: Request) -> str | None:
     return None
 
 
+def _unauthorized() -> HTTPException:
+    return HTTPException(401, "a valid API key is needed: send Authorization: Bearer "
+                         "<key> (create one with `shotline keys create --name NAME`)",
+                         headers={"WWW-Authenticate": "Bearer"})
+
+
 def tenant_of(request: Request) -> str:
     """The tenant of the request's API key, or 401."""
     key = _bearer(request)
     tenant = tenants.authenticate(request.app.state.service.db, key) if key else None
     if tenant is None:
-        raise HTTPException(401, "a valid API key is needed: send Authorization: Bearer "
-                            "<key> (create one with `shotline keys create --name NAME`)",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise _unauthorized()
     return tenant
+
 
 
 Tenant = Annotated[str, Depends(tenant_of)]
@@ -254,10 +263,29 @@ def _routes(app: FastAPI, service: Service) -> None:  # noqa: C901 - one place l
         return {"data": page, "next_cursor": ids[limit - 1] if len(ids) > limit else None}
 
     @app.get("/v1/renders/{render_id}", tags=["renders"])
-    def get_render(render_id: Owned) -> dict[str, Any]:
-        """Status, each shot's state and progress, costs, and file URLs once made."""
+    def get_render(request: Request, render_id: str,
+                   if_none_match: Annotated[str | None, Header()] = None) -> Response:
+        """Status, each shot's state, progress and quality flags, costs, and file URLs once made.
+
+        Carries an ETag: send it back in If-None-Match to get 304 while nothing changed.
+        """
+        # The hot path of reopening: the key and the render are read in one transaction,
+        # in one worker thread, with one query each.
+        key = _bearer(request)
         with db.read() as conn:
-            return lifecycle.describe(conn, render_id, base)
+            who = tenants.lookup(conn, key) if key else None
+            found = lifecycle.view(conn, render_id, base) if who else None
+        tenant = tenants.settle_use(db, who)
+        if tenant is None:
+            raise _unauthorized()
+        if found is None or found[0] != tenant:
+            raise NotFoundError(f"no render {render_id!r}")
+        body = json.dumps(found[1], separators=(",", ":")).encode()
+        tag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+        headers = {"ETag": tag, "Cache-Control": "private, no-cache"}
+        if if_none_match is not None and tag in _tags(if_none_match):
+            return Response(status_code=304, headers=headers)
+        return Response(body, media_type="application/json", headers=headers)
 
     @app.get("/v1/renders/{render_id}/events", response_class=EventSourceResponse,
              tags=["renders"])
@@ -312,9 +340,9 @@ def _routes(app: FastAPI, service: Service) -> None:  # noqa: C901 - one place l
         return await actions.cancel(db, settings, table, tenant, render_id)
 
     @app.get("/v1/media/{token}", tags=["files"])
-    def media_file(token: str, tenant: Tenant) -> FileResponse:
-        """A stored video or still; supports Range requests."""
-        return _media(service, token, tenant)
+    def media_file(request: Request, token: str) -> FileResponse:
+        """A stored video or still; supports Range requests, ETag and If-None-Match (304)."""
+        return _media(service, token, request)
 
     @app.get("/v1/ledger", tags=["money"])
     def ledger_rows(tenant: Tenant, render_id: str | None = None,
@@ -413,20 +441,52 @@ def _events(db: Database, render_id: str, after: int) -> tuple[list[dict[str, An
     return rows, str(status)
 
 
-def _media(service: Service, token: str, tenant: str) -> FileResponse:
+def _tags(header: str) -> set[str]:
+    """The entity tags an If-None-Match header lists (weak ones compare as strong: RFC 9110)."""
+    return {t.strip().removeprefix("W/") for t in header.split(",")}
+
+
+class MediaResponse(FileResponse):
+    """A stored file: large chunks, immutable caching, and 304 for a matching If-None-Match.
+
+    Under a server that offers the ASGI pathsend extension (Granian, say) the server sends the
+    file itself; under uvicorn it goes out in 1 MiB chunks (a poster in one).
+    """
+
+    chunk_size = 1 << 20
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        match = dict(scope.get("headers", [])).get(b"if-none-match")
+        if match is not None:
+            self.set_stat_headers(os.stat(self.path))
+            if self.headers["etag"] in _tags(match.decode("latin-1")):
+                headers = {k: v for k, v in self.headers.items()
+                           if k in ("etag", "cache-control", "last-modified")}
+                return await Response(status_code=304, headers=headers)(scope, receive, send)
+        await super().__call__(scope, receive, send)
+
+
+def _media(service: Service, token: str, request: Request) -> FileResponse:
     missing = NotFoundError("no such file")
-    if not TOKEN.fullmatch(token):
-        raise missing
-    with service.db.read() as conn:
-        row = conn.execute(sa.select(media).where(media.c.token == token)).first()
+    key = _bearer(request)
+    row = None
+    with service.db.read() as conn:  # the key and the file in one transaction
+        who = tenants.lookup(conn, key) if key else None
+        if who is not None and TOKEN.fullmatch(token):
+            row = conn.execute(sa.select(media).where(media.c.token == token)).first()
+    tenant = tenants.settle_use(service.db, who)
+    if tenant is None:
+        raise _unauthorized()
     if row is None or row.tenant_id != tenant:
         raise missing
     path = Path(row.path).resolve()
     if not path.is_relative_to(service.store.root.resolve()) or not path.is_file():
         raise missing  # only files of our own store are ever served
-    return FileResponse(path, media_type=MEDIA_TYPES.get(path.suffix, "application/octet-stream"),
-                        filename=f"{row.render_id}-{row.kind}{path.suffix}",
-                        content_disposition_type="inline")
+    # private: the file is only ever served to its tenant's key.
+    return MediaResponse(path, media_type=MEDIA_TYPES.get(path.suffix, "application/octet-stream"),
+                         filename=f"{row.render_id}-{row.kind}{path.suffix}",
+                         content_disposition_type="inline",
+                         headers={"Cache-Control": "private, max-age=31536000, immutable"})
 
 
 def review_page() -> tuple[str, dict[str, str]]:

@@ -144,17 +144,34 @@ def authenticate(db: Database, key: str, *, now: float | None = None) -> str | N
     """The tenant id that ``key`` belongs to, or None if it is malformed, unknown or revoked."""
     if not looks_like_key(key):
         return None
-    digest = _hash(key)
     with db.read() as conn:
-        row = conn.execute(sa.select(api_keys.c.id, api_keys.c.tenant_id, api_keys.c.hash,
-                                     api_keys.c.last_used_at, api_keys.c.revoked_at)
-                           .where(api_keys.c.hash == digest)).first()
+        found = lookup(conn, key)
+    return settle_use(db, found, now)
+
+
+def lookup(conn: Connection, key: str) -> tuple[str, str, float | None] | None:
+    """``(key id, tenant id, last used)`` of a live key, read in the caller's transaction."""
+    if not looks_like_key(key):
+        return None
+    digest = _hash(key)
+    row = conn.execute(sa.select(api_keys.c.id, api_keys.c.tenant_id, api_keys.c.hash,
+                                 api_keys.c.last_used_at, api_keys.c.revoked_at)
+                       .where(api_keys.c.hash == digest)).first()
     if row is None or row.revoked_at is not None or not hmac.compare_digest(row.hash, digest):
         return None
+    return str(row.id), str(row.tenant_id), row.last_used_at
+
+
+def settle_use(db: Database, found: tuple[str, str, float | None] | None,
+               now: float | None = None) -> str | None:
+    """The tenant of a key :func:`lookup` found, noting its use (at most once a minute)."""
+    if found is None:
+        return None
+    key_id, tenant, last_used = found
     now = time.time() if now is None else now
-    if row.last_used_at is None or now - row.last_used_at >= TOUCH_EVERY:
-        _touch(db, row.id, now)
-    return str(row.tenant_id)
+    if last_used is None or now - last_used >= TOUCH_EVERY:
+        _touch(db, key_id, now)
+    return tenant
 
 
 def _touch(db: Database, key_id: str, now: float) -> None:

@@ -167,7 +167,8 @@ class Worker:
         job = RenderJob(
             caps=caps, provider=provider, settings=self.settings, db=self.db, store=self.store,
             brief_text=row.brief, max_usd=row.max_usd, listener=ProgressLog(self, row.id),
-            render_id=row.id, owner=self.owner, base_url=self.settings.public_url)
+            render_id=row.id, owner=self.owner, base_url=self.settings.public_url,
+            loudness=(row.options or {}).get("loudness"))
         try:
             await render_plan(Plan.model_validate(row.plan), job)
         finally:

@@ -1,9 +1,13 @@
-"""The content-addressed store: clips by shot key, stitched outputs by render key.
+"""The content-addressed store: clips by shot key, stitched outputs by render key, and the
+pieces outputs are joined from (:class:`Pieces`, by the key of what each is made of).
 
 Files live under ``$SHOTLINE_HOME/store``; a row in ``clips`` or ``outputs`` says the file
 is complete (it is written to a temporary name, probed, then renamed before the row is
 committed). A row whose file has gone is a miss, never an error, and the file is simply
 made again. Vendor URLs are never the cache: they expire; the bytes are.
+
+Pieces are derived from clips and can always be made again; a piece is complete once its
+metadata JSON is there, which is written after its files.
 
 Nothing is ever pruned automatically: only ``shotline cache prune`` removes entries.
 """
@@ -11,11 +15,13 @@ Nothing is ever pruned automatically: only ``shotline cache prune`` removes entr
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -48,6 +54,9 @@ class Store:
     def __init__(self, db: Database, root: Path) -> None:
         self.db = db
         self.root = root
+
+    def pieces(self) -> Pieces:
+        return Pieces(self.root / "pieces")
 
     def clip_path(self, key: str) -> Path:
         digest = key.split(":", 1)[1]
@@ -148,6 +157,79 @@ class Store:
             for v in victims:
                 Path(v["path"]).unlink(missing_ok=True)
         return victims
+
+
+class Pieces:
+    """A directory of pieces by key: ``<root>/<2 hex>/<64 hex><suffix>``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, key: str, suffix: str) -> Path:
+        hexdigest = key.split(":", 1)[1]
+        return self.root / hexdigest[:2] / f"{hexdigest}{suffix}"
+
+    def meta(self, key: str) -> dict[str, Any] | None:
+        """The metadata of a finished piece, or None if it is not (all) there."""
+        path = self.path(key, ".json")
+        try:
+            data: dict[str, Any] = json.loads(path.read_text("utf-8"))
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+        if not all(self.path(key, suffix).exists() for suffix in data.get("files", [])):
+            return None
+        os.utime(path)  # last use, for pruning
+        return data
+
+    @contextmanager
+    def making(self, key: str, suffix: str) -> Iterator[Path]:
+        """A temporary path to write a piece to; it takes its key's name if the block succeeds."""
+        final = self.path(key, suffix)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(f".{final.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}{suffix}")
+        try:
+            yield tmp
+            os.replace(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def finish(self, key: str, data: dict[str, Any]) -> None:
+        """Write the metadata that marks a piece (and the files it lists) as complete."""
+        final = self.path(key, ".json")
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(f".{final.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.json")
+        try:
+            tmp.write_text(json.dumps(data, sort_keys=True), "utf-8")
+            os.replace(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def prune(self, older_than_days: float, dry_run: bool = False) -> int:
+        """Remove pieces not used for ``older_than_days`` (they are made again when needed)."""
+        cutoff = time.time() - older_than_days * 86400
+        removed = 0
+        for meta in self.root.glob("*/*.json"):
+            try:
+                if meta.stat().st_mtime >= cutoff:
+                    continue
+                files = json.loads(meta.read_text("utf-8")).get("files", [])
+            except (OSError, json.JSONDecodeError):
+                continue
+            removed += 1
+            if dry_run:
+                continue
+            meta.unlink(missing_ok=True)  # first, so a half-removed piece is never "complete"
+            for suffix in files:
+                (meta.parent / f"{meta.stem}{suffix}").unlink(missing_ok=True)
+        # Thumbnails (complete once present) and what a killed process left half-written.
+        for loose in [*self.root.glob("*/*.jpg"), *self.root.glob("*/.*")]:
+            try:
+                old = loose.stat().st_mtime < cutoff
+            except OSError:
+                continue
+            if old and not dry_run:
+                loose.unlink(missing_ok=True)
+        return removed
 
 
 def copy_atomic(src: Path, dest: Path) -> Path:

@@ -54,7 +54,7 @@ from sqlalchemy.engine import Connection, Engine
 MIGRATIONS = Path(__file__).parent / "migrations"
 # The newest migration. A database at this version needs no migrating, and opening one
 # costs a single query; tests check it against the scripts.
-HEAD = "0004"
+HEAD = "0005"
 # Applied steps of the schema_migrations table used before Alembic, and the Alembic
 # revision each set stands for.
 LEGACY = {"m001_initial": "0001", "m002_vendor_events": "0002", "m003_service": "0003"}
@@ -100,6 +100,7 @@ renders = sa.Table(
     sa.Column("lease_owner", sa.String(80)),
     sa.Column("lease_until", sa.Float),
     sa.Column("review_note", sa.Text),
+    sa.Column("quality", sa.JSON),  # the output's quality flags (0005)
 )
 
 render_shots = sa.Table(
@@ -112,6 +113,7 @@ render_shots = sa.Table(
     sa.Column("cost_usd", Money(), nullable=False, default=0),
     sa.Column("error", sa.Text),
     sa.Column("progress", sa.Float),  # added by m003
+    sa.Column("quality", sa.JSON),  # the clip's quality flags (0005)
 )
 
 # One row per shot key being made or made: the singleflight claim and the recovery point.

@@ -221,6 +221,13 @@ def _over_render_cap(total: Decimal, paid: Decimal, cap: Decimal) -> str:
             "are kept and will not be paid for again")
 
 
+def shot_billed(conn: Connection, render_id: str, shot_keys: list[str]) -> Decimal:
+    """What the ledger holds for some shots' calls made by one render."""
+    total = conn.execute(sa.select(sa.func.sum(ledger.c.amount)).where(
+        ledger.c.render_id == render_id, ledger.c.shot_key.in_(shot_keys))).scalar_one()
+    return Decimal(total or 0)
+
+
 def settle(conn: Connection, render_id: str) -> None:
     conn.execute(reservations.update().where(reservations.c.render_id == render_id)
                  .values(state="settled"))

@@ -158,6 +158,12 @@ def set_render(conn: Connection, render_id: str, **values: Any) -> None:
                  .values(updated_at=time.time(), **values))
 
 
+def output_quality(conn: Connection, render_id: str) -> list[dict[str, Any]]:
+    """The quality flags recorded on a render's output, as stored (JSON)."""
+    stored = conn.execute(sa.select(renders.c.quality).where(renders.c.id == render_id)).scalar()
+    return list(stored or [])
+
+
 def finish_shared(conn: Connection, render_id: str, status: str, **values: Any) -> bool:
     """Set the status of a render several CLI processes run, unless it is closed."""
     closed = ("cancelled", "rejected", "published")
@@ -205,35 +211,64 @@ def money(value: Decimal | None) -> str | None:
     return None if value is None else format(Decimal(value).normalize(), "f")
 
 
-def describe(conn: Connection, render_id: str, base_url: str = "") -> dict[str, Any]:
-    """A render as the API, webhooks and ``shotline show --json`` present it."""
-    row = conn.execute(sa.select(renders).where(renders.c.id == render_id)).one()
-    shots = conn.execute(sa.select(render_shots).where(render_shots.c.render_id == render_id)
-                         .order_by(render_shots.c.idx)).all()
+_SHOT_COLUMNS = [render_shots.c[name].label(f"shot_{name}")
+                 for name in ("idx", "state", "progress", "cached", "cost_usd", "error", "quality")]
+
+
+def _media_token(kind: str) -> Any:
+    """The token of the render's current output (or of one of its stills), if it has one."""
+    # Outputs are <key>.mp4 in the store and their stills <key>.poster.jpg and so on, so the
+    # current ones are found from the output's path; the earlier cuts' files keep their tokens.
+    suffix = MEDIA_KINDS[kind]
+    path = renders.c.output if not suffix else (
+        sa.func.substr(renders.c.output, 1, sa.func.length(renders.c.output) - 4) + suffix)
+    return (sa.select(media.c.token)
+            .where(media.c.render_id == renders.c.id, media.c.kind == kind, media.c.path == path)
+            .order_by(media.c.created_at.desc()).limit(1)
+            .scalar_subquery().label(f"{kind}_token"))
+
+
+def view(conn: Connection, render_id: str, base_url: str = "") -> tuple[str | None, dict[str, Any]] | None:
+    """The render's owner (tenant) and view, in one indexed query; None if there is no render."""
+    rows = conn.execute(
+        sa.select(renders, *_SHOT_COLUMNS, *(_media_token(kind) for kind in MEDIA_KINDS))
+        .select_from(renders.outerjoin(render_shots, render_shots.c.render_id == renders.c.id))
+        .where(renders.c.id == render_id).order_by(render_shots.c.idx)).all()
+    if not rows:
+        return None
+    row = rows[0]
     planned = (row.plan or {}).get("shots", [])
     links = {"self": f"{base_url}/v1/renders/{row.id}",
              "events": f"{base_url}/v1/renders/{row.id}/events"}
-    current = {r.kind: r.token for r in conn.execute(
-        sa.select(media.c.kind, media.c.token, media.c.path).where(media.c.render_id == row.id))
-        if row.output and Path(r.path).stem.split(".")[0] == Path(row.output).stem}
-    urls = {f"{kind}_url": (f"{base_url}/v1/media/{current[kind]}" if kind in current else None)
-            for kind in MEDIA_KINDS}
-    return {
+    urls = {f"{kind}_url": (f"{base_url}/v1/media/{token}" if (token := row._mapping[f"{kind}_token"])
+                            else None) for kind in MEDIA_KINDS}
+    shots = [r for r in rows if r.shot_idx is not None]
+    return row.tenant_id, {
         "id": row.id, "status": row.status, "model": row.model,
         "created_at": row.created_at, "updated_at": row.updated_at,
         "estimate_usd": money(row.estimate_usd), "cost_usd": money(row.cost_usd),
         "seconds": row.seconds, "error": row.error, "review_note": row.review_note,
         "auto_approve": bool(row.auto_approve), "webhook_url": row.webhook_url,
         **urls,
+        "quality": row.quality or [],
         "shots": [{
-            "index": s.idx + 1, "state": s.state, "progress": s.progress, "cached": s.cached,
-            "cost_usd": money(s.cost_usd), "error": s.error,
-            "prompt": planned[s.idx]["prompt"] if s.idx < len(planned) else None,
-            "seconds": planned[s.idx]["seconds"] if s.idx < len(planned) else None,
-            "take": planned[s.idx]["take"] if s.idx < len(planned) else None,
+            "index": s.shot_idx + 1, "state": s.shot_state, "progress": s.shot_progress,
+            "cached": s.shot_cached, "cost_usd": money(s.shot_cost_usd), "error": s.shot_error,
+            "prompt": planned[s.shot_idx]["prompt"] if s.shot_idx < len(planned) else None,
+            "seconds": planned[s.shot_idx]["seconds"] if s.shot_idx < len(planned) else None,
+            "take": planned[s.shot_idx]["take"] if s.shot_idx < len(planned) else None,
+            "quality": s.shot_quality or [],
         } for s in shots],
         "links": links,
     }
+
+
+def describe(conn: Connection, render_id: str, base_url: str = "") -> dict[str, Any]:
+    """A render as the API, webhooks and ``shotline show --json`` present it."""
+    found = view(conn, render_id, base_url)
+    if found is None:
+        raise LookupError(f"no render {render_id!r}")
+    return found[1]
 
 
 # --- the queue -------------------------------------------------------------------------------
