@@ -218,7 +218,7 @@ def reroll(db: Database, settings: Settings, table: ModelTable, tenant: str | No
         plan = plan.model_copy(update={"shots": tuple(shots)})
         caps = table.drawing(table.get(row.model), preview=lifecycle.is_preview(conn, row))
         requests = [request_for(plan, s, caps) for s in plan.shots]
-        loudness = loudness_target(settings, row.options.get("loudness"))
+        loudness = loudness_target(settings, (row.options or {}).get("loudness"))
         key = render_key([r.key for r in requests], stitch_settings(plan, settings, loudness))
         amount = sum((call_cost(caps, r.seconds, r.size, r.audio).cost_usd for r in requests
                       if r.index + 1 in chosen or store.clip(r.key, conn) is None), Decimal(0))
