@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from decimal import Decimal
 from pathlib import Path
@@ -121,15 +120,13 @@ def test_reopen_by_id_is_free(tmp_path: Path) -> None:
     out = json.loads(cli(home).stdout)
     before = len(journal(home))
     env = {**os.environ, "SHOTLINE_HOME": str(home)}
-    started = time.monotonic()
     shown = subprocess.run([sys.executable, "-m", "shotline", "show", out["render_id"], "--json"],
                            capture_output=True, text=True, env=env, timeout=60)
     assert shown.returncode == 0, shown.stderr
     data = json.loads(shown.stdout)
     assert data["status"] == "awaiting_review"  # the stored file: what render copied to ./
     assert Path(data["output"]).read_bytes() == Path(out["output"]).read_bytes()
-    assert len(journal(home)) == before
-    assert time.monotonic() - started < 30
+    assert len(journal(home)) == before  # reopening made no vendor call
     listed = json.loads(subprocess.run([sys.executable, "-m", "shotline", "renders", "--json"],
                                        capture_output=True, text=True, env=env).stdout)
     assert [r["id"] for r in listed] == [out["render_id"]]
