@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import shotline
 
 
@@ -15,3 +18,11 @@ def test_render_is_the_function_not_the_module() -> None:
 
     assert callable(shotline.render) and callable(shotline.arender)
     assert shotline.render.__module__ == "shotline.api"
+
+
+def test_importing_the_package_loads_no_codec() -> None:
+    """`import shotline` (and so every CLI command) starts without PyAV or the renderer."""
+    code = ("import sys, shotline; "
+            "assert 'av' not in sys.modules and 'shotline.engine.renderer' not in sys.modules; "
+            "shotline.RenderFailed; assert 'av' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -1,6 +1,12 @@
-"""shotline: a written brief in, a finished multi-shot video out, without runaway cost."""
+"""shotline: a written brief in, a finished multi-shot video out, without runaway cost.
+
+Importing the package loads no codec: the render results and errors live beside the
+renderer, which needs PyAV and ffmpeg, and are imported the first time they are named.
+"""
 
 from __future__ import annotations
+
+import typing as _typing
 
 from .api import (
     Options,
@@ -17,7 +23,6 @@ from .core.brief import Brief, Segment, parse_brief
 from .core.capabilities import Capabilities, ModelTable, OverrideExpiredWarning, load_table
 from .core.planner import Plan, PlannedShot, PlanOptions
 from .core.pricing import Estimate, ShotCost
-from .engine.renderer import RenderFailed, RenderResult, RenderStopped, ShotEvent, ShotResult
 from .errors import (
     AmbiguousSubmitError,
     BriefError,
@@ -40,7 +45,20 @@ from .errors import (
 )
 from .settings import Settings
 
+if _typing.TYPE_CHECKING:
+    from .engine.renderer import RenderFailed, RenderResult, RenderStopped, ShotEvent, ShotResult
+
 __version__ = "0.1.0"
+_FROM_RENDERER = frozenset({"RenderFailed", "RenderResult", "RenderStopped", "ShotEvent",
+                            "ShotResult"})
+
+
+def __getattr__(name: str) -> _typing.Any:
+    if name in _FROM_RENDERER:
+        from .engine import renderer
+
+        return getattr(renderer, name)
+    raise AttributeError(f"module 'shotline' has no attribute {name!r}")
 
 __all__ = [
     "AmbiguousSubmitError",
