@@ -13,7 +13,7 @@ from .api import (
     resolve,
     resume,
 )
-from .core.brief import Brief, Segment, parse_brief
+from .core.brief import Brief, CastMember, ImageRef, Segment, parse_brief
 from .core.capabilities import Capabilities, ModelTable, OverrideExpiredWarning, load_table
 from .core.planner import Plan, PlannedShot, PlanOptions
 from .core.pricing import Estimate, ShotCost
@@ -26,6 +26,7 @@ from .errors import (
     ConfigError,
     IdempotencyConflict,
     IdempotencyMismatch,
+    ImageError,
     Interrupted,
     MediaError,
     NotFoundError,
@@ -49,10 +50,13 @@ __all__ = [
     "BudgetError",
     "Capabilities",
     "CapabilityError",
+    "CastMember",
     "ConfigError",
     "Estimate",
     "IdempotencyConflict",
     "IdempotencyMismatch",
+    "ImageError",
+    "ImageRef",
     "Interrupted",
     "MediaError",
     "ModelTable",

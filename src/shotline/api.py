@@ -10,13 +10,18 @@ Usage::
 A ``str`` is the brief's *text*; a path (``pathlib.Path`` or any ``os.PathLike``) is a
 file read as UTF-8. Every other argument that names a file (``output``, a settings path)
 takes a ``str`` or any ``os.PathLike``.
+
+The images a brief names (its cast's pictures, first and last frames) are read, checked and
+hashed by :func:`resolve`, before anything else happens (see :mod:`shotline.images`):
+relative paths from the brief file's folder, or from the working directory for a brief
+given as text.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict, Unpack
@@ -29,6 +34,8 @@ from .core.planner import plan as _plan
 from .core.pricing import Estimate
 from .core.pricing import estimate as _estimate
 from .errors import BriefError, Interrupted, UserError
+from .images import Reader, local_reader
+from .images import read as read_images
 from .providers.plugins import load_provider
 from .settings import Settings
 from .store.cache import Store
@@ -61,11 +68,13 @@ def read_brief(source: BriefSource) -> Brief:
 
 @dataclass(frozen=True)
 class Request:
-    """A brief with every setting resolved against the model table."""
+    """A brief with every setting resolved against the model table, and its images read
+    (``images``: their bytes by hash; ``brief.images`` says what each source holds)."""
 
     brief: Brief
     caps: Capabilities
     options: PlanOptions
+    images: dict[str, bytes] = field(default_factory=dict)
 
 
 class Options(TypedDict, total=False):
@@ -98,7 +107,13 @@ def resolve(
     settings: Settings | None = None,
     table: ModelTable | None = None,
     yes: bool = False,
+    images: Reader | None = None,
 ) -> Request:
+    """``brief`` parsed, its model and options resolved, and its images read.
+
+    ``images`` reads one image source into bytes; by default paths (relative to the brief
+    file's folder, else the working directory) and http(s) URLs are read.
+    """
     settings = settings or Settings()
     parsed = read_brief(brief)
     table = table or load_table(settings.overrides_path)
@@ -118,7 +133,9 @@ def resolve(
         max_target_seconds=settings.max_target_seconds,
         yes=yes,
     )
-    return Request(parsed, caps, options)
+    base = Path(brief).parent if isinstance(brief, os.PathLike) else Path.cwd()
+    parsed, data = read_images(parsed, images or local_reader(base, settings), settings)
+    return Request(parsed, caps, options, data)
 
 
 def plan(brief: BriefSource, **kwargs: Unpack[Options]) -> Plan:
@@ -208,7 +225,7 @@ async def _run(job_in: _Prepared, listener: Listener | None) -> RenderResult:
     job = RenderJob(
         caps=job_in.drawing, provider=provider, settings=settings, db=db, store=store,
         brief_text=req.brief.text, output=job_in.output, max_usd=job_in.max_usd,
-        listener=listener or (lambda _: None),
+        listener=listener or (lambda _: None), images=req.images,
     )
     try:
         result = await render_plan(the_plan, job)

@@ -35,6 +35,7 @@ from shotline.core.capabilities import load_table
 from shotline.providers.base import JobRef, JobStatus, Provider, ShotRequest
 from shotline.settings import Settings
 
+from ..images import image_input
 from .vendor_server import Request, Response, VendorServer
 
 KEY = "sdk-test-key-123456"
@@ -209,8 +210,7 @@ def test_luma_agents_requests_match_the_sdk_and_every_state_is_read(
 
     monkeypatch.setenv("LUMAAI_API_KEY", KEY)
     monkeypatch.setenv("SHOTLINE_LUMA_BASE_URL", capture.url + "/v1")
-    first = tmp_path / "first.png"
-    first.write_bytes(b"\x89PNG\r\n\x1a\n frame")
+    first = image_input(b"\x89PNG\r\n\x1a\n frame")
     generation = {"id": "gen-1", "created_at": "2026-11-24T12:00:00Z", "model": "ray-3.2",
                   "state": "queued", "type": "video"}
     answer(capture, "POST", r"/v1/generations", generation)
@@ -230,7 +230,7 @@ def test_luma_agents_requests_match_the_sdk_and_every_state_is_read(
         assert (mine.path, mine.json()) == (theirs.path, theirs.json())
         assert mine.headers["authorization"] == theirs.headers["authorization"]
     assert mine.json()["video"]["start_frame"] == {
-        "data": base64.b64encode(first.read_bytes()).decode(), "media_type": "image/png"}
+        "data": base64.b64encode(first.data).decode(), "media_type": "image/png"}
 
     url = serve_file(capture)
     states = literal_words(Generation.model_fields["state"].annotation)
@@ -511,8 +511,7 @@ def test_byteplus_requests_match_the_sdk_and_every_status_is_read(
     monkeypatch.setenv("SHOTLINE_BYTEPLUS_BASE_URL", capture.url)
     answer(capture, "POST", r"/api/v3/contents/generations/tasks", {"id": "cgt-1"})
     sdk = close_later(Ark(base_url=capture.url + "/api/v3", api_key=KEY, max_retries=0))
-    first = tmp_path / "first.png"
-    first.write_bytes(b"\x89PNG\r\n\x1a\n frame")
+    first = image_input(b"\x89PNG\r\n\x1a\n frame")
     case = request("byteplus/dreamina-seedance-2-0-260128", size="1280x720", seconds=6,
                    audio=True, first_frame=first)
     ours = use(BytePlusProvider, tmp_path, lambda p: asyncio.sleep(0, p.body(case)))
