@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict, Unpack
@@ -68,13 +68,11 @@ def read_brief(source: BriefSource) -> Brief:
 
 @dataclass(frozen=True)
 class Request:
-    """A brief with every setting resolved against the model table, and its images read
-    (``images``: their bytes by hash; ``brief.images`` says what each source holds)."""
+    """A brief with every setting resolved against the model table, and its images read."""
 
     brief: Brief
     caps: Capabilities
     options: PlanOptions
-    images: dict[str, bytes] = field(default_factory=dict)
 
 
 class Options(TypedDict, total=False):
@@ -134,8 +132,8 @@ def resolve(
         yes=yes,
     )
     base = Path(brief).parent if isinstance(brief, os.PathLike) else Path.cwd()
-    parsed, data = read_images(parsed, images or local_reader(base, settings), settings)
-    return Request(parsed, caps, options, data)
+    parsed = read_images(parsed, images or local_reader(base, settings), settings)
+    return Request(parsed, caps, options)
 
 
 def plan(brief: BriefSource, **kwargs: Unpack[Options]) -> Plan:
@@ -225,7 +223,7 @@ async def _run(job_in: _Prepared, listener: Listener | None) -> RenderResult:
     job = RenderJob(
         caps=job_in.drawing, provider=provider, settings=settings, db=db, store=store,
         brief_text=req.brief.text, output=job_in.output, max_usd=job_in.max_usd,
-        listener=listener or (lambda _: None), images=req.images,
+        listener=listener or (lambda _: None), images=dict(req.brief.image_data),
     )
     try:
         result = await render_plan(the_plan, job)

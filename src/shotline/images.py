@@ -84,23 +84,21 @@ def _check_size(source: str, width: int, height: int) -> None:
                          f"{MIN_SIDE} to {MAX_SIDE} px")
 
 
-def read(brief: Brief, reader: Reader, settings: Settings) -> tuple[Brief, dict[str, bytes]]:
-    """``brief`` with :attr:`Brief.images` filled in, and the images' bytes by hash.
-
-    Sources already in ``brief.images`` are not read again (their bytes are not returned).
-    """
+def read(brief: Brief, reader: Reader, settings: Settings) -> Brief:
+    """``brief`` with its images read: :attr:`Brief.images` (what each source holds) and
+    :attr:`Brief.image_data` (the bytes by hash). Sources read before are not read again."""
     sources = [s for s in brief.image_sources() if s not in brief.images]
     if len(brief.image_sources()) > settings.max_images:
         raise ImageError(f"the brief names {len(brief.image_sources())} images, over the "
                          f"{settings.max_images} allowed (SHOTLINE_MAX_IMAGES)")
     refs = dict(brief.images)
-    data: dict[str, bytes] = {}
+    data = dict(brief.image_data)
     for source in sources:
         blob = reader(source)
         ref = inspect(source, blob, settings)
         refs[source] = ref
         data[ref.sha256] = blob
-    return dataclasses.replace(brief, images=refs), data
+    return dataclasses.replace(brief, images=refs, image_data=data)
 
 
 def local_reader(base: Path, settings: Settings) -> Reader:

@@ -249,7 +249,8 @@ class Brief:
     """A parsed brief: segments plus the settings the brief itself carries.
 
     ``images`` maps every image the brief names (cast pictures, first and last frames, as
-    written) to what was read there; it is empty until the library reads them.
+    written) to what was read there, and ``image_data`` holds their bytes by hash, for the
+    render to send; both are empty until the library reads them.
     """
 
     text: str
@@ -262,6 +263,7 @@ class Brief:
     form: str = "prose"
     cast: tuple[CastMember, ...] = ()
     images: Mapping[str, ImageRef] = field(default_factory=dict)
+    image_data: Mapping[str, bytes] = field(default_factory=dict, repr=False, compare=False)
 
     def image_sources(self) -> list[str]:
         """Every image the brief names, as written, once each, in the order it names them."""

@@ -113,7 +113,7 @@ async def submit(db: Database, settings: Settings, table: ModelTable, tenant: st
     plan = make_plan(resolved.brief, resolved.caps, resolved.options)
     options = req.model_dump(mode="json", exclude={"brief", "webhook_url", "auto_approve"})
     caps = table.drawing(resolved.caps, preview=req.preview)
-    requests = [request_for(plan, s, caps, resolved.images) for s in plan.shots]
+    requests = [request_for(plan, s, caps, resolved.brief.image_data) for s in plan.shots]
     key = render_key([r.key for r in requests], stitch_settings(plan, settings.fit))
     if req.webhook_url:
         await ssrf.check_url(req.webhook_url, allow_private=settings.allow_private_webhooks,
@@ -128,7 +128,7 @@ async def submit(db: Database, settings: Settings, table: ModelTable, tenant: st
             if (twin := lifecycle.finished_twin(conn, tenant, key)) is not None:
                 view, created = lifecycle.describe(conn, twin, settings.public_url), False
             else:
-                stored_images.put(conn, plan.images(), resolved.images)
+                stored_images.put(conn, plan.images(), resolved.brief.image_data)
                 render_id = lifecycle.enqueue(
                     conn, tenant=tenant, key=key, model=plan.model, brief=resolved.brief.text,
                     plan=plan.model_dump(mode="json"), shot_keys=[r.key for r in requests],
