@@ -213,7 +213,7 @@ def test_veo_on_vertex_sends_asset_reference_images(
     for word, expected in EXPECTED.items():
         instance = sent[word].body["instances"][0]
         refs = instance.get("referenceImages", [])
-        assert all(r["referenceType"] == "asset" and r["image"]["mimeType"] == "image/png"
+        assert all(r["referenceType"] == "ASSET" and r["image"]["mimeType"] == "image/png"
                    for r in refs)
         assert [picture(decode(r["image"]["bytesBase64Encoded"], bare=True)) for r in refs] == \
             [p for _, p in expected]

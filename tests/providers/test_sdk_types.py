@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import inspect
 import json
 import re
@@ -135,6 +136,7 @@ def test_runway_requests_match_the_sdk_and_every_task_status_is_read(
         request("runway/veo3.1", size="1920x1080", audio=True),  # veo3.1 takes a seed
         request("runway/kling3.0_pro", audio=True, seed=None),
         request("runway/seedance2", seconds=9),
+        request("runway/seedance2", seconds=9, references=(image_input(b"\x89PNG maya"),)),
         request("runway/hailuo3", seed=None),  # a named ratio and a resolution tier
         request("runway/gemini_omni_flash", seed=None, audio=True),
     ]
@@ -595,6 +597,23 @@ def test_google_requests_match_the_sdk_and_every_operation_outcome_is_read(
     assert (mine.path, mine.json()) == (theirs.path, theirs.json())
     assert mine.headers["authorization"] == theirs.headers["authorization"]
     assert operation.name == ref.data["operation"] == name
+    # The cast's pictures: the same referenceImages as the SDK's asset reference images.
+    pictures = (image_input(b"\x89PNG maya", name="Maya"), image_input(b"\x89PNG leo", name="Leo"))
+    cast = dataclasses.replace(case, references=pictures)
+    sdk.models.generate_videos(
+        model=case.wire_model, source=types.GenerateVideosSource(prompt=case.prompt),
+        config=types.GenerateVideosConfig(
+            number_of_videos=params["sampleCount"], duration_seconds=params["durationSeconds"],
+            aspect_ratio=params["aspectRatio"], resolution=params["resolution"],
+            generate_audio=params["generateAudio"], seed=params["seed"],
+            reference_images=[types.VideoGenerationReferenceImage(
+                image=types.Image(image_bytes=p.data, mime_type=p.mime),
+                reference_type=types.VideoGenerationReferenceType.ASSET) for p in pictures]))
+    theirs = only(capture, "POST")
+    use(GoogleProvider, tmp_path, lambda p: p.submit(cast))
+    mine = only(capture, "POST")
+    assert mine.json() == theirs.json()
+    assert len(mine.json()["instances"][0]["referenceImages"]) == 2
 
     # Polling: the SDK's operations.get and ours send the same fetchPredictOperation.
     fetch = re.escape(model_path) + ":fetchPredictOperation"

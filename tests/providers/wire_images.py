@@ -152,7 +152,7 @@ def google_problem(body: dict[str, Any]) -> str | None:
         if len(refs) > 3:
             return "at most 3 asset reference images"
         for ref in refs:
-            if ref.get("referenceType") != "asset":
+            if str(ref.get("referenceType")).lower() != "asset":  # an enum in any case
                 return "referenceType must be asset"
             decode(ref["image"]["bytesBase64Encoded"], bare=True)
     except (KeyError, ValueError) as exc:

@@ -15,7 +15,8 @@ Wire format, and the quirks that shaped this adapter:
 * Images go inline in the instance as ``{"bytesBase64Encoded", "mimeType"}`` (PNG or
   JPEG): ``image`` is the first frame, ``lastFrame`` the last (only with a first), and
   ``referenceImages`` up to three pictures of the cast as ``{"image": ..., "referenceType":
-  "asset"}``, which Veo takes only without frames and only on 8 s calls.
+  "ASSET"}`` (the enum value google-genai sends), which Veo takes only without frames and
+  only on 8 s calls.
 * A finished operation has ``done: true`` and either ``error {code, message}`` or
   ``response.videos[]`` holding ``bytesBase64Encoded`` (no ``storageUri`` given) or a
   ``gcsUri``. Responsible-AI filtering is not an HTTP error: the operation succeeds with
@@ -170,7 +171,7 @@ class GoogleProvider(HttpProvider):
         if request.last_frame:
             instance["lastFrame"] = _inline(request.last_frame)
         if request.references:
-            instance["referenceImages"] = [{"image": _inline(r), "referenceType": "asset"}
+            instance["referenceImages"] = [{"image": _inline(r), "referenceType": "ASSET"}
                                            for r in request.references]
         return {"instances": [instance], "parameters": params}
 
