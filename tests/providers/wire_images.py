@@ -43,7 +43,7 @@ def fal_problem(endpoint: str, body: dict[str, Any]) -> tuple[str, str] | None:
     route = endpoint.rsplit("/", 1)[-1]
     images = {"start_image_url", "end_image_url", "image_url", "image_urls", "elements"}
     try:
-        if route == "text-to-video":
+        if route not in ("image-to-video", "reference-to-video"):  # a text route
             if extra := images & set(body):
                 return sorted(extra)[0], "extra inputs are not permitted on the text route"
             return None
