@@ -17,6 +17,8 @@ from shotline.providers.base import Provider, ShotRequest
 from shotline.providers.plugins import load_provider
 from shotline.settings import Settings
 
+from .images import image_input
+
 PROVIDERS = {"fal", "replicate", "runway", "luma", "xai", "google", "byteplus", "openai"}
 SORA_SUNSET = dt.date(2026, 9, 24)
 IMAGE_TO_VIDEO_ONLY = {"runway/gen4_turbo", "replicate/runwayml-gen4-turbo"}
@@ -179,8 +181,7 @@ def test_every_active_model_and_every_replacement_is_one_this_version_renders(
     plain request at its default size and shortest duration (no I/O), and every sunset
     model points at such a model."""
     settings = Settings(home=tmp_path)
-    frame = tmp_path / "first.png"
-    frame.write_bytes(b"\x89PNG\r\n\x1a\n")  # read, never decoded, by a validate
+    frame = image_input(b"\x89PNG\r\n\x1a\n")  # never decoded by a validate
     providers = {name: load_provider(name, settings) for name in PROVIDERS | {"local"}}
     try:
         refused = {}

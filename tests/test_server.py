@@ -337,7 +337,11 @@ def test_bad_input_and_budgets_are_clear_errors_that_change_nothing(tmp_path: Pa
                  ({"brief": BRIEF, "webhook_url": "ftp://example.com/x"}, "unsafe_url", "http"),
                  ({"brief": BRIEF, "seconds": 8, "model": "local/sim", "max_usd": 0.5},
                   "budget", "per-render cap"),
-                 ({"brief": "A gull dives. (12 s)"}, "brief", 'reads "(12 s)" as 12 s')]
+                 ({"brief": "A gull dives. (12 s)"}, "brief", 'reads "(12 s)" as 12 s'),
+                 ({"brief": "Shot 1: A gull.\nFirst frame: /etc/passwd.png\n"}, "image",
+                  "never from its own disk"),
+                 ({"brief": "Shot 1: A gull.\nFirst frame: http://169.254.169.254/a.png\n"},
+                  "unsafe_url", "image URL http://169.254.169.254/a.png resolves to")]
         for body, code, words in cases:
             answer = api.post("/v1/renders", json=body)
             assert answer.status_code in (402, 422), (body, answer.text)

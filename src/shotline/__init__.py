@@ -19,7 +19,7 @@ from .api import (
     resolve,
     resume,
 )
-from .core.brief import Brief, Segment, parse_brief
+from .core.brief import Brief, CastMember, ImageRef, Segment, parse_brief
 from .core.capabilities import Capabilities, ModelTable, OverrideExpiredWarning, load_table
 from .core.planner import Plan, PlannedShot, PlanOptions
 from .core.pricing import Estimate, ShotCost
@@ -31,6 +31,7 @@ from .errors import (
     ConfigError,
     IdempotencyConflict,
     IdempotencyMismatch,
+    ImageError,
     Interrupted,
     MediaError,
     NotFoundError,
@@ -67,10 +68,13 @@ __all__ = [
     "BudgetError",
     "Capabilities",
     "CapabilityError",
+    "CastMember",
     "ConfigError",
     "Estimate",
     "IdempotencyConflict",
     "IdempotencyMismatch",
+    "ImageError",
+    "ImageRef",
     "Interrupted",
     "MediaError",
     "ModelTable",

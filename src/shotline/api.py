@@ -10,6 +10,11 @@ Usage::
 A ``str`` is the brief's *text*; a path (``pathlib.Path`` or any ``os.PathLike``) is a
 file read as UTF-8. Every other argument that names a file (``output``, a settings path)
 takes a ``str`` or any ``os.PathLike``.
+
+The images a brief names (its cast's pictures, first and last frames) are read, checked and
+hashed by :func:`resolve`, before anything else happens (see :mod:`shotline.images`):
+relative paths from the brief file's folder, or from the working directory for a brief
+given as text.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ from .core.planner import plan as _plan
 from .core.pricing import Estimate
 from .core.pricing import estimate as _estimate
 from .errors import BriefError, Interrupted, UserError
+from .images import Reader, local_reader
+from .images import read as read_images
 from .providers.plugins import load_provider
 from .settings import Settings
 from .store.cache import Store
@@ -61,7 +68,7 @@ def read_brief(source: BriefSource) -> Brief:
 
 @dataclass(frozen=True)
 class Request:
-    """A brief with every setting resolved against the model table."""
+    """A brief with every setting resolved against the model table, and its images read."""
 
     brief: Brief
     caps: Capabilities
@@ -98,7 +105,13 @@ def resolve(
     settings: Settings | None = None,
     table: ModelTable | None = None,
     yes: bool = False,
+    images: Reader | None = None,
 ) -> Request:
+    """``brief`` parsed, its model and options resolved, and its images read.
+
+    ``images`` reads one image source into bytes; by default paths (relative to the brief
+    file's folder, else the working directory) and http(s) URLs are read.
+    """
     settings = settings or Settings()
     parsed = read_brief(brief)
     table = table or load_table(settings.overrides_path)
@@ -118,6 +131,8 @@ def resolve(
         max_target_seconds=settings.max_target_seconds,
         yes=yes,
     )
+    base = Path(brief).parent if isinstance(brief, os.PathLike) else Path.cwd()
+    parsed = read_images(parsed, images or local_reader(base, settings), settings)
     return Request(parsed, caps, options)
 
 
@@ -211,6 +226,7 @@ async def _run(job_in: _Prepared, listener: Listener | None) -> RenderResult:
         caps=job_in.drawing, provider=provider, settings=settings, db=db, store=store,
         brief_text=req.brief.text, output=job_in.output, max_usd=job_in.max_usd,
         listener=listener or (lambda _: None), loudness=job_in.loudness,
+        images=dict(req.brief.image_data),
     )
     try:
         result = await render_plan(the_plan, job)

@@ -31,8 +31,9 @@ from .core.capabilities import (
     table_for,
     tier_of,
 )
+from .core.cast import full_stop
 from .core.keys import planned_key
-from .core.planner import Plan
+from .core.planner import Plan, PlanImage, PlannedShot
 from .core.planner import plan as make_plan
 from .core.pricing import Estimate, money
 from .core.pricing import estimate as make_estimate
@@ -142,6 +143,12 @@ def plan_json(plan: Plan, estimate: Estimate | None = None) -> dict[str, Any]:
             "trim_seconds": shot.trim_seconds,
             "fixed": shot.fixed,
             "hint": shot.hint,
+            "cast": list(shot.cast),
+            "references": [{"name": r.name, "sha256": r.sha256,
+                            "source": plan.image(r.sha256).source} for r in shot.references],
+            "first_frame": _frame_json(shot.first_frame),
+            "last_frame": _frame_json(shot.last_frame),
+            "references_note": shot.references_note,
         }
         if estimate:
             cost = estimate.shots[shot.index]
@@ -158,6 +165,7 @@ def plan_json(plan: Plan, estimate: Estimate | None = None) -> dict[str, Any]:
         "crossfade": plan.crossfade,
         "title": plan.title,
         "style": plan.style,
+        "cast": [c.model_dump(mode="json") for c in plan.cast],
         "shots": shots,
     }
     if estimate:
@@ -165,6 +173,37 @@ def plan_json(plan: Plan, estimate: Estimate | None = None) -> dict[str, Any]:
                     worst_usd=money(estimate.worst_usd), stored=estimate.stored,
                     price_source=estimate.price_source)
     return data
+
+
+def _frame_json(image: PlanImage | None) -> dict[str, str] | None:
+    return None if image is None else {"source": image.source, "sha256": image.sha256}
+
+
+def _prompt_shown(plan: Plan, shot: PlannedShot) -> str:
+    """The shot's own words: its prompt without the style and cast descriptions added to it
+    (the columns beside it show those)."""
+    body = shot.prompt.removesuffix(f" Style: {plan.style}") if plan.style else shot.prompt
+    descriptions = {c.name: c.description for c in plan.cast}
+    for name in reversed(shot.cast):
+        for tail in (f" {name}: {full_stop(descriptions[name])}", f" {name}: {descriptions[name]}"):
+            if body.endswith(tail):
+                body = body[: -len(tail)]
+                break
+    return body
+
+
+def _images_cell(plan: Plan, shot: PlannedShot) -> str:
+    """Who the shot shows, what it sends, and why not, in a few words per line."""
+    lines = []
+    if shot.cast:
+        refs = len(shot.references)
+        lines.append(", ".join(shot.cast) + (f" · {refs} ref{'s' * (refs != 1)}" if refs else ""))
+    for word, image in (("first", shot.first_frame), ("last", shot.last_frame)):
+        if image is not None:
+            lines.append(f"{word}: {image.source}")
+    if shot.references_note:
+        lines.append(shot.references_note)
+    return "\n".join(lines)
 
 
 def plan_table(plan: Plan, estimate: Estimate | None = None) -> Table:
@@ -177,7 +216,9 @@ def plan_table(plan: Plan, estimate: Estimate | None = None) -> Table:
     if plan.style:
         title += f"\nstyle: {plan.style}"
     table = Table(title=title, title_justify="left")
-    columns = ["#", "call", "keep", "hint", "prompt", *(["cost", "full"] if estimate else [])]
+    images = bool(plan.cast) or any(s.first_frame or s.last_frame for s in plan.shots)
+    columns = ["#", "call", "keep", "hint", "prompt", *(["cast & images"] if images else []),
+               *(["cost", "full"] if estimate else [])]
     for col in columns:
         table.add_column(col, overflow="fold")
     for shot in plan.shots:
@@ -185,10 +226,9 @@ def plan_table(plan: Plan, estimate: Estimate | None = None) -> Table:
         if estimate:
             c = estimate.shots[shot.index]
             cost = ["stored" if c.stored else f"${c.cost_usd:.2f}", f"${c.full_usd:.2f}"]
-        body = shot.prompt.removesuffix(f" Style: {plan.style}") if plan.style else shot.prompt
         table.add_row(
             str(shot.number), f"{shot.seconds}s", f"{shot.use_seconds:.2f}s", shot.hint or "",
-            body, *cost,
+            _prompt_shown(plan, shot), *([_images_cell(plan, shot)] if images else []), *cost,
         )
     return table
 
@@ -280,17 +320,34 @@ def _sizes(sizes: tuple[str, ...]) -> str:
 
 
 def model_lines(c: Capabilities) -> list[str]:
-    """One model in three short lines that fit 80 columns, its id never cut."""
+    """One model in three short lines (four if it takes images) that fit 80 columns, its id
+    never cut."""
     status = "active" if c.status == "active" else f"sunset {c.sunset_date}" + (
         f", use {c.replacement}" if c.replacement else "")
     audio = c.audio + (f" ×{money(c.audio_multiplier)}" if c.audio == "optional" else "")
     prices = " ".join(f"{k} {money(v)}" for k, v in c.prices.items())
-    return [
+    lines = [
         f"  {c.model}{' ✎' if c.override else ''}  [{status}]",
         f"      {_durations(c.durations)} · cap {c.max_seconds} s · {_sizes(c.sizes)} · "
         f"{'/'.join(map(str, c.fps))} fps",
         f"      audio {audio} · $/s {prices}",
     ]
+    if c.image_inputs:
+        lines.append(f"      images: {image_inputs(c)}")
+    return lines
+
+
+def image_inputs(c: Capabilities) -> str:
+    """What images one call of ``c`` takes, in words (``first frame, 3 references ...``)."""
+    words = [k.replace("_", " ") for k in c.image_inputs if k != "reference"]
+    if c.max_references:
+        when = {"alone": ["without frames"], "with_first_frame": ["with a first frame"],
+                "any": []}[c.reference_mode]
+        if c.reference_durations:
+            when.append(f"{'/'.join(map(str, c.reference_durations))} s calls")
+        words.append(f"{c.max_references} ref{'s' * (c.max_references != 1)}"
+                     + (f" ({', '.join(when)})" if when else ""))
+    return ", ".join(words)
 
 
 @app.command("providers")

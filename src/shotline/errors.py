@@ -89,6 +89,12 @@ class UnsafeURLError(UserError):
     """
 
 
+class ImageError(UserError):
+    """An image a brief names cannot be used: missing, unreadable, not an image, too big,
+    of a type vendors do not take, or (in the service) a path instead of a URL. Raised
+    before anything is written; the message names the image as the brief wrote it."""
+
+
 class NotFoundError(UserError):
     """No such render, key or file for this tenant (another tenant's things look absent)."""
 

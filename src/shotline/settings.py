@@ -105,10 +105,24 @@ class Settings(BaseSettings):
     local_journal: Path | None = Field(
         None, description="Local provider: JSON-lines journal of submits (default: HOME/...)."
     )
+    max_image_bytes: int = Field(
+        10_000_000, gt=0, description="Largest image a brief may name (a cast picture, a first "
+        "or last frame), in bytes."
+    )
+    max_images: int = Field(
+        32, ge=1, description="Most distinct images one brief may name."
+    )
+    image_timeout: float = Field(
+        30.0, gt=0, description="Seconds to wait for an image URL a brief names to be fetched."
+    )
 
     allow_private_webhooks: bool = Field(
         False, description="Let webhooks reach private, loopback or link-local addresses, on any "
         "port. For local development and tests only.",
+    )
+    allow_private_images: bool = Field(
+        False, description="Service: let a brief's image URLs reach private, loopback or "
+        "link-local addresses, on any port. For local development and tests only.",
     )
     webhook_timeout: float = Field(
         15.0, gt=0, description="Seconds to wait for a webhook receiver's answer."

@@ -20,6 +20,7 @@ from re import Match
 from typing import Any, ClassVar
 
 from .vendor_server import Request, Response, ScriptedFaults, Submit, VendorServer
+from .wire_images import byteplus_problem
 
 KEY = "ark-test-key-123456"
 TASKS = "/api/v3/contents/generations/tasks"
@@ -56,6 +57,10 @@ class FakeBytePlus(ScriptedFaults):
             return denied
         body = req.json()
         prompt = str(body["content"][0]["text"])
+        if (problem := byteplus_problem(body)) is not None:
+            with self.lock:
+                self.submits.append(Submit(time.monotonic(), prompt, 400, None, body))
+            return error(400, "InvalidParameter", problem, "BadRequest")
         with self.lock:
             fault = self._fault(prompt)
             refused = {

@@ -28,6 +28,7 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from .vendor_server import Request, Response, ScriptedFaults, Submit, VendorServer
+from .wire_images import fal_problem
 
 KEY = "fal-test-key-123456"
 FAULTS = ("429", "503", "moderation", "fail", "slow", "truncate", "expire")
@@ -67,6 +68,12 @@ class FalFake(ScriptedFaults):
     def submit(self, req: Request, endpoint: str) -> Response:
         body = req.json()
         prompt = str(body.get("prompt", ""))
+        if (problem := fal_problem(endpoint, body)) is not None:
+            with self.lock:
+                self.submits.append(Submit(time.monotonic(), prompt, 422, None, body, endpoint,
+                                           req.headers))
+            return Response(422, {"detail": [{"loc": ["body", problem[0]], "msg": problem[1],
+                                              "type": "value_error"}]})
         with self.lock:
             rule = self._take(prompt)
             kind = rule.fault if rule else None

@@ -34,6 +34,7 @@ from typing import Any, ClassVar
 from urllib.parse import unquote
 
 from .vendor_server import Request, Response, ScriptedFaults, Submit, VendorServer
+from .wire_images import google_problem
 
 MODEL_PATH = r"/v1/projects/(?P<p>[^/]+)/locations/(?P<l>[^/]+)/publishers/google/models/(?P<m>[^/:]+)"
 BUCKET = "fake-veo-out"
@@ -89,6 +90,10 @@ class GoogleFake(ScriptedFaults):
             return denied
         body = req.json()
         prompt = body["instances"][0]["prompt"]
+        if (problem := google_problem(body)) is not None:
+            with self.lock:
+                self.submits.append(Submit(time.monotonic(), prompt, 400, None, body))
+            return google_error(400, "INVALID_ARGUMENT", problem)
         name: str | None = None
         with self.lock:
             rule = self._take(prompt)

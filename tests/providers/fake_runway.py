@@ -23,6 +23,7 @@ from re import Match
 from typing import Any, ClassVar
 
 from .vendor_server import Request, Response, ScriptedFaults, Submit, VendorServer
+from .wire_images import runway_problem
 
 KEY = "rw-test-key-123456"
 VERSION = "2024-11-06"
@@ -61,6 +62,10 @@ class FakeRunway(ScriptedFaults):
             return denied
         body = req.json()
         prompt = str(body.get("promptText", ""))
+        if (problem := runway_problem(req.path, body)) is not None:
+            with self.lock:
+                self.submits.append(Submit(time.monotonic(), prompt, 400, None, body))
+            return Response(400, {"error": problem})
         with self.lock:
             fault = self._fault(prompt)
             refused = {

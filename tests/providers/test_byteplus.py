@@ -21,6 +21,7 @@ from shotline.settings import Settings
 from shotline.store import ledger
 from shotline.store.db import Database
 
+from ..images import image_input
 from . import contract
 from .fake_byteplus import KEY, FakeBytePlus, install_byteplus
 from .vendor_server import VendorServer
@@ -281,9 +282,7 @@ def test_sizes_map_to_resolution_and_ratio(tmp_path: Path, fake: FakeBytePlus, s
 
 
 def test_frames_go_into_content_with_their_roles(tmp_path: Path, fake: FakeBytePlus) -> None:
-    first, last = tmp_path / "first.png", tmp_path / "last.png"
-    first.write_bytes(b"\x89PNG first")
-    last.write_bytes(b"\x89PNG last")
+    first, last = image_input(b"\x89PNG first"), image_input(b"\x89PNG last")
     provider = BytePlusProvider(settings(tmp_path))
     body = provider.body(request(first_frame=first, last_frame=last))
     asyncio.run(provider.aclose())

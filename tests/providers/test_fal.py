@@ -21,6 +21,7 @@ from shotline.settings import Settings
 from shotline.store import ledger
 from shotline.store.db import Database
 
+from ..images import image_input
 from . import contract
 from .contract import accepted, outcomes
 from .fake_fal import KEY, MODERATION, FalFake, install_fal
@@ -253,7 +254,7 @@ def test_what_the_model_cannot_do_is_refused_before_any_call(
     request("fal/seedance-2.0", "640x360", 4),
     request("fal/minimax-hailuo-2.3-standard", "1366x768", 6, audio=True),
     request("fal/wan-2.5", "480x480", 7),
-    request("fal/veo3-fast", "1280x720", 4, first_frame=Path("first.png")),
+    request("fal/veo3-fast", "1280x720", 4, first_frame=image_input(b"first")),
 ], ids=["size", "audio", "duration", "image"])
 def test_the_adapter_itself_refuses_before_any_call(tmp_path: Path, fal: FalFake,
                                                     req: ShotRequest) -> None:

@@ -21,6 +21,7 @@ from shotline.settings import Settings
 from shotline.store import ledger
 from shotline.store.db import Database
 
+from ..images import image_input
 from . import contract
 from .fake_luma import AGENTS, FAILED_MODERATION, KEY, LEGACY, REFUSAL, FakeLuma, install_luma
 from .vendor_server import VendorServer
@@ -206,8 +207,8 @@ def test_what_the_model_cannot_do_is_refused_before_any_call(
     (request("luma/ray-2", seconds=10), "10 s"),
     (request(MODEL, "1280x544"), "size 1280x544"),
     (request(MODEL, audio=True), "audio"),
-    (request(MODEL, first_frame=Path("f.png")), "first frame"),
-    (request("luma/ray-3.2", seconds=10, first_frame=Path("f.png")), "need a 5 s clip"),
+    (request(MODEL, first_frame=image_input(b"f")), "first frame"),
+    (request("luma/ray-3.2", seconds=10, first_frame=image_input(b"f")), "need a 5 s clip"),
 ], ids=["ray-3.2-9s", "ray-2-10s", "size", "audio", "frame", "ray-3.2-10s-frame"])
 def test_the_adapter_itself_refuses_before_any_call(
         tmp_path: Path, fake: FakeLuma, vendor_server: VendorServer, req: ShotRequest,

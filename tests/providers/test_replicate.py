@@ -27,6 +27,7 @@ from shotline.settings import Settings
 from shotline.store import ledger
 from shotline.store.db import Database
 
+from ..images import image_input
 from . import contract
 from .contract import accepted, outcomes
 from .fake_replicate import MODERATION, TOKEN, ReplicateFake, install_replicate
@@ -126,8 +127,7 @@ BODIES = [
 def test_each_family_sends_its_documented_body(
         tmp_path: Path, rep: ReplicateFake, model: str, size: str, seconds: int, audio: bool,
         seed: int | None, frame: bool, body: dict[str, Any]) -> None:
-    first = tmp_path / "first.png"
-    first.write_bytes(PNG)
+    first = image_input(PNG)
     req = request(model, size, seconds, audio=audio, seed=seed, first_frame=first if frame else None)
     ref = direct(tmp_path, lambda p: p.submit(req))
     (sent,) = rep.submits
@@ -257,8 +257,8 @@ def test_what_the_model_cannot_do_is_refused_before_any_call(
     (request("replicate/google-veo-3.1", "640x360", 4), "size 640x360"),
     (request("replicate/luma-ray-3.2", "540x540", 5, audio=True), "audio"),
     (request("replicate/runwayml-gen4-turbo", "1280x720", 5), "needs a first frame"),
-    (request("replicate/luma-ray-3.2", "540x540", 10, first_frame=Path("f.png")), "text-only"),
-    (request("replicate/runwayml-gen4-turbo", "1280x720", 5, last_frame=Path("f.png")), "last frame"),
+    (request("replicate/luma-ray-3.2", "540x540", 10, first_frame=image_input(b"f")), "text-only"),
+    (request("replicate/runwayml-gen4-turbo", "1280x720", 5, last_frame=image_input(b"f")), "last frame"),
 ], ids=["size", "audio", "gen4-text", "ray-10s-image", "gen4-last-frame"])
 def test_the_adapter_itself_refuses_before_any_call(
         tmp_path: Path, rep: ReplicateFake, req: ShotRequest, words: str) -> None:

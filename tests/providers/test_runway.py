@@ -21,6 +21,7 @@ from shotline.settings import Settings
 from shotline.store import ledger
 from shotline.store.db import Database
 
+from ..images import image_input
 from . import contract
 from .fake_runway import KEY, MODERATION_TEXT, FakeRunway, install_runway
 from .vendor_server import VendorServer
@@ -202,7 +203,7 @@ def test_what_the_model_cannot_do_is_refused_before_any_call(
     (request(MODEL, "1104x832"), "text-to-video takes only"),
     (request(MODEL, audio=True), "audio"),
     (request(MODEL, seconds=11), "11 s"),
-    (request("runway/veo3.1", "1280x720", 8, last_frame=Path("l.png")), "needs a first frame"),
+    (request("runway/veo3.1", "1280x720", 8, last_frame=image_input(b"l")), "needs a first frame"),
 ], ids=["gen4_turbo-text", "gen4.5-t2v-ratio", "audio", "duration", "veo-last-only"])
 def test_the_adapter_itself_refuses_before_any_call(
         tmp_path: Path, fake: FakeRunway, vendor_server: VendorServer, req: ShotRequest,
@@ -264,9 +265,7 @@ def test_each_model_gets_its_documented_body(tmp_path: Path, fake: FakeRunway,
 
 def test_image_to_video_sends_the_frame_as_a_data_uri(tmp_path: Path, fake: FakeRunway,
                                                       vendor_server: VendorServer) -> None:
-    first = tmp_path / "first.png"
-    first.write_bytes(PNG)
-    req = request("runway/gen4_turbo", "1104x832", 5, seed=9, first_frame=first)
+    req = request("runway/gen4_turbo", "1104x832", 5, seed=9, first_frame=image_input(PNG))
     ref = direct(tmp_path, lambda p: p.submit(req))
     (post,) = vendor_server.calls("POST")
     assert post.path == "/v1/image_to_video" and ref.job_id == fake.accepted()[0].job_id

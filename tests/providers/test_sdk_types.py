@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import inspect
 import json
 import re
@@ -35,6 +36,7 @@ from shotline.core.capabilities import load_table
 from shotline.providers.base import JobRef, JobStatus, Provider, ShotRequest
 from shotline.settings import Settings
 
+from ..images import image_input
 from .vendor_server import Request, Response, VendorServer
 
 KEY = "sdk-test-key-123456"
@@ -134,6 +136,7 @@ def test_runway_requests_match_the_sdk_and_every_task_status_is_read(
         request("runway/veo3.1", size="1920x1080", audio=True),  # veo3.1 takes a seed
         request("runway/kling3.0_pro", audio=True, seed=None),
         request("runway/seedance2", seconds=9),
+        request("runway/seedance2", seconds=9, references=(image_input(b"\x89PNG maya"),)),
         request("runway/hailuo3", seed=None),  # a named ratio and a resolution tier
         request("runway/gemini_omni_flash", seed=None, audio=True),
     ]
@@ -209,8 +212,7 @@ def test_luma_agents_requests_match_the_sdk_and_every_state_is_read(
 
     monkeypatch.setenv("LUMAAI_API_KEY", KEY)
     monkeypatch.setenv("SHOTLINE_LUMA_BASE_URL", capture.url + "/v1")
-    first = tmp_path / "first.png"
-    first.write_bytes(b"\x89PNG\r\n\x1a\n frame")
+    first = image_input(b"\x89PNG\r\n\x1a\n frame")
     generation = {"id": "gen-1", "created_at": "2026-11-24T12:00:00Z", "model": "ray-3.2",
                   "state": "queued", "type": "video"}
     answer(capture, "POST", r"/v1/generations", generation)
@@ -230,7 +232,7 @@ def test_luma_agents_requests_match_the_sdk_and_every_state_is_read(
         assert (mine.path, mine.json()) == (theirs.path, theirs.json())
         assert mine.headers["authorization"] == theirs.headers["authorization"]
     assert mine.json()["video"]["start_frame"] == {
-        "data": base64.b64encode(first.read_bytes()).decode(), "media_type": "image/png"}
+        "data": base64.b64encode(first.data).decode(), "media_type": "image/png"}
 
     url = serve_file(capture)
     states = literal_words(Generation.model_fields["state"].annotation)
@@ -511,8 +513,7 @@ def test_byteplus_requests_match_the_sdk_and_every_status_is_read(
     monkeypatch.setenv("SHOTLINE_BYTEPLUS_BASE_URL", capture.url)
     answer(capture, "POST", r"/api/v3/contents/generations/tasks", {"id": "cgt-1"})
     sdk = close_later(Ark(base_url=capture.url + "/api/v3", api_key=KEY, max_retries=0))
-    first = tmp_path / "first.png"
-    first.write_bytes(b"\x89PNG\r\n\x1a\n frame")
+    first = image_input(b"\x89PNG\r\n\x1a\n frame")
     case = request("byteplus/dreamina-seedance-2-0-260128", size="1280x720", seconds=6,
                    audio=True, first_frame=first)
     ours = use(BytePlusProvider, tmp_path, lambda p: asyncio.sleep(0, p.body(case)))
@@ -596,6 +597,23 @@ def test_google_requests_match_the_sdk_and_every_operation_outcome_is_read(
     assert (mine.path, mine.json()) == (theirs.path, theirs.json())
     assert mine.headers["authorization"] == theirs.headers["authorization"]
     assert operation.name == ref.data["operation"] == name
+    # The cast's pictures: the same referenceImages as the SDK's asset reference images.
+    pictures = (image_input(b"\x89PNG maya", name="Maya"), image_input(b"\x89PNG leo", name="Leo"))
+    cast = dataclasses.replace(case, references=pictures)
+    sdk.models.generate_videos(
+        model=case.wire_model, source=types.GenerateVideosSource(prompt=case.prompt),
+        config=types.GenerateVideosConfig(
+            number_of_videos=params["sampleCount"], duration_seconds=params["durationSeconds"],
+            aspect_ratio=params["aspectRatio"], resolution=params["resolution"],
+            generate_audio=params["generateAudio"], seed=params["seed"],
+            reference_images=[types.VideoGenerationReferenceImage(
+                image=types.Image(image_bytes=p.data, mime_type=p.mime),
+                reference_type=types.VideoGenerationReferenceType.ASSET) for p in pictures]))
+    theirs = only(capture, "POST")
+    use(GoogleProvider, tmp_path, lambda p: p.submit(cast))
+    mine = only(capture, "POST")
+    assert mine.json() == theirs.json()
+    assert len(mine.json()["instances"][0]["referenceImages"]) == 2
 
     # Polling: the SDK's operations.get and ours send the same fetchPredictOperation.
     fetch = re.escape(model_path) + ":fetchPredictOperation"

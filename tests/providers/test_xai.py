@@ -22,6 +22,7 @@ from shotline.settings import Settings
 from shotline.store import ledger
 from shotline.store.db import Database
 
+from ..images import image_input
 from . import contract
 from .fake_xai import KEY, FakeXai, install_xai
 from .vendor_server import VendorServer
@@ -171,7 +172,7 @@ def test_a_size_the_model_cannot_do_is_refused_before_any_call(
 
 @pytest.mark.parametrize("shot", [
     request(seconds=16), request(size="1280x544"),
-    request(last_frame=Path("last.png")),
+    request(last_frame=image_input(b"last")),
 ])
 def test_the_adapter_refuses_what_the_model_cannot_do(
         tmp_path: Path, fake: FakeXai, vendor_server: VendorServer, shot: ShotRequest) -> None:
@@ -246,8 +247,7 @@ def test_every_xai_size_in_the_table_maps(tmp_path: Path, fake: FakeXai) -> None
 
 
 def test_a_first_frame_goes_as_an_image_data_uri(tmp_path: Path, fake: FakeXai) -> None:
-    first = tmp_path / "first.jpg"
-    first.write_bytes(b"\xff\xd8\xff first frame")
+    first = image_input(b"\xff\xd8\xff first frame", mime="image/jpeg")
     provider = XaiProvider(settings(tmp_path))
     body = provider.body(request(first_frame=first))
     asyncio.run(provider.aclose())

@@ -30,14 +30,29 @@ Two modes, chosen by what the text contains:
 * paragraph mode: no markers; each paragraph (blank-line separated) is a shot, and a
   single block of prose is one shot that the planner may split at sentence ends.
 
+A cast (named characters, products and places, each with a description and optional
+reference images) is a ``cast:`` mapping in YAML/JSON, or a ``Cast:`` block in text and
+Markdown: the header alone on its line (``Cast:``, ``## Cast``, ``**Cast:**``), then one
+member per line, ``- Name: description``, with ``(kind)`` after the name if wanted and
+pictures as ``Images: a.png, https://...`` at the end of the line (or on an indented line
+under it) or as Markdown images ``![](a.png)``. The block ends at the first blank line after
+its members. A shot may start from an image and end on one: a line ``First frame: a.png``
+or ``Last frame: b.png`` inside the shot, or the same words in parentheses in its text
+(``(first frame: a.png)``); ``Cast: Maya, Leo`` inside a shot names its members instead of
+the names its text mentions. These are never part of a prompt. Images are kept as written
+(:attr:`CastMember.images`, :attr:`Segment.first_frame`): reading them, and hashing their
+bytes into :attr:`Brief.images`, is the library's job.
+
 Structured briefs (YAML or JSON with a ``shots`` list) are validated with a schema.
 Pure: no I/O; reading files is the caller's job.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -89,6 +104,31 @@ TITLE = re.compile(
     rf"^\s*(?:[-*•]\s+)?{_B}(?:{_TITLE_WORDS}){_B}\s*[:：]\s*{_B}\s*(?P<rest>.+?)\s*{_B}\s*$",
     re.IGNORECASE,
 )
+
+# --- cast and image inputs ---------------------------------------------------------------
+_CAST_WORDS = (
+    "cast|characters|cast and places|reparto|personajes|elenco|besetzung|figuren|personnages|"
+    "distribution|personaggi|obsada|postacie|персонажи|актёры|χαρακτήρες|الشخصيات|דמויות|"
+    "角色|人物|登場人物|キャスト|등장인물|캐스트"
+)
+CAST_HEADER = re.compile(
+    rf"^\s*(?:#{{1,6}}\s+)?{_B}(?:{_CAST_WORDS}){_B}\s*[:：]?\s*{_B}\s*$", re.IGNORECASE)
+CAST_ENTRY = re.compile(
+    r"^(?P<indent>\s*)(?:[-*•]\s+|\d{1,2}[.)]\s+)?(?P<name>[^\W_][^:：()\[\]]{0,59}?)\s*"
+    r"(?:\((?P<kind>[^()]{1,30})\))?\s*(?:[:：]|\s[—–-]\s)\s*(?P<desc>.*)$")
+CAST_IMAGES = re.compile(
+    r"(?:^|[\s(\[,;.])[(\[]?\s*(?:images?|refs?|references?|pictures?|photos?)\s*[:：]\s*"
+    r"(?P<list>[^)\]]*?)\s*[)\]]?\s*\.?\s*$", re.IGNORECASE)
+MD_IMAGE = re.compile(r"!\[[^\]]*\]\(\s*(?P<src><[^>]+>|[^)\s]+)(?:\s+\"[^\"]*\")?\s*\)")
+_FIRST_WORDS = "first frame|start frame|starting frame|opening frame|first image|start image"
+_LAST_WORDS = "last frame|end frame|ending frame|closing frame|last image|end image"
+_DIRECTIVE = rf"(?P<key>{_FIRST_WORDS}|{_LAST_WORDS}|cast)"
+DIRECTIVE_LINE = re.compile(
+    rf"^\s*(?:[-*•]\s+)?{_B}{_DIRECTIVE}{_B}\s*[:：]\s*{_B}\s*(?P<value>\S.*?)\s*{_B}\s*$",
+    re.IGNORECASE)
+DIRECTIVE_INLINE = re.compile(rf"\s*[(\[]\s*{_DIRECTIVE}\s*[:：]\s*(?P<value>[^)\]]+?)\s*[)\]]",
+                              re.IGNORECASE)
+MAX_NAME_WORDS = 6
 
 # --- duration hints -------------------------------------------------------------------
 _UNIT = (
@@ -144,6 +184,9 @@ class Segment:
     context: str = ""  # a scene heading's setting, repeated on every piece of a split
     hint: str | None = None
     hint_kind: HintKind | None = None
+    cast: tuple[str, ...] | None = None  # the members the shot lists; None: those it names
+    first_frame: str | None = None  # an image the shot starts from, as written (path or URL)
+    last_frame: str | None = None  # an image the shot ends on
 
     def sentences(self, text: str) -> list[tuple[str, Span]]:
         """The segment's sentences with their spans in ``text`` (used to split long shots).
@@ -175,8 +218,40 @@ def _abbreviation(sentence: str) -> bool:
 
 
 @dataclass(frozen=True)
+class CastMember:
+    """A named character, product or place: what it looks like, and pictures of it.
+
+    ``images`` are paths or URLs as the brief wrote them; ``kind`` is a free word
+    (character, product, place) shown in the plan.
+    """
+
+    name: str
+    description: str
+    images: tuple[str, ...] = ()
+    kind: str | None = None
+
+
+class ImageRef(BaseModel):
+    """An input image once read: the hash of its bytes (what shot keys cover), its type and
+    size. The library reads the bytes; the core only ever sees this."""
+
+    model_config = ConfigDict(frozen=True)
+
+    sha256: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
+    mime: str
+    width: int = Field(gt=0)
+    height: int = Field(gt=0)
+    bytes: int = Field(gt=0)
+
+
+@dataclass(frozen=True)
 class Brief:
-    """A parsed brief: segments plus the settings the brief itself carries."""
+    """A parsed brief: segments plus the settings the brief itself carries.
+
+    ``images`` maps every image the brief names (cast pictures, first and last frames, as
+    written) to what was read there, and ``image_data`` holds their bytes by hash, for the
+    render to send; both are empty until the library reads them.
+    """
 
     text: str
     segments: tuple[Segment, ...]
@@ -186,12 +261,31 @@ class Brief:
     audio: bool | None = None
     settings: dict[str, Any] = field(default_factory=dict)
     form: str = "prose"
+    cast: tuple[CastMember, ...] = ()
+    images: Mapping[str, ImageRef] = field(default_factory=dict)
+    image_data: Mapping[str, bytes] = field(default_factory=dict, repr=False, compare=False)
+
+    def image_sources(self) -> list[str]:
+        """Every image the brief names, as written, once each, in the order it names them."""
+        found = [src for member in self.cast for src in member.images]
+        found += [src for seg in self.segments for src in (seg.first_frame, seg.last_frame) if src]
+        return list(dict.fromkeys(found))
 
 
 class _StructuredShot(BaseModel):
     model_config = ConfigDict(extra="forbid")
     prompt: str = Field(min_length=1)
     seconds: float | None = Field(None, gt=0)
+    cast: list[str] | None = None
+    first_frame: str | None = Field(None, min_length=1)
+    last_frame: str | None = Field(None, min_length=1)
+
+
+class _StructuredMember(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    description: str = Field(min_length=1)
+    images: list[str] | str = Field(default_factory=list)
+    kind: str | None = None
 
 
 class _Structured(BaseModel):
@@ -204,6 +298,7 @@ class _Structured(BaseModel):
     size: str | None = None
     fps: int | None = Field(None, gt=0)
     seed: int | None = None
+    cast: dict[str, _StructuredMember | str] = Field(default_factory=dict)
     shots: list[_StructuredShot] = Field(min_length=1)
 
 
@@ -340,11 +435,14 @@ def _parse_structured(text: str) -> Brief:
         )
         raise BriefError(
             f"structured brief: {problems}. Allowed keys: title, style, seconds, audio, model, "
-            "size, fps, seed, shots: [{prompt, seconds?}]"
+            "size, fps, seed, cast: {NAME: description, or {description, images?, kind?}}, "
+            "shots: [{prompt, seconds?, cast?, first_frame?, last_frame?}]"
         ) from None
     spans = _structured_spans(text, len(parsed.shots))
     segments = []
     for shot, (start, end) in zip(parsed.shots, spans, strict=True):
+        inputs: dict[str, Any] = {"cast": None if shot.cast is None else tuple(shot.cast),
+                  "first_frame": shot.first_frame, "last_frame": shot.last_frame}
         prompt_text = shot.prompt
         hint = _hint_at(prompt_text, "end") or _hint_at(prompt_text, "start")
         if hint is not None:
@@ -354,17 +452,124 @@ def _parse_structured(text: str) -> Brief:
             raise BriefError(f"structured brief: shot at {start} has an empty prompt")
         if shot.seconds is not None:
             segments.append(Segment(prompt, start, end, shot.seconds, hint=f"seconds: {shot.seconds:g}",
-                                    hint_kind="field"))
+                                    hint_kind="field", **inputs))
         elif hint is not None:
             segments.append(Segment(prompt, start, end, hint.seconds, hint=hint.text,
-                                    hint_kind="text"))
+                                    hint_kind="text", **inputs))
         else:
-            segments.append(Segment(prompt, start, end))
+            segments.append(Segment(prompt, start, end, **inputs))
     extra = {k: v for k in ("model", "size", "fps", "seed") if (v := getattr(parsed, k)) is not None}
-    return Brief(
+    cast = []
+    for name, member in parsed.cast.items():
+        if isinstance(member, str):
+            cast.append(CastMember(name.strip(), member.strip()))
+        else:
+            images = [member.images] if isinstance(member.images, str) else member.images
+            cast.append(CastMember(name.strip(), member.description.strip(),
+                                   tuple(i.strip() for i in images), member.kind))
+    return _with_cast(Brief(
         text, tuple(segments), parsed.style, parsed.title, parsed.seconds, parsed.audio, extra,
         "structured",
-    )
+    ), cast)
+
+
+# --- cast -----------------------------------------------------------------------------
+
+
+def _with_cast(brief: Brief, members: list[CastMember]) -> Brief:
+    """``brief`` with its cast, checked: names unique (any case), descriptions given, every
+    listed name a member (spelled as the cast spells it), image sources not empty."""
+    by_name: dict[str, CastMember] = {}
+    for member in members:
+        where = f"cast member {member.name!r}"
+        if not member.name or len(member.name.split()) > MAX_NAME_WORDS:
+            raise BriefError(f"{where}: a name is 1 to {MAX_NAME_WORDS} words")
+        if member.name.casefold() in by_name:
+            raise BriefError(f"{where} is defined twice (names are matched in any case)")
+        if not member.description:
+            raise BriefError(f"{where} has no description: write `- {member.name}: what "
+                             f"{member.name} looks like` (images are optional)")
+        if any(not src.strip() or "\n" in src for src in member.images):
+            raise BriefError(f"{where}: an image is empty or spans lines; give one path or "
+                             "URL per image")
+        by_name[member.name.casefold()] = member
+    segments = []
+    for k, seg in enumerate(brief.segments):
+        if seg.cast is not None:
+            listed = []
+            for name in seg.cast:
+                found = by_name.get(name.strip().casefold())
+                if found is None:
+                    known = ", ".join(m.name for m in members) or "none"
+                    raise BriefError(
+                        f"shot {k + 1} lists {name.strip()!r}, which is not in the cast (defined: "
+                        f"{known}). Define members in a Cast: block, one per line: "
+                        "`- Name: description`, or under cast: in YAML")
+                listed.append(found.name)
+            seg = dataclasses.replace(seg, cast=tuple(dict.fromkeys(listed)))
+        segments.append(seg)
+    return dataclasses.replace(brief, segments=tuple(segments), cast=tuple(members))
+
+
+def _entry(line: str) -> re.Match[str] | None:
+    """A cast member's line (``- Name (kind): description``), if ``line`` is one."""
+    m = CAST_ENTRY.match(re.sub(r"\*\*|__", "", line))
+    if m is None or len(m.group("name").split()) > MAX_NAME_WORDS:
+        return None
+    return m
+
+
+def _split_images(desc: str) -> tuple[str, list[str]]:
+    """A description without its images, and the images (``Images: a, b`` or ``![](a)``)."""
+    images = [m.group("src").strip("<>") for m in MD_IMAGE.finditer(desc)]
+    desc = MD_IMAGE.sub("", desc)
+    m = CAST_IMAGES.search(desc)
+    if m is not None:
+        images += [i.strip().strip("<>\"'") for i in re.split(r"[,;]", m.group("list"))]
+        desc = desc[: m.start()] + (desc[m.start()] if desc[m.start()] in ".;," else "")
+    return clean_prompt(desc).rstrip(",;"), [i for i in images if i]
+
+
+def _cast_blocks(lines: list[tuple[int, str]]) -> tuple[list[CastMember], set[int]]:
+    """The members of every ``Cast:`` block, and the indexes of the lines they take up."""
+    members: list[CastMember] = []
+    used: set[int] = set()
+    i = 0
+    while i < len(lines):
+        if not CAST_HEADER.match(lines[i][1]):
+            i += 1
+            continue
+        k = i + 1
+        while k < len(lines) and not lines[k][1].strip():
+            k += 1  # blank lines between the header and its first member
+        entries: list[tuple[re.Match[str], list[str]]] = []
+        while k < len(lines) and lines[k][1].strip():
+            line = lines[k][1]
+            indent = len(line) - len(line.lstrip())
+            m = _entry(line)
+            if entries and indent > len(entries[-1][0].group("indent")) and (
+                    m is None or line.lstrip()[:1] not in "-*•"):
+                entries[-1][1].append(line.strip())  # an indented line goes with its member
+            elif m is not None:
+                entries.append((m, []))
+            else:
+                break
+            k += 1
+        if not entries:
+            i += 1
+            continue
+        used.update(range(i, k))
+        for m, more in entries:
+            pieces = [_split_images(piece) for piece in (m.group("desc"), *more)]
+            desc = ""
+            for piece, _ in pieces:  # lines under a member continue its description
+                stop = "" if not desc or desc[-1] in ".!?;,:" or not piece[:1].isupper() else "."
+                desc = f"{desc}{stop} {piece}".strip() if piece else desc
+            members.append(CastMember(m.group("name").strip(), desc,
+                                      tuple(i for _, images in pieces for i in images),
+                                      (m.group("kind") or "").strip() or None))
+        i = k
+    return members, used
 
 
 # --- free text ----------------------------------------------------------------------
@@ -387,6 +592,19 @@ class _Open:
     depth: int = 0  # Markdown heading level that opened it, 0 otherwise
     first_is_marker: bool = False  # the first part is the text after a shot marker
     blank: bool = False
+    inputs: dict[str, Any] = field(default_factory=dict)  # first_frame, last_frame, cast
+
+    def direct(self, key: str, value: str, where: int) -> None:
+        """Take a ``First frame:``/``Last frame:``/``Cast:`` directive for this shot."""
+        key = key.casefold()
+        field_ = ("first_frame" if re.fullmatch(_FIRST_WORDS, key) else
+                  "last_frame" if re.fullmatch(_LAST_WORDS, key) else "cast")
+        if field_ in self.inputs:
+            raise BriefError(f"the shot at character {where} gives its {field_.replace('_', ' ')} "
+                             "twice; give it once")
+        value = value.strip().strip("<>\"'")
+        self.inputs[field_] = (tuple(n.strip() for n in re.split(r"[,;]", value) if n.strip())
+                               if field_ == "cast" else value)
 
     def add(self, text: str, start: int) -> None:
         if not text.strip():
@@ -454,9 +672,31 @@ def _body_hint(shot: _Open, text: str) -> tuple[list[Span], _Hint | None]:
     return parts, None
 
 
+def _directives(shot: _Open, text: str) -> None:
+    """Take ``(first frame: a.png)``-style directives out of the shot's text."""
+    parts: list[Span] = []
+    gaps: list[bool] = []
+    for (a, b), gap in zip(shot.parts, shot.gaps, strict=True):
+        pos = a
+        for m in DIRECTIVE_INLINE.finditer(text[a:b]):
+            shot.direct(m.group("key"), m.group("value"), a + m.start())
+            if text[pos : a + m.start()].strip():
+                parts.append((pos, a + m.start()))
+                gaps.append(gap and pos == a)
+            pos = a + m.end()
+        if text[pos:b].strip():
+            parts.append((pos, b))
+            gaps.append(gap and pos == a)
+    shot.parts, shot.gaps = parts, gaps
+    while (inline := DIRECTIVE_INLINE.search(shot.label)) is not None:
+        shot.direct(inline.group("key"), inline.group("value"), shot.label_at + inline.start())
+        shot.label = shot.label[: inline.start()] + shot.label[inline.end():]
+
+
 def _finish(shot: _Open | None, text: str, out: list[Segment]) -> None:
     if shot is None:
         return
+    _directives(shot, text)
     label = shot.label
     if shot.seconds is None and label:
         found = _hint_at(label, "end") or _hint_at(label, "start")
@@ -481,7 +721,7 @@ def _finish(shot: _Open | None, text: str, out: list[Segment]) -> None:
     end = max([b for _, b in shot.parts] + [b for _, b in parts] + [shot.start])
     context = label_prompt if shot.label and shot.depth == 0 else ""
     out.append(Segment(prompt, shot.start, end, shot.seconds, tuple(parts), context,
-                       shot.hint, shot.hint_kind))
+                       shot.hint, shot.hint_kind, **shot.inputs))
 
 
 def _open_for(kind: str, m: re.Match[str], offset: int, line: str) -> _Open:
@@ -541,10 +781,10 @@ def _title_case(line: str) -> bool:
     return len(words) >= 1 and all(w[0].isupper() for w in words) and stripped[0].isupper()
 
 
-def _find_title(lines: list[tuple[int, str]], has_markers: bool) -> int | None:
+def _find_title(lines: list[tuple[int, str]], has_markers: bool, skip: set[int]) -> int | None:
     """The index of a title line atop the brief, if there is one (it is then not a shot)."""
     body = [i for i, (_, line) in enumerate(lines) if line.strip() and not STYLE.match(line)
-            and not TITLE.match(line)]
+            and not TITLE.match(line) and i not in skip]
     if len(body) < 2:
         return None
     first, line = body[0], lines[body[0]][1]
@@ -560,15 +800,27 @@ def _find_title(lines: list[tuple[int, str]], has_markers: bool) -> int | None:
     return first if has_markers and _marker(lines[body[1]][1]) is not None else None
 
 
-def _parse_lines(text: str, has_markers: bool) -> tuple[list[Segment], dict[str, list[str]]]:
+def _parse_lines(text: str, has_markers: bool, cast_lines: set[int]
+                 ) -> tuple[list[Segment], dict[str, list[str]]]:
     out: list[Segment] = []
     meta: dict[str, list[str]] = {}
     shot: _Open | None = None
     lines = _lines(text)
-    title = _find_title(lines, has_markers)
+    directives = {i for i, (_, line) in enumerate(lines) if DIRECTIVE_LINE.match(line)}
+    title = _find_title(lines, has_markers, cast_lines | directives)
+    pending: list[tuple[re.Match[str], int]] = []  # directives written before their shot opens
     for i, (offset, line) in enumerate(lines):
+        _take_pending(shot, pending)
         if i == title:
             meta.setdefault("title", []).append(clean_prompt(line.strip().strip("#*_\"“”«»《》「」『』")))
+            continue
+        if i in cast_lines:
+            if not has_markers:  # a cast block parts paragraphs as a blank line does
+                _finish(shot, text, out)
+                shot = None
+            continue
+        if i in directives:
+            pending.append((DIRECTIVE_LINE.match(line), offset))  # type: ignore[arg-type]
             continue
         if _meta_line(line, meta):
             continue
@@ -581,25 +833,44 @@ def _parse_lines(text: str, has_markers: bool) -> tuple[list[Segment], dict[str,
                     shot = _Open(start=offset + len(line) - len(line.lstrip()))
                 shot.add(line, offset)
             continue
-        found = _marker(line)
-        nested = bool(found and found[0] == "bullet" and shot and found[1].group("indent"))
-        if found is None or nested:
-            if line.strip() and shot is None:  # prose after a transition or rule starts a shot
-                shot = _Open(start=offset + len(line) - len(line.lstrip()))
-            if shot is not None:
-                shot.add(line, offset)
-            continue
-        kind, m = found
-        # A heading directly followed by a deeper heading is a title, not a shot.
-        if shot is not None and shot.depth and not shot.parts and kind == "heading":
-            if len(m.group("hashes")) > shot.depth:
-                if not meta.get("title"):
-                    meta["title"] = [clean_prompt(shot.label)]
-                shot = None
-        _finish(shot, text, out)
-        shot = None if kind in ("rule", "transition") else _open_for(kind, m, offset, line)
+        shot = _marked_line(shot, line, offset, text, out, meta)
+    _take_pending(shot, pending)
     _finish(shot, text, out)
+    if pending:
+        m, at = pending[0]
+        raise BriefError(f"the {m.group('key')!r} line at character {at} belongs to no shot: "
+                         "put it inside the shot it is for")
     return out, meta
+
+
+def _marked_line(shot: _Open | None, line: str, offset: int, text: str, out: list[Segment],
+                 meta: dict[str, list[str]]) -> _Open | None:
+    """One line of a brief with shot markers; returns the shot open after it."""
+    found = _marker(line)
+    nested = bool(found and found[0] == "bullet" and shot and found[1].group("indent"))
+    if found is None or nested:
+        if line.strip() and shot is None:  # prose after a transition or rule starts a shot
+            shot = _Open(start=offset + len(line) - len(line.lstrip()))
+        if shot is not None:
+            shot.add(line, offset)
+        return shot
+    kind, m = found
+    # A heading directly followed by a deeper heading is a title, not a shot.
+    if shot is not None and shot.depth and not shot.parts and kind == "heading":
+        if len(m.group("hashes")) > shot.depth:
+            if not meta.get("title"):
+                meta["title"] = [clean_prompt(shot.label)]
+            shot = None
+    _finish(shot, text, out)
+    return None if kind in ("rule", "transition") else _open_for(kind, m, offset, line)
+
+
+def _take_pending(shot: _Open | None, pending: list[tuple[re.Match[str], int]]) -> None:
+    """Give the open shot the directive lines written in it (or just before it opened)."""
+    if shot is not None:
+        for m, at in pending:
+            shot.direct(m.group("key"), m.group("value"), at)
+        pending.clear()
 
 
 def parse_brief(text: str) -> Brief:
@@ -610,8 +881,11 @@ def parse_brief(text: str) -> Brief:
         raise BriefError("the brief is empty: write at least one sentence describing a shot")
     if _looks_structured(text):
         return _parse_structured(text)
-    has_markers = any(_marker(line) is not None for _, line in _lines(text))
-    segments, meta = _parse_lines(text, has_markers)
+    lines = _lines(text)
+    members, cast_lines = _cast_blocks(lines)
+    has_markers = any(_marker(line) is not None for i, (_, line) in enumerate(lines)
+                      if i not in cast_lines and not DIRECTIVE_LINE.match(line))
+    segments, meta = _parse_lines(text, has_markers, cast_lines)
     if not segments:
         raise BriefError(
             "the brief has no shot text: after the Style/Title lines and markup "
@@ -620,4 +894,4 @@ def parse_brief(text: str) -> Brief:
     form = "shots" if has_markers else ("paragraphs" if len(segments) > 1 else "prose")
     style = "; ".join(meta["style"]) if meta.get("style") else None
     title = meta["title"][0] if meta.get("title") else None
-    return Brief(text, tuple(segments), style, title, form=form)
+    return _with_cast(Brief(text, tuple(segments), style, title, form=form), members)

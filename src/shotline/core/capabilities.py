@@ -38,6 +38,9 @@ from ..errors import CapabilityError, OverrideError
 
 AudioMode = Literal["optional", "always", "none"]
 ImageInput = Literal["first_frame", "last_frame", "reference"]
+# How reference images combine with frames: freely, only without a first or last frame
+# (Veo, Seedance), or only together with a first frame (Kling 3.0's elements on fal).
+ReferenceMode = Literal["any", "alone", "with_first_frame"]
 PriceSource = Literal["vendor", "third_party", "inferred", "simulated"]
 
 
@@ -89,7 +92,14 @@ class Capabilities(BaseModel):
     default_fps: int
     audio: AudioMode
     audio_multiplier: Decimal = Decimal(1)
-    image_inputs: tuple[ImageInput, ...] = ()
+    image_inputs: tuple[ImageInput, ...] = Field(
+        (), description="what one call takes besides the prompt, as shotline sends it: a "
+        "first frame (image-to-video), a last frame, reference images")
+    max_references: int = Field(0, ge=0, description="reference images one call takes (0: "
+                                "none; cast members then go by their description only)")
+    reference_mode: ReferenceMode = "any"
+    reference_durations: tuple[int, ...] = Field(
+        (), description="call durations that may carry references (empty: any)")
     seed: bool = False
     prices: dict[str, Decimal] = Field(
         description="USD per billed second by resolution tier ('720p', ...); '*' is any tier. "
@@ -142,7 +152,15 @@ class Capabilities(BaseModel):
             raise ValueError("a sunset model needs sunset_date")
         if self.gateway is not None and self.provider != "openai":
             raise ValueError("only openai/... models go through a gateway")
+        if ("reference" in self.image_inputs) != (self.max_references > 0):
+            raise ValueError("a model that takes 'reference' images needs max_references >= 1, "
+                             "and max_references needs 'reference' in image_inputs")
+        if not set(self.reference_durations) <= set(self.durations):
+            raise ValueError("reference_durations must be among durations")
         return self
+
+    def takes(self, kind: ImageInput) -> bool:
+        return kind in self.image_inputs
 
     def price_per_second(self, size: str) -> Decimal:
         return self.prices.get(tier_of(size), self.prices.get("*", Decimal(0)))

@@ -5,6 +5,12 @@ UTF-8, no ASCII escaping) of everything that changes the output. Two requests wi
 same key would produce the same clip, so the second one is served from the store.
 Changing the canonical form or the set of fields bumps ``KEY_VERSION``, so old and new
 keys can never collide silently. Pure: no I/O.
+
+Input images enter a key by the hash of their bytes, never by their path or URL, each
+tagged with its role (``first_frame:``, ``last_frame:``, ``reference:<member>:``), since
+the same picture as a first frame or as a reference makes a different clip. A shot
+without images keys exactly as before images existed (an empty list), so adding them
+needed no new ``KEY_VERSION`` and no stored clip was orphaned.
 """
 
 from __future__ import annotations
@@ -67,7 +73,15 @@ def planned_key(plan: Plan, shot: PlannedShot, caps: Capabilities) -> str:
     return shot_key(
         provider=caps.provider, model=caps.model, prompt=shot.prompt, seconds=shot.seconds,
         size=plan.size, fps=fps, audio=shot.audio, seed=plan.seed, take=shot.take,
+        images=shot_images(shot),
     )
+
+
+def shot_images(shot: PlannedShot) -> list[str]:
+    """The input images of ``shot`` as its key covers them: role-tagged hashes of bytes."""
+    tagged = [f"{role}:{image.sha256}" for role, image in
+              (("first_frame", shot.first_frame), ("last_frame", shot.last_frame)) if image]
+    return tagged + [f"reference:{r.name}:{r.sha256}" for r in shot.references]
 
 
 def render_key(shot_keys: Sequence[str], stitch: dict[str, Any]) -> str:

@@ -24,6 +24,12 @@ A pure function: same input, same plan, byte for byte. The rules, in order:
 7. A duration hint written in the text (not a timecode or a YAML field) that makes the
    brief bill more than twice what it bills without it is refused, quoting it, unless
    the caller confirms (``PlanOptions.yes``): it may be an age, a year or a typo.
+8. Cast and image inputs (see :mod:`.cast`): every cast member a shot shows has its
+   description added to each of the shot's prompts, and its pictures go to the calls
+   as reference images where the model takes them (else the shot notes why not). A
+   shot's first frame goes to its first call and its last frame to its last; a model
+   that takes no first (or last) frame refuses the brief. Images are known by the hash
+   of their bytes (``Brief.images``, filled by the library), never by their path.
 """
 
 from __future__ import annotations
@@ -36,8 +42,9 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ConfigDict
 
 from ..errors import BriefError, CapabilityError, ShotlineError
-from .brief import Brief, Segment
+from .brief import Brief, ImageRef, Segment
 from .capabilities import Capabilities, parse_size
+from .cast import choose, describe, members_in
 
 WORDS_PER_SECOND = 2.5  # 150 words a minute: an unhurried narration pace
 CJK_CHARS_PER_SECOND = 4.0  # 240 characters a minute of Chinese, Japanese or Korean
@@ -64,11 +71,41 @@ class PlanOptions:
     yes: bool = False  # accept duration hints that more than double the billed seconds
 
 
+class PlanImage(ImageRef):
+    """An input image of the plan: what was read (:class:`ImageRef`) and where, as written."""
+
+    source: str
+
+
+class CastEntry(BaseModel):
+    """A cast member as the plan carries it, its pictures read."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    description: str
+    kind: str | None = None
+    images: tuple[PlanImage, ...] = ()
+
+
+class ShotReference(BaseModel):
+    """One reference image a call sends: whose picture it is, and its bytes' hash."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    sha256: str
+
+
 class PlannedShot(BaseModel):
     """One provider call and the part of the output it fills.
 
     ``index`` is the position in ``Plan.shots`` (from 0); people see ``number`` (from 1).
-    ``hint`` is the text of the brief read as this shot's duration, if any.
+    ``hint`` is the text of the brief read as this shot's duration, if any. ``cast`` names
+    the members it shows (their descriptions are in ``prompt``); ``references`` are the
+    pictures it sends, ``first_frame``/``last_frame`` the images it starts from and ends on
+    (a continuation will fill ``first_frame`` from the shot before), and
+    ``references_note`` says why pictures of its cast are not sent, where some are not.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -85,6 +122,11 @@ class PlannedShot(BaseModel):
     fixed: bool
     take: int
     hint: str | None = None
+    cast: tuple[str, ...] = ()
+    references: tuple[ShotReference, ...] = ()
+    first_frame: PlanImage | None = None
+    last_frame: PlanImage | None = None
+    references_note: str | None = None
 
     @property
     def number(self) -> int:
@@ -109,6 +151,20 @@ class Plan(BaseModel):
     title: str | None
     style: str | None
     shots: tuple[PlannedShot, ...]
+    cast: tuple[CastEntry, ...] = ()
+
+    def image(self, sha256: str) -> PlanImage:
+        """What the plan knows of the image whose bytes hash to ``sha256``."""
+        for found in self.images():
+            if found.sha256 == sha256:
+                return found
+        raise KeyError(sha256)
+
+    def images(self) -> list[PlanImage]:
+        """Every input image of the plan (cast pictures and frames), once each."""
+        every = [i for member in self.cast for i in member.images]
+        every += [f for s in self.shots for f in (s.first_frame, s.last_frame) if f is not None]
+        return list({i.sha256: i for i in every}.values())
 
 
 @dataclass(frozen=True)
@@ -443,6 +499,7 @@ def _allocate(groups: list[_Group], caps: Capabilities, fps: int, target: float,
 
 def _plan(brief: Brief, caps: Capabilities, opts: PlanOptions) -> Plan:
     caps.require_active()
+    _check_frames(brief, caps)
     size, fps, audio = _resolve_av(brief, caps, opts)
     explicit = opts.seconds if opts.seconds is not None else brief.seconds
     if explicit is None:
@@ -456,10 +513,20 @@ def _plan(brief: Brief, caps: Capabilities, opts: PlanOptions) -> Plan:
     style = opts.style or brief.style
     call_audio = audio or caps.audio == "always"
     slots = [(group, piece) for group in groups for piece in group.pieces]
-    shots = tuple(
-        PlannedShot(
+    cast = _cast(brief)
+    shots = []
+    for i, (group, (prompt, source)) in enumerate(slots):
+        seg = brief.segments[group.segment]
+        members = members_in(seg, brief.cast)
+        pieces = [n for n, (g, _) in enumerate(slots) if g.segment == group.segment]
+        first = _image(brief, seg.first_frame) if i == pieces[0] else None
+        last = _image(brief, seg.last_frame) if i == pieces[-1] else None
+        choice = choose(members, caps, seconds=durations[i], first_frame=first is not None,
+                        last_frame=last is not None,
+                        digest={src: ref.sha256 for src, ref in brief.images.items()})
+        shots.append(PlannedShot(
             index=i,
-            prompt=_compose(prompt, style),
+            prompt=_compose(describe(prompt, members), style),
             seconds=durations[i],
             billed_seconds=billed(caps, durations[i]),
             audio=call_audio,
@@ -470,9 +537,13 @@ def _plan(brief: Brief, caps: Capabilities, opts: PlanOptions) -> Plan:
             fixed=group.fixed,
             take=opts.take,
             hint=group.hint,
-        )
-        for i, (group, (prompt, source)) in enumerate(slots)
-    )
+            cast=tuple(m.name for m in members),
+            references=tuple(ShotReference(name=name, sha256=_read(brief, src).sha256)
+                             for name, src in choice.references),
+            first_frame=first,
+            last_frame=last,
+            references_note=choice.note,
+        ))
     return Plan(
         model=caps.model,
         seconds=target,
@@ -486,8 +557,40 @@ def _plan(brief: Brief, caps: Capabilities, opts: PlanOptions) -> Plan:
         frames=round(target * fps),
         title=brief.title,
         style=style,
-        shots=shots,
+        shots=tuple(shots),
+        cast=cast,
     )
+
+
+def _image(brief: Brief, source: str | None) -> PlanImage | None:
+    return None if source is None else _read(brief, source)
+
+
+def _read(brief: Brief, source: str) -> PlanImage:
+    """The image ``source`` names, as the library read it (known by its bytes' hash)."""
+    ref = brief.images.get(source)
+    if ref is None:
+        raise BriefError(f"image {source!r} has not been read: plan through shotline.plan() "
+                         "(or the CLI), which reads a brief's images and hashes their bytes")
+    return PlanImage(source=source, **ref.model_dump())
+
+
+def _cast(brief: Brief) -> tuple[CastEntry, ...]:
+    return tuple(CastEntry(name=m.name, description=m.description, kind=m.kind,
+                           images=tuple(_read(brief, src) for src in m.images))
+                 for m in brief.cast)
+
+
+def _check_frames(brief: Brief, caps: Capabilities) -> None:
+    """Refuse a first or last frame the model cannot take: the brief asked for it."""
+    for k, seg in enumerate(brief.segments):
+        for kind, source in (("first_frame", seg.first_frame), ("last_frame", seg.last_frame)):
+            if source is not None and not caps.takes(kind):  # type: ignore[arg-type]
+                verb = "starts from" if kind == "first_frame" else "ends on"
+                raise CapabilityError(
+                    f"shot {k + 1} {verb} {source}, but {caps.model} takes no "
+                    f"{kind.replace('_', ' ')}; choose a model that does (`shotline "
+                    "providers` lists each model's image inputs) or drop the image")
 
 
 def plan(brief: Brief, caps: Capabilities, opts: PlanOptions | None = None) -> Plan:

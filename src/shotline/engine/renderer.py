@@ -28,7 +28,7 @@ import os
 import random
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -55,9 +55,10 @@ from ..errors import (
 from ..providers.base import JobRef, JobStatus, Provider, ShotRequest
 from ..settings import Settings
 from ..store import calls, ledger, lifecycle
+from ..store import images as stored_images
 from ..store.cache import Store, copy_atomic
 from ..store.db import Database, renders
-from . import media, quality
+from . import inputs, media, quality
 from .assembly import Assembly, Prepared
 from .normalise import Format
 
@@ -135,13 +136,19 @@ def checkpoint(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def request_for(plan: Plan, shot: PlannedShot, caps: Capabilities) -> ShotRequest:
-    """The provider call for one planned shot; its key covers every input that matters."""
+def request_for(plan: Plan, shot: PlannedShot, caps: Capabilities,
+                images: Mapping[str, bytes] | None = None) -> ShotRequest:
+    """The provider call for one planned shot; its key covers every input that matters.
+
+    ``images`` holds the bytes of the plan's input images by hash; without it the request
+    carries none of them, and serves for its key and price only, never to be sent.
+    """
     fps = plan.fps if plan.fps in caps.fps else caps.default_fps
     return ShotRequest(
         model=caps.model, wire_model=caps.wire_model, prompt=shot.prompt, seconds=shot.seconds,
         size=plan.size, fps=fps, audio=shot.audio, seed=plan.seed, take=shot.take,
-        key=planned_key(plan, shot, caps), index=shot.index,
+        key=planned_key(plan, shot, caps), index=shot.index, cast=shot.cast,
+        **(inputs.for_shot(plan, shot, images) if images is not None else {}),
     )
 
 
@@ -462,6 +469,9 @@ class RenderJob:
     owner: str | None = None
     base_url: str = ""
     loudness: bool | None = None  # None: settings.loudness
+    # The bytes of the plan's input images by hash, as just read from the brief (stored
+    # with a new render); any not given are read from the store (a queued or resumed render).
+    images: dict[str, bytes] = field(default_factory=dict)
 
     @property
     def target(self) -> float | None:
@@ -500,7 +510,8 @@ def _deliver(stored: Path, dest: Path | None) -> tuple[Path, Path, Path]:
 
 async def render_plan(plan: Plan, job: RenderJob) -> RenderResult:
     """Render every shot of ``plan``, segment each as it arrives, join, verify, store, settle."""
-    requests = [request_for(plan, s, job.caps) for s in plan.shots]
+    blobs = inputs.gather(job.db, plan, job.images)
+    requests = [request_for(plan, s, job.caps, blobs) for s in plan.shots]
     key = render_key([r.key for r in requests], stitch_settings(plan, job.settings, job.target))
     if job.render_id is None and (stored := job.store.output(key)) is not None:
         return _reopen(job, plan, key, requests, stored)
@@ -515,6 +526,7 @@ async def render_plan(plan: Plan, job: RenderJob) -> RenderResult:
             # The estimate is what this run will pay: the shots not stored (the same
             # figure `shotline estimate` shows), and it is what is reserved, on top of
             # what a resumed render billed before.
+            stored_images.put(conn, plan.images(), blobs)
             render_id = lifecycle.open_render(conn, key, plan.model, job.brief_text,
                                               plan.model_dump(mode="json"),
                                               [r.key for r in requests], todo,
@@ -533,7 +545,7 @@ async def render_plan(plan: Plan, job: RenderJob) -> RenderResult:
     async def shot(request: ShotRequest) -> ShotResult:
         result = await _shot(renderer, assembly, request)
         if job.settings.quality_reroll and result.segment and quality.failing(result.flags):
-            return await _retake(job, plan, renderer, assembly, request, result)
+            return await _retake(job, plan, renderer, assembly, request, result, blobs)
         return result
 
     shots = list(await asyncio.gather(*(shot(r) for r in requests)))
@@ -563,11 +575,12 @@ def _limits(conn: Connection, job: RenderJob, render_id: str) -> ledger.Limits:
 
 
 async def _retake(job: RenderJob, plan: Plan, renderer: Renderer, assembly: Assembly,
-                  request: ShotRequest, first: ShotResult) -> ShotResult:
+                  request: ShotRequest, first: ShotResult, blobs: Mapping[str, bytes],
+                  ) -> ShotResult:
     """The quality gate failed a shot: render it once more as a new take, if the budget allows,
     and keep that take unless it fails more checks than the first."""
     shot = plan.shots[request.index]
-    again = request_for(plan, shot.model_copy(update={"take": shot.take + 1}), job.caps)
+    again = request_for(plan, shot.model_copy(update={"take": shot.take + 1}), job.caps, blobs)
     cost = call_cost(job.caps, again.seconds, again.size, again.audio).cost_usd
     try:
         renderer.allow_retake(request.index, cost)

@@ -24,11 +24,13 @@ Two abilities are optional, and declared here rather than discovered with ``geta
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
 
-from ..errors import AmbiguousSubmitError
+from ..errors import AmbiguousSubmitError, CapabilityError, MediaError
 
 if TYPE_CHECKING:
     from ..settings import Settings
@@ -37,8 +39,61 @@ JobState = Literal["queued", "running", "succeeded", "failed"]
 
 
 @dataclass(frozen=True)
+class ImageInput:
+    """One input image as a vendor receives it: its bytes and what they are.
+
+    ``sha256`` (``sha256:<hex>``) is the hash of ``data``, the value the shot key covers;
+    it is checked when the image is built, so what is sent is what was keyed. ``name`` is
+    the cast member a reference image shows (empty for a frame).
+    """
+
+    sha256: str
+    data: bytes = field(repr=False)
+    mime: str
+    width: int
+    height: int
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if "sha256:" + hashlib.sha256(self.data).hexdigest() != self.sha256:
+            raise MediaError(f"input image {self.sha256} does not hash to its name: the stored "
+                             "copy is damaged; render the brief again to read it anew")
+
+    def base64(self) -> str:
+        return base64.b64encode(self.data).decode("ascii")
+
+    def data_uri(self) -> str:
+        """The image inlined as a ``data:`` URI, for vendors that take one in a URL field."""
+        return f"data:{self.mime};base64,{self.base64()}"
+
+    def require(self, where: str, *, mimes: tuple[str, ...] = (), min_side: int = 0,
+                ratio: tuple[float, float] | None = None, max_bytes: int | None = None) -> None:
+        """Refuse an image the vendor documents it would refuse (a 4xx some vendors bill)."""
+        problems = []
+        if mimes and self.mime not in mimes:
+            problems.append(f"{self.mime} (takes {', '.join(mimes)})")
+        if min(self.width, self.height) < min_side:
+            problems.append(f"{self.width}x{self.height} px (sides of at least {min_side} px)")
+        if ratio and not ratio[0] <= self.width / self.height <= ratio[1]:
+            problems.append(f"a {self.width}:{self.height} shape (width/height within "
+                            f"{ratio[0]:g}..{ratio[1]:g})")
+        if max_bytes is not None and len(self.data) > max_bytes:
+            problems.append(f"{len(self.data)} bytes (at most {max_bytes})")
+        if problems:
+            who = f"{self.name}'s reference image" if self.name else "an input image"
+            raise CapabilityError(f"{where}: {who} ({self.sha256[:19]}...) is "
+                                  f"{'; '.join(problems)}; nothing was sent")
+
+
+@dataclass(frozen=True)
 class ShotRequest:
-    """Everything one provider call needs; ``key`` is the shot's content key."""
+    """Everything one provider call needs; ``key`` is the shot's content key.
+
+    ``first_frame`` and ``last_frame`` are images the clip starts from and ends on (a
+    continuation fills ``first_frame`` with the previous clip's last frame);
+    ``references`` are the cast's pictures, and ``cast`` the names of the members the shot
+    shows (their descriptions are already in ``prompt``).
+    """
 
     model: str
     wire_model: str
@@ -51,8 +106,14 @@ class ShotRequest:
     take: int
     key: str
     index: int = 0
-    first_frame: Path | None = None
-    last_frame: Path | None = None
+    first_frame: ImageInput | None = None
+    last_frame: ImageInput | None = None
+    references: tuple[ImageInput, ...] = ()
+    cast: tuple[str, ...] = ()
+
+    def images(self) -> list[ImageInput]:
+        """Every input image of the call: frames first, then references."""
+        return [i for i in (self.first_frame, self.last_frame) if i] + list(self.references)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,11 @@ the ModelArk error-code page):
 
 * ``POST /api/v3/contents/generations/tasks`` with ``model`` and ``content``: a list whose
   text item carries the prompt and whose ``image_url`` items carry a ``role``
-  (``first_frame``, ``last_frame``). The parameters go in top-level fields: ``duration``
+  (``first_frame``, ``last_frame``, or ``reference_image`` for up to 9 pictures of the
+  cast; frames and references never in one task, and a last frame only with a first).
+  Images go inline as data URIs; Seedance refuses pictures under 300 px a side or
+  outside 2:5..5:2, and so does this adapter, before any call. The parameters go in
+  top-level fields: ``duration``
   (integer seconds, 4-15), ``resolution`` (``"480p"``/``"720p"``/``"1080p"``), ``ratio``
   (``"16:9"``, ``"9:16"``, ``"1:1"``, ``"4:3"``, ``"3:4"``, ``"21:9"``), ``seed`` and
   ``generate_audio``. (Older Seedance models read ``--duration 5 --ratio 16:9`` flags
@@ -34,9 +38,9 @@ from typing import Any, ClassVar
 import httpx
 
 from ..core.capabilities import tier_of
-from ..errors import PermanentError
+from ..errors import CapabilityError, PermanentError
 from .base import JobRef, JobState, JobStatus, ShotRequest
-from .http import HttpProvider, add_seed, aspect_ratio, check, data_uri
+from .http import HttpProvider, add_seed, aspect_ratio, check
 
 TASKS = "/api/v3/contents/generations/tasks"
 RATIOS = ("16:9", "9:16", "1:1", "4:3", "3:4", "21:9")
@@ -74,11 +78,15 @@ class BytePlusProvider(HttpProvider):
     def body(self, request: ShotRequest) -> dict[str, Any]:
         caps = self.capabilities(request)
         check(request, caps, images=True)
+        if request.last_frame and not request.first_frame:
+            raise CapabilityError(f"{request.model}: a last frame needs a first frame too; "
+                                  "nothing was sent")
         content: list[dict[str, Any]] = [{"type": "text", "text": request.prompt}]
-        for role, frame in (("first_frame", request.first_frame),
-                            ("last_frame", request.last_frame)):
-            if frame:
-                content.append({"type": "image_url", "image_url": {"url": data_uri(frame)},
+        roles = [("first_frame", request.first_frame), ("last_frame", request.last_frame)]
+        for role, image in [*roles, *(("reference_image", r) for r in request.references)]:
+            if image:
+                image.require(request.model, min_side=300, ratio=(0.4, 2.5))
+                content.append({"type": "image_url", "image_url": {"url": image.data_uri()},
                                 "role": role})
         body: dict[str, Any] = {
             "model": request.wire_model, "content": content,

@@ -23,8 +23,24 @@ tell yet" (the shot waits for an operator or the next run) until the render dead
 passed since the submit, after which an unlisted request is taken as never made.
 
 Each model family spells its input differently (``duration`` is the string ``"5"`` on
-Kling, ``"8s"`` on Veo 3 Fast and Luma); see the ``_body_*`` functions. fal does not bill
+Kling, ``"8s"`` on Veo 3 Fast and Luma); see the family functions. fal does not bill
 5xx answers, but may bill a 422, so a bad request is refused here before any call.
+
+Images go inline as data URIs in fal's ``*_url`` fields (fal reads those as it reads URLs),
+to a sibling endpoint of the text route (see :meth:`FalProvider.endpoint`):
+
+* Kling 2.6 and 3.0: ``.../image-to-video`` with ``start_image_url`` and ``end_image_url``
+  (the image sets the shape, so no ``aspect_ratio``); 3.0 also takes the cast as
+  ``elements``, one per member, ``{frontal_image_url, reference_image_urls}`` (a first
+  picture and 1-3 more views; a member with one picture gives it as both), cited in the
+  prompt as ``@Element1``... Kling 3.0 takes elements only beside a first frame.
+* Kling O3: ``.../image-to-video`` with ``image_url``/``end_image_url`` for frames alone;
+  ``.../reference-to-video`` with ``elements`` (and ``start_image_url``/``end_image_url``)
+  when the cast has pictures.
+* Seedance 2.0: ``.../image-to-video`` with ``image_url``/``end_image_url``, or
+  ``.../reference-to-video`` with ``image_urls``, cited as ``@Image1``..., never both.
+* Kling and Seedance refuse pictures under 300 px a side or outside 2:5..5:2; so does this
+  adapter, before any call. Other families take no images here.
 """
 
 from __future__ import annotations
@@ -41,24 +57,67 @@ import httpx
 from ..core.capabilities import Capabilities, tier_of
 from ..errors import AmbiguousSubmitError, CapabilityError, PermanentError
 from ..settings import Settings
-from .base import JobRef, JobStatus, ShotRequest
+from .base import ImageInput, JobRef, JobStatus, ShotRequest
 from .http import CLOCK_SLACK, HttpProvider, add_seed, aspect_ratio, check
 
 # fal's error_type values that a second run can cure; content policy and input errors cannot.
 LIST_PAGES = 10  # find() reads at most this many pages of the request history
 TRANSIENT_ERRORS = ("internal_server_error", "generation_timeout", "downstream_service_error",
                     "downstream_service_unavailable", "runner_disconnected", "timeout")
+IMAGE_RULES: dict[str, Any] = {"min_side": 300, "ratio": (0.4, 2.5)}  # Kling and Seedance
+
+
+def _route(r: ShotRequest) -> str:
+    """Which of a model's endpoints a request goes to: text, image or reference."""
+    if r.references and ("/o3/" in r.wire_model or "seedance" in r.wire_model):
+        return "reference-to-video"
+    return "image-to-video" if r.first_frame or r.last_frame or r.references else "text-to-video"
+
+
+def _elements(r: ShotRequest) -> tuple[list[dict[str, Any]], str]:
+    """Kling's ``elements``, one per member, and the prompt that cites them."""
+    members: dict[str, list[ImageInput]] = {}
+    for ref in r.references:
+        members.setdefault(ref.name, []).append(ref)
+    elements = [{"frontal_image_url": pics[0].data_uri(),
+                 "reference_image_urls": [p.data_uri() for p in pics[1:4] or pics[:1]]}
+                for pics in members.values()]
+    cites = " ".join(f"@Element{n} is {name}." for n, name in enumerate(members, 1))
+    return elements, f"{r.prompt} {cites}".strip()
+
+
 def _kling(r: ShotRequest, c: Capabilities) -> dict[str, Any]:
-    body: dict[str, Any] = {"prompt": r.prompt, "duration": str(r.seconds),
-                            "aspect_ratio": aspect_ratio(r.size)}
+    body: dict[str, Any] = {"prompt": r.prompt, "duration": str(r.seconds)}
+    route = _route(r)
+    if route == "text-to-video" or route == "reference-to-video":
+        body["aspect_ratio"] = aspect_ratio(r.size)  # else the first frame sets the shape
     if c.audio == "optional":  # Kling 4 always renders sound and has no switch
         body["generate_audio"] = r.audio
+    o3 = "/o3/" in r.wire_model
+    first = "image_url" if o3 and route == "image-to-video" else "start_image_url"
+    if r.first_frame:
+        body[first] = r.first_frame.data_uri()
+    if r.last_frame:
+        body["end_image_url"] = r.last_frame.data_uri()
+    if r.references:
+        body["elements"], body["prompt"] = _elements(r)
     return body
 
 
 def _seedance(r: ShotRequest, c: Capabilities) -> dict[str, Any]:
-    return {"prompt": r.prompt, "duration": str(r.seconds), "resolution": tier_of(r.size),
-            "aspect_ratio": aspect_ratio(r.size), "generate_audio": r.audio}
+    body: dict[str, Any] = {"prompt": r.prompt, "duration": str(r.seconds),
+                            "resolution": tier_of(r.size), "generate_audio": r.audio}
+    if _route(r) != "image-to-video":
+        body["aspect_ratio"] = aspect_ratio(r.size)  # else the first frame sets the shape
+    if r.first_frame:
+        body["image_url"] = r.first_frame.data_uri()
+    if r.last_frame:
+        body["end_image_url"] = r.last_frame.data_uri()
+    if r.references:
+        body["image_urls"] = [ref.data_uri() for ref in r.references]
+        cites = " ".join(f"@Image{n} shows {ref.name}." for n, ref in enumerate(r.references, 1))
+        body["prompt"] = f"{r.prompt} {cites}"
+    return body
 
 
 def _wan(r: ShotRequest, c: Capabilities) -> dict[str, Any]:
@@ -96,6 +155,8 @@ FAMILIES: tuple[tuple[str, Mapper], ...] = (
     ("hailuo", _hailuo),
     ("veo3", _veo3_fast), ("luma/", _luma),
 )
+# Endpoints whose image routes this adapter calls (Kling 4's are not known well enough).
+IMAGE_FAMILIES = ("kling-video/v2.6", "kling-video/v3", "kling-video/o3", "seedance-2.0")
 
 
 class FalProvider(HttpProvider):
@@ -129,12 +190,26 @@ class FalProvider(HttpProvider):
 
     def _mapping(self, request: ShotRequest) -> tuple[Capabilities, Mapper]:
         caps = self.capabilities(request)
-        check(request, caps)
+        images = any(word in request.wire_model for word in IMAGE_FAMILIES)
+        check(request, caps, images=images)
         mapper = next((fn for word, fn in FAMILIES if word in request.wire_model), None)
         if mapper is None:
             raise CapabilityError(f"{request.model}: no input mapping for fal endpoint "
                                   f"{request.wire_model!r}")
+        if request.last_frame and not request.first_frame:
+            raise CapabilityError(f"{request.model}: on fal a last frame needs a first frame "
+                                  "too; nothing was sent")
+        for image in request.images():
+            image.require(request.model, **IMAGE_RULES)
         return caps, mapper
+
+    def endpoint(self, request: ShotRequest) -> str:
+        """The endpoint id ``request`` is posted to: the model's text route, or a sibling."""
+        route = _route(request)
+        base = request.wire_model.strip("/")
+        if route == "text-to-video" or not base.endswith("/text-to-video"):
+            return base
+        return base.removesuffix("text-to-video") + route
 
     def body(self, request: ShotRequest) -> dict[str, Any]:
         """fal's input for ``request``, or CapabilityError if the model cannot do it."""
@@ -143,7 +218,7 @@ class FalProvider(HttpProvider):
 
     async def submit(self, request: ShotRequest) -> JobRef:
         body = self.body(request)
-        answer = await self.call("POST", f"/{request.wire_model.strip('/')}", body=body, submit=True)
+        answer = await self.call("POST", f"/{self.endpoint(request)}", body=body, submit=True)
         try:
             urls = {k: str(answer[k]) for k in ("status_url", "response_url", "cancel_url")}
             return JobRef(self.name, str(answer["request_id"]), urls)
@@ -184,7 +259,7 @@ class FalProvider(HttpProvider):
     async def find(self, request: ShotRequest, since: float) -> JobRef | None:
         """The request made from exactly this input at or after ``since``, if fal lists it."""
         wanted = self.body(request)
-        endpoint = request.wire_model.strip("/")
+        endpoint = self.endpoint(request)
         start = datetime.fromtimestamp(since - CLOCK_SLACK, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         params: dict[str, Any] = {"endpoint_id": endpoint, "start": start,
                                   "expand": "payloads", "limit": 100}

@@ -12,6 +12,11 @@ Wire format, and the quirks that shaped this adapter:
   the table says the model takes one (Vertex rejects unknown fields for some models).
 * The size is not sent as WxH: Vertex wants ``aspectRatio`` ("16:9"/"9:16") and
   ``resolution`` ("720p", "1080p", "4k").
+* Images go inline in the instance as ``{"bytesBase64Encoded", "mimeType"}`` (PNG or
+  JPEG): ``image`` is the first frame, ``lastFrame`` the last (only with a first), and
+  ``referenceImages`` up to three pictures of the cast as ``{"image": ..., "referenceType":
+  "ASSET"}`` (the enum value google-genai sends), which Veo takes only without frames and
+  only on 8 s calls.
 * A finished operation has ``done: true`` and either ``error {code, message}`` or
   ``response.videos[]`` holding ``bytesBase64Encoded`` (no ``storageUri`` given) or a
   ``gcsUri``. Responsible-AI filtering is not an HTTP error: the operation succeeds with
@@ -44,8 +49,8 @@ import httpx
 from ..core.capabilities import tier_of
 from ..errors import CapabilityError, ConfigError, MediaError, PermanentError
 from ..settings import Settings
-from .base import JobRef, JobStatus, ShotRequest
-from .http import MODERATION_WORDS, HttpProvider, add_seed
+from .base import ImageInput, JobRef, JobStatus, ShotRequest
+from .http import MODERATION_WORDS, HttpProvider, add_seed, check
 
 # Vertex's own words for a refused prompt, on top of the shared moderation words.
 RAI_WORDS = (*MODERATION_WORDS, "usage guidelines", "responsible ai", "rai ", "filtered")
@@ -125,6 +130,13 @@ class GoogleProvider(HttpProvider):
                 "Interactions API, whose request and result are not documented well enough "
                 "here to implement honestly. Use runway/gemini_omni_flash, "
                 "google/veo-3.1-generate-001 or google/veo-3.1-fast-generate-001.")
+        if request.images():
+            check(request, self.capabilities(request), images=True)
+            if request.last_frame and not request.first_frame:
+                raise CapabilityError(f"{request.model}: a last frame needs a first frame too; "
+                                      "nothing was sent")
+            for image in request.images():
+                image.require(request.model, mimes=("image/png", "image/jpeg"))
 
     async def submit(self, request: ShotRequest) -> JobRef:
         self.validate(request)
@@ -153,7 +165,15 @@ class GoogleProvider(HttpProvider):
         add_seed(params, caps, request)
         if output := os.environ.get("SHOTLINE_GOOGLE_OUTPUT_URI"):
             params["storageUri"] = output
-        return {"instances": [{"prompt": request.prompt}], "parameters": params}
+        instance: dict[str, Any] = {"prompt": request.prompt}
+        if request.first_frame:
+            instance["image"] = _inline(request.first_frame)
+        if request.last_frame:
+            instance["lastFrame"] = _inline(request.last_frame)
+        if request.references:
+            instance["referenceImages"] = [{"image": _inline(r), "referenceType": "ASSET"}
+                                           for r in request.references]
+        return {"instances": [instance], "parameters": params}
 
     async def operation(self, ref: JobRef) -> dict[str, Any]:
         name = str(ref.data.get("operation") or ref.job_id)
@@ -203,6 +223,10 @@ class GoogleProvider(HttpProvider):
         url = f"{self.storage_url}/storage/v1/b/{quote(bucket, safe='')}/o/{quote(obj, safe='')}"
         # GCS is not the Vertex host, so fetch() would not add the token by itself.
         return await self.fetch(f"{url}?alt=media", dest, headers=self.auth_headers())
+
+
+def _inline(image: ImageInput) -> dict[str, str]:
+    return {"bytesBase64Encoded": image.base64(), "mimeType": image.mime}
 
 
 def _has_google_auth() -> bool:

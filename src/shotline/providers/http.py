@@ -22,11 +22,9 @@ host (vendors hand files to their CDNs), but then with none of our headers.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import email.utils
 import json
-import mimetypes
 import os
 import time
 from collections.abc import Mapping
@@ -40,6 +38,7 @@ import httpx
 from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook, WebhookVerificationError
 
 from ..core.capabilities import Capabilities, parse_size, table_for
+from ..core.cast import refusal
 from ..errors import (
     AmbiguousSubmitError,
     CapabilityError,
@@ -91,12 +90,6 @@ def parse_time(value: Any) -> float | None:
         return None
 
 
-def data_uri(path: Path) -> str:
-    """An image input inlined as a data: URI (for vendors that accept them)."""
-    mime = mimetypes.guess_type(path.name)[0] or "image/png"
-    return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
-
-
 def check(request: ShotRequest, caps: Capabilities, *, images: bool = False) -> None:
     """Refuse what the model cannot do, before a call that the vendor might bill.
 
@@ -115,6 +108,13 @@ def check(request: ShotRequest, caps: Capabilities, *, images: bool = False) -> 
     for kind in (k for k, path in wanted.items() if path is not None):
         if not images or kind not in caps.image_inputs:
             problems.append(f"a {kind.replace('_', ' ')} (not supported by this adapter and model)")
+    if request.references:
+        why = refusal(caps, request.seconds, request.first_frame is not None,
+                      request.last_frame is not None) if images else "this adapter sends none"
+        if why is None and len(request.references) > caps.max_references:
+            why = f"at most {caps.max_references} a call"
+        if why is not None:
+            problems.append(f"{len(request.references)} reference image(s) ({why})")
     if problems:
         raise CapabilityError(f"{caps.model} cannot do: {'; '.join(problems)}; nothing was sent")
 

@@ -18,6 +18,12 @@ submit, then renders the clip (see :mod:`.local_render`) and reports it succeede
   The journal is independent of everything else shotline stores; see :func:`read_journal`.
 * Output is deterministic: the clip depends only on the request (and the job's format
   variants), never on the job id, the time or HOME; the same request gives the same bytes.
+* Input images are honoured as a vendor would: a first frame is the clip's first frame, a
+  last frame its last, and reference images are drawn as thumbnails, each with its cast
+  member's name, beside the shot's cast. ``submit`` keeps their bytes under
+  ``HOME/local/images`` (named by hash, like a vendor's upload store) and the job file
+  names them by hash, so any process can render the job later. The journal line records
+  each image's hash and role, so a test can see exactly what a call carried.
 
 Scripted faults, for tests (``settings.local_faults``, env ``SHOTLINE_LOCAL_FAULTS``)::
 
@@ -286,8 +292,9 @@ class LocalProvider(BaseProvider):
             raise PermanentError("the prompt was refused (local fault)",
                                  reason="moderation: the prompt was flagged by the content policy")
         job_id = f"loc_{uuid.uuid4().hex}"
+        await asyncio.to_thread(self._keep_images, request)
         job = {"job_id": job_id, "submitted_at": time.time(), "latency": self.settings.local_latency,
-               "request": dataclasses.asdict(request), "fault": fault,
+               "request": _request_json(request), "fault": fault,
                "variants": rule.variants if rule else {}, "cancelled_at": None}
         await asyncio.to_thread(self._create, job, request)
         if fault == "timeout":
@@ -345,6 +352,16 @@ class LocalProvider(BaseProvider):
         _write_json(self._job_path(job["job_id"]), job)
         self._journal(request, job["job_id"], job["fault"], job["submitted_at"])
 
+    def _keep_images(self, request: ShotRequest) -> None:
+        """Keep the request's images by hash, as a vendor keeps an upload."""
+        for image in request.images():
+            path = self.root / "images" / image.sha256.split(":", 1)[1]
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+                tmp.write_bytes(image.data)
+                os.replace(tmp, path)
+
     def _find(self, key: str) -> JobRef | None:
         for line in reversed(read_journal(self.settings.journal_path, accepted_only=True)):
             if line["key"] == key and self._job_path(line["job_id"]).exists():
@@ -361,6 +378,7 @@ class LocalProvider(BaseProvider):
             "seconds": request.seconds, "size": request.size, "fps": request.fps,
             "audio": request.audio, "seed": request.seed, "take": request.take,
             "pid": os.getpid(), "fault": fault, "wire_model": request.wire_model,
+            **_images_json(request),
         })
 
     def _status(self, job_id: str) -> JobStatus:
@@ -396,7 +414,7 @@ class LocalProvider(BaseProvider):
                 return out
             tmp = out.with_name(f".{out.stem}.{os.getpid()}.{uuid.uuid4().hex}.mp4")
             try:
-                render(_look(job), tmp)
+                render(_look(job, self.root / "images"), tmp)
                 os.replace(tmp, out)
             finally:
                 tmp.unlink(missing_ok=True)
@@ -458,10 +476,34 @@ def _validate(request: ShotRequest) -> None:
                              reason="validation: " + "; ".join(problems))
 
 
-def _look(job: dict[str, Any]) -> Look:
+def _images_json(request: ShotRequest) -> dict[str, Any]:
+    """The request's input images by hash and role (for the job file and the journal)."""
+    return {
+        "cast": list(request.cast),
+        "first_frame": request.first_frame.sha256 if request.first_frame else None,
+        "last_frame": request.last_frame.sha256 if request.last_frame else None,
+        "references": [{"name": r.name, "sha256": r.sha256} for r in request.references],
+    }
+
+
+def _request_json(request: ShotRequest) -> dict[str, Any]:
+    """The request as the job file keeps it: its fields, its images by hash only."""
+    fields = {f.name: getattr(request, f.name) for f in dataclasses.fields(request)
+              if f.name not in ("first_frame", "last_frame", "references", "cast")}
+    return {**fields, **_images_json(request)}
+
+
+def _look(job: dict[str, Any], images: Path) -> Look:
     req = job["request"]
     width, height = (int(n) for n in req["size"].split("x"))
+
+    def data(sha256: str | None) -> bytes | None:
+        return (images / sha256.split(":", 1)[1]).read_bytes() if sha256 else None
+
     look = Look(prompt=req["prompt"], number=req["index"] + 1, model=req["model"], seed=req["seed"],
                 take=req["take"], seconds=req["seconds"], width=width, height=height,
-                fps=req["fps"], audio=req["audio"])
+                fps=req["fps"], audio=req["audio"], cast=tuple(req.get("cast", ())),
+                first_frame=data(req.get("first_frame")), last_frame=data(req.get("last_frame")),
+                references=tuple((r["name"], data(r["sha256"]) or b"")
+                                 for r in req.get("references", ())))
     return dataclasses.replace(look, **job["variants"])

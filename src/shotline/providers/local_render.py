@@ -17,6 +17,10 @@ wrap between any two characters. The video is made by the ffmpeg binary shipped 
   and piped raw to ffmpeg, so no two consecutive frames are alike;
 * the background colour and the tone's pitch come from a hash of (prompt, seed, take), so
   consecutive shots cut visibly and the same request draws the same picture;
+* input images are honoured: the cast's names are written under the shot number and each
+  reference image is drawn as a thumbnail labelled with its member's name, in a row under
+  the card; a first frame is the clip's first frame exactly (fitted to cover the frame),
+  fading into the card, and a last frame fades in to be the clip's last frame;
 * the encode is bit-exact (``+bitexact`` flags, no metadata, fixed encoder threads), so the
   same :class:`Look` gives the same bytes on the same machine and ffmpeg build.
 
@@ -29,12 +33,13 @@ import colorsys
 import contextlib
 import functools
 import hashlib
+import io
 import re
 import subprocess
 import tempfile
 import unicodedata
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import IO, Literal, Protocol
@@ -42,7 +47,7 @@ from typing import IO, Literal, Protocol
 import arabic_reshaper
 from bidi import get_display
 from fontTools.ttLib import TTFont
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from ..engine.media import ffmpeg_exe
 from ..errors import MediaError
@@ -78,10 +83,19 @@ class Look:
     audio_rate: int = 48000
     channels: int = 2
     audio_ratio: float = 1.0  # audio length as a fraction of the video's
+    cast: tuple[str, ...] = ()
+    first_frame: bytes | None = field(default=None, repr=False)  # encoded images
+    last_frame: bytes | None = field(default=None, repr=False)
+    references: tuple[tuple[str, bytes], ...] = field(default=(), repr=False)  # (name, image)
 
     @property
     def frames(self) -> int:
         return self.seconds * self.fps
+
+    @property
+    def fade_frames(self) -> int:
+        """How long a first frame takes to give way to the card (and the card to a last one)."""
+        return max(1, min(self.fps // 2, self.frames // 4))
 
 
 def seed_bytes(prompt: str, seed: int | None, take: int) -> bytes:
@@ -290,12 +304,44 @@ def canvas(look: Look) -> Image.Image:
                     (230, 230, 230))
     line_h = round(look.height * 0.055 * 1.25)
     top = y0 + pad + round(look.height * 0.075 * 1.6)
+    if look.cast:
+        names = Text(label_font.size, faces_for(" ".join(look.cast)))
+        cast = _fit("CAST: " + ", ".join(look.cast), names, w - 2 * pad)
+        names.draw(draw, (x0 + pad, top), cast, (255, 236, 150))
+        top += line_h
     rtl = right_to_left(look.prompt)
     lines = prompt_lines(look, body, w - 2 * pad, max(1, (y0 + h - top - pad) // max(1, line_h)))
     for n, line in enumerate(lines):
         x = x0 + w - pad - body.getlength(line) if rtl else x0 + pad  # right-aligned for RTL
         body.draw(draw, (x, top + n * line_h), line, (255, 255, 255))
+    _thumbnails(image, look, x0, y0 + h + pad, w)
     return image
+
+
+def _thumbnails(image: Image.Image, look: Look, x0: int, top: int, width: int) -> None:
+    """The reference images in a row under the card, each labelled with its member's name."""
+    if not look.references:
+        return
+    side = min(look.height - strip_height(look) - top - 2, width // len(look.references) - 4)
+    if side < 8:
+        return  # no room at this size: the cast line on the card still names them
+    font = Text(max(6, side // 6), faces_for(" ".join(n for n, _ in look.references)))
+    draw = ImageDraw.Draw(image)
+    for i, (name, data) in enumerate(look.references):
+        with Image.open(io.BytesIO(data)) as picture:
+            thumb = ImageOps.contain(picture.convert("RGB"), (side, side))
+        x = x0 + i * (side + 4)
+        image.paste(thumb, (x, top))
+        band = max(font.size + 2, side // 5)
+        draw.rectangle((x, top + side - band, x + side - 1, top + side - 1), fill=(0, 0, 0))
+        font.draw(draw, (x + 2, top + side - band), _fit(name, font, side - 4), (255, 255, 255))
+
+
+def still(data: bytes, look: Look) -> Image.Image:
+    """An input image as a full frame: scaled to cover the frame, centred, cropped."""
+    with Image.open(io.BytesIO(data)) as picture:
+        return ImageOps.fit(picture.convert("RGB"), (look.width, look.height),
+                            method=Image.Resampling.LANCZOS)
 
 
 def drift(look: Look) -> int:
@@ -331,27 +377,46 @@ class Strip:
         return image.tobytes()
 
 
-def _graph(look: Look) -> str:
-    """Slide a frame-sized window over the still canvas and lay the strip over its bottom.
+def _graph(look: Look, frames: tuple[int, ...] = ()) -> str:
+    """Slide a frame-sized window over the still canvas and lay the strip over its bottom,
+    then the first frame over the start (fading out) and the last over the end (fading in).
 
     Both pictures are converted to YUV before they move (the canvas once, the strip per
-    frame), so no full-size colour conversion happens per frame.
+    frame), so no full-size colour conversion happens per frame. ``frames`` are the input
+    numbers of the first and last frame stills, where the look has them.
     """
     last = max(1, look.frames - 1)
-    yuv = ("scale=out_color_matrix=bt709:out_range=tv:flags=bitexact+accurate_rnd,"
-           f"format={look.pix_fmt}")
+    matrix = "scale=out_color_matrix=bt709:out_range=tv:flags=bitexact+accurate_rnd"
+    yuv = f"{matrix},format={look.pix_fmt}"
     blend = "yuv444" if look.pix_fmt == "yuv444p" else "yuv420"
-    return (f"[1:v]{yuv},loop=loop={look.frames - 1}:size=1:start=0,settb=1/{look.fps},setpts=N,"
-            f"crop=w={look.width}:h={look.height}:x='floor({drift(look)}*n/{last})':y=0[bg];"
-            f"[0:v]{yuv},settb=1/{look.fps},setpts=N[band];"
-            f"[bg][band]overlay=x=0:y={look.height - strip_height(look)}:format={blend}:"
-            "eof_action=endall[v]")
+    graph = (f"[1:v]{yuv},loop=loop={look.frames - 1}:size=1:start=0,settb=1/{look.fps},setpts=N,"
+             f"crop=w={look.width}:h={look.height}:x='floor({drift(look)}*n/{last})':y=0[bg];"
+             f"[0:v]{yuv},settb=1/{look.fps},setpts=N[band];"
+             f"[bg][band]overlay=x=0:y={look.height - strip_height(look)}:format={blend}:"
+             "eof_action=endall")
+    k = look.fade_frames
+    # The first still stays whole on frame 0, then fades out; the last fades in to be whole
+    # on the last frame.
+    fades = []
+    if look.first_frame is not None:
+        fades.append(f"fade=t=out:s=0:n={k}:alpha=1")
+    if look.last_frame is not None:
+        fades.append(f"fade=t=in:s={max(0, look.frames - 1 - k)}:n={k}:alpha=1")
+    for n, (index, fade) in enumerate(zip(frames, fades, strict=True)):
+        graph += (f"[v{n}];[{index}:v]{matrix},format={'yuva444p' if blend == 'yuv444' else 'yuva420p'},"
+                  f"loop=loop={look.frames - 1}:size=1:start=0,settb=1/{look.fps},setpts=N,{fade}"
+                  f"[s{n}];[v{n}][s{n}]overlay=format={blend}:eof_action=endall")
+    return graph + "[v]"
 
 
-def ffmpeg_argv(look: Look, still: Path, dest: Path) -> list[str]:
+def ffmpeg_argv(look: Look, still: Path, dest: Path, frames: tuple[Path, ...] = ()) -> list[str]:
+    """The ffmpeg command; ``frames`` are the first and last frame stills the look has."""
     argv = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-v", "error", "-y",
             "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{look.width}x{strip_height(look)}",
             "-framerate", str(look.fps), "-i", "pipe:0", "-framerate", str(look.fps), "-i", str(still)]
+    for path in frames:
+        argv += ["-framerate", str(look.fps), "-i", str(path)]
+    inputs = tuple(range(2, 2 + len(frames)))
     maps = ["-map", "[v]"]
     if look.audio:
         hz = tone(look.prompt, look.seed, look.take)
@@ -359,9 +424,9 @@ def ffmpeg_argv(look: Look, still: Path, dest: Path) -> list[str]:
         layout = "mono" if look.channels == 1 else "stereo"
         argv += ["-f", "lavfi", "-i", f"aevalsrc=exprs='{'|'.join([expr] * look.channels)}'"
                  f":s={look.audio_rate}:c={layout}:d={look.seconds * look.audio_ratio}"]
-        maps += ["-map", "2:a", "-c:a", "aac", "-b:a", "96k", "-ar", str(look.audio_rate),
-                 "-ac", str(look.channels), "-flags:a", "+bitexact"]
-    return [*argv, "-filter_complex", _graph(look), "-filter_complex_threads", "1", *maps,
+        maps += ["-map", f"{2 + len(frames)}:a", "-c:a", "aac", "-b:a", "96k",
+                 "-ar", str(look.audio_rate), "-ac", str(look.channels), "-flags:a", "+bitexact"]
+    return [*argv, "-filter_complex", _graph(look, inputs), "-filter_complex_threads", "1", *maps,
             *ENCODERS[look.codec], "-pix_fmt", look.pix_fmt, "-frames:v", str(look.frames),
             "-fps_mode", "passthrough",
             "-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709",
@@ -376,18 +441,23 @@ def render(look: Look, dest: Path) -> None:
     """
     try:
         with tempfile.TemporaryDirectory(prefix=".render-", dir=dest.parent) as tmp:
-            still = Path(tmp) / "canvas.png"
-            canvas(look).save(still, format="PNG", compress_level=1)
+            card = Path(tmp) / "canvas.png"
+            canvas(look).save(card, format="PNG", compress_level=1)
+            frames = []
+            for name, data in (("first", look.first_frame), ("last", look.last_frame)):
+                if data is not None:
+                    frames.append(Path(tmp) / f"{name}.png")
+                    still(data, look).save(frames[-1], format="PNG", compress_level=1)
             with (Path(tmp) / "ffmpeg.log").open("w+b") as log:
-                _encode(look, still, dest, log)
+                _encode(look, card, dest, log, tuple(frames))
     except BaseException:
         dest.unlink(missing_ok=True)
         raise
 
 
-def _encode(look: Look, still: Path, dest: Path, log: IO[bytes]) -> None:
+def _encode(look: Look, card: Path, dest: Path, log: IO[bytes], frames: tuple[Path, ...]) -> None:
     strip = Strip(look)
-    with subprocess.Popen(ffmpeg_argv(look, still, dest), stdin=subprocess.PIPE,
+    with subprocess.Popen(ffmpeg_argv(look, card, dest, frames), stdin=subprocess.PIPE,
                           stdout=subprocess.DEVNULL, stderr=log) as proc:
         assert proc.stdin is not None
         try:

@@ -35,8 +35,6 @@ to the file CDN. Quirks that matter:
 
 from __future__ import annotations
 
-import base64
-import mimetypes
 import os
 from pathlib import Path
 from typing import Any, ClassVar
@@ -47,7 +45,7 @@ import httpx
 from ..core.capabilities import tier_of
 from ..errors import AmbiguousSubmitError, CapabilityError, PermanentError
 from ..settings import Settings
-from .base import JobRef, JobStatus, ShotRequest
+from .base import ImageInput, JobRef, JobStatus, ShotRequest
 from .http import CLOCK_SLACK, HttpProvider, aspect_ratio, check, parse_time
 
 LEGACY_ENV = "SHOTLINE_LUMA_LEGACY_BASE_URL"
@@ -60,9 +58,8 @@ FINAL_CODES = ("content_moderated", "invalid_request", "image_too_large", "unsup
 LIST_PAGE, LIST_PAGES = 100, 5  # find() reads at most this many recent generations
 
 
-def _frame(path: Path) -> dict[str, str]:
-    mime = mimetypes.guess_type(path.name)[0] or "image/png"
-    return {"data": base64.b64encode(path.read_bytes()).decode("ascii"), "media_type": mime}
+def _frame(image: ImageInput) -> dict[str, str]:
+    return {"data": image.base64(), "media_type": image.mime}
 
 
 class LumaProvider(HttpProvider):

@@ -38,7 +38,6 @@ from .http import (
     add_seed,
     aspect_ratio,
     check,
-    data_uri,
     parse_time,
     verify_signed,
 )
@@ -48,7 +47,7 @@ LIST_PAGES = 20  # find() reads at most this many pages of recent predictions
 
 def _frames(r: ShotRequest, first: str, last: str) -> dict[str, Any]:
     pairs = ((first, r.first_frame), (last, r.last_frame))
-    return {name: data_uri(path) for name, path in pairs if path is not None}
+    return {name: image.data_uri() for name, image in pairs if image is not None}
 
 
 def _veo(r: ShotRequest, c: Capabilities) -> dict[str, Any]:
@@ -56,13 +55,15 @@ def _veo(r: ShotRequest, c: Capabilities) -> dict[str, Any]:
             "resolution": tier_of(r.size)}
     if c.audio == "optional":
         body["generate_audio"] = r.audio
+    if r.references:  # up to 3, on 8 s calls without frames (the capability table says so)
+        body["reference_images"] = [ref.data_uri() for ref in r.references]
     return body | _frames(r, "image", "last_frame")
 
 
 def _gen4_turbo(r: ShotRequest, c: Capabilities) -> dict[str, Any]:
     assert r.first_frame is not None  # validate() refuses a text-only request
     return {"prompt": r.prompt, "duration": r.seconds, "aspect_ratio": aspect_ratio(r.size),
-            "image": data_uri(r.first_frame)}
+            "image": r.first_frame.data_uri()}
 
 
 def _ray(r: ShotRequest, c: Capabilities) -> dict[str, Any]:

@@ -9,6 +9,9 @@ Wire format (runwayml/sdk-python types and docs.dev.runwayml.com):
   ratio), ``duration`` as an integer, ``seed`` for models that have one (gen4.x, Veo 3.1) and
   ``audio`` (bool) only for the Veo models, where it is optional and changes the price.
   Frames go in ``promptImage`` as ``[{"uri": <data URI>, "position": "first"|"last"}]``.
+  The Seedance models take the cast's pictures on the text route as ``references``
+  (``[{"uri": <data URI>}]``, up to 9, never beside frames). Runway takes data URIs of up
+  to 5 MB, so a larger image is refused here before any call.
   The answer is ``{"id": <task id>}``.
 * ``hailuo3`` (MiniMax H3) and ``grok_imagine_1_5`` take a named ``ratio`` (``"16:9"``)
   and a ``resolution`` tier instead; the other resold models (Kling 3.0, Seedance 2.x,
@@ -33,8 +36,8 @@ from typing import Any, ClassVar
 
 from ..core.capabilities import Capabilities, parse_size, tier_of
 from ..errors import CapabilityError, PermanentError
-from .base import JobRef, JobStatus, ShotRequest
-from .http import HttpProvider, add_seed, aspect_ratio, check, data_uri
+from .base import ImageInput, JobRef, JobStatus, ShotRequest
+from .http import HttpProvider, add_seed, aspect_ratio, check
 
 VERSION = "2024-11-06"
 IMAGE_ONLY = frozenset({"gen4_turbo"})  # models without a text-only route
@@ -42,6 +45,16 @@ IMAGE_ONLY = frozenset({"gen4_turbo"})  # models without a text-only route
 NAMED_RATIOS = {"hailuo3": ("21:9", "16:9", "4:3", "1:1", "3:4", "9:16"),
                 "grok_imagine_1_5": ("1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3")}
 T2V_RATIOS = {"gen4.5": ("1280:720", "720:1280")}  # text-only ratios, where narrower
+MAX_DATA_URI = 5 * 1024 * 1024  # characters of an inline image Runway accepts
+
+
+def _uri(request: ShotRequest, image: ImageInput) -> str:
+    uri = image.data_uri()
+    if len(uri) > MAX_DATA_URI:
+        raise CapabilityError(f"{request.model}: an input image of {len(image.data)} bytes is "
+                              f"over Runway's {MAX_DATA_URI // (1024 * 1024)} MB for an inline "
+                              "image (base64 adds a third); give a smaller one. Nothing was sent")
+    return uri
 
 
 def retryable_code(code: str) -> bool:
@@ -95,9 +108,12 @@ class RunwayProvider(HttpProvider):
         if caps.audio == "optional":  # Veo: the switch exists and changes the price
             body["audio"] = bool(request.audio)
         if request.first_frame is None:
+            if request.references:
+                body["references"] = [{"uri": _uri(request, r)} for r in request.references]
             return "/v1/text_to_video", body
         frames = [(request.first_frame, "first"), (request.last_frame, "last")]
-        body["promptImage"] = [{"uri": data_uri(p), "position": pos} for p, pos in frames if p]
+        body["promptImage"] = [{"uri": _uri(request, p), "position": pos}
+                               for p, pos in frames if p]
         return "/v1/image_to_video", body
 
     async def submit(self, request: ShotRequest) -> JobRef:

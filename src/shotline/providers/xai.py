@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 from ..core.capabilities import tier_of
 from ..errors import PermanentError
 from .base import JobRef, JobStatus, ShotRequest
-from .http import HttpProvider, add_seed, aspect_ratio, check, data_uri
+from .http import HttpProvider, add_seed, aspect_ratio, check
 
 # The ratios the API names; a size maps to the nearest one (854x480 is "16:9").
 RATIOS = ("16:9", "9:16", "1:1", "4:3", "3:4", "3:2", "2:3")
@@ -70,7 +70,7 @@ class XaiProvider(HttpProvider):
         }
         add_seed(body, caps, request)
         if request.first_frame:
-            body["image"] = {"url": data_uri(request.first_frame)}
+            body["image"] = {"url": request.first_frame.data_uri()}
         return body
 
     async def submit(self, request: ShotRequest) -> JobRef:

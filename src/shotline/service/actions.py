@@ -8,6 +8,9 @@ The HTTP service and the CLI call these; workers then do the rendering. Invarian
   as the operator and passes ``tenant=None`` with ``operator=True`` to reach every render.
 * A re-roll gives the chosen shots a new take, so they get new content keys: only they
   are paid for; the other shots come from the store when the worker restitches.
+* A tenant's brief may name images only by http(s) URL, fetched once at submit through the
+  SSRF guard (public hosts only, every redirect hop checked); a path is refused, since it
+  would read the server's own disk. The images are stored with the render they belong to.
 """
 
 from __future__ import annotations
@@ -18,11 +21,13 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
+import httpx
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.engine import Connection
 
-from .. import api
+from .. import api, images
+from ..core.brief import Brief
 from ..core.capabilities import Capabilities, ModelTable
 from ..core.keys import render_key
 from ..core.planner import Plan
@@ -30,10 +35,11 @@ from ..core.planner import plan as make_plan
 from ..core.pricing import call_cost
 from ..core.pricing import estimate as price
 from ..engine.renderer import loudness_target, request_for, stitch_settings
-from ..errors import BriefError, NotFoundError, ProviderError, StateError
+from ..errors import BriefError, ImageError, NotFoundError, ProviderError, StateError
 from ..providers.base import JobRef
 from ..providers.plugins import load_provider
 from ..settings import Settings
+from ..store import images as stored_images
 from ..store import ledger, lifecycle
 from ..store.cache import Store
 from ..store.db import Database, calls, render_shots, renders
@@ -101,20 +107,21 @@ async def submit(db: Database, settings: Settings, table: ModelTable, tenant: st
 
     ``also`` runs in the same transaction with the answer (the idempotency record).
     """
-    resolved = api.resolve(req.brief, model=req.model, seconds=req.seconds, size=req.size,
+    brief = api.read_brief(req.brief)
+    fetched = await fetch_images(brief, settings, resolver or ssrf.resolve)
+    resolved = api.resolve(brief, model=req.model, seconds=req.seconds, size=req.size,
                            fps=req.fps, audio=req.audio, seed=req.seed,
                            transition=req.transition, settings=settings, table=table,
-                           yes=req.yes)
+                           yes=req.yes, images=fetched.__getitem__)
     plan = make_plan(resolved.brief, resolved.caps, resolved.options)
     options = req.model_dump(mode="json", exclude={"brief", "webhook_url", "auto_approve"})
     caps = table.drawing(resolved.caps, preview=req.preview)
-    requests = [request_for(plan, s, caps) for s in plan.shots]
+    requests = [request_for(plan, s, caps, resolved.brief.image_data) for s in plan.shots]
     key = render_key([r.key for r in requests],
                      stitch_settings(plan, settings, loudness_target(settings, req.loudness)))
     if req.webhook_url:
-        kwargs = {"resolver": resolver} if resolver else {}
         await ssrf.check_url(req.webhook_url, allow_private=settings.allow_private_webhooks,
-                             **kwargs)
+                             resolver=resolver or ssrf.resolve)
     await _preflight(settings, caps, requests)
     estimate = price(plan, resolved.caps).cost_usd
     todo = sum((call_cost(caps, r.seconds, r.size, r.audio).cost_usd for r in requests),
@@ -125,6 +132,7 @@ async def submit(db: Database, settings: Settings, table: ModelTable, tenant: st
             if (twin := lifecycle.finished_twin(conn, tenant, key)) is not None:
                 view, created = lifecycle.describe(conn, twin, settings.public_url), False
             else:
+                stored_images.put(conn, plan.images(), resolved.brief.image_data)
                 render_id = lifecycle.enqueue(
                     conn, tenant=tenant, key=key, model=plan.model, brief=resolved.brief.text,
                     plan=plan.model_dump(mode="json"), shot_keys=[r.key for r in requests],
@@ -138,6 +146,28 @@ async def submit(db: Database, settings: Settings, table: ModelTable, tenant: st
         return view, created
 
     return await asyncio.to_thread(commit)  # the write lock may be waited for
+
+
+async def fetch_images(brief: Brief, settings: Settings,
+                       resolver: ssrf.Resolver) -> dict[str, bytes]:
+    """The bytes of every image ``brief`` names, fetched through the SSRF guard.
+
+    Only http(s) URLs: a path would read the server's own disk. Nothing is written.
+    """
+    sources = brief.image_sources()
+    if paths := [s for s in sources if not images.is_url(s)]:
+        raise ImageError(f"image {paths[0]}: the service reads images only from http(s) URLs, "
+                         "never from its own disk; give the image as a URL")
+    if len(sources) > settings.max_images:
+        raise ImageError(f"the brief names {len(sources)} images, over the "
+                         f"{settings.max_images} allowed (SHOTLINE_MAX_IMAGES)")
+    if not sources:
+        return {}
+    guard = ssrf.PinnedTransport(allow_private=settings.allow_private_images, resolver=resolver,
+                                 purpose=ssrf.IMAGE)
+    async with httpx.AsyncClient(transport=guard, follow_redirects=False,
+                                 timeout=settings.image_timeout) as client:
+        return await images.fetch_all(sources, client, settings)
 
 
 async def _preflight(settings: Settings, caps: Capabilities, requests: list[Any]) -> None:

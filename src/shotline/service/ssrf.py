@@ -1,4 +1,4 @@
-"""A guard for outbound requests to URLs a user gave us (webhooks now, later reference images).
+"""A guard for outbound requests to URLs a user gave us: webhooks, and a brief's images.
 
 Invariants:
 
@@ -13,6 +13,8 @@ Invariants:
   Redirects are the client's business: it must be built with ``follow_redirects=False``.
 * ``allow_private`` lifts the address and port rules, never the scheme, host or userinfo
   rules. It exists for local development and tests.
+* A :class:`Purpose` words the refusals for what the URL is for (a webhook, an image) and
+  names the setting that lifts the address rules for it.
 """
 
 from __future__ import annotations
@@ -36,9 +38,30 @@ Resolver = Callable[[str, int], Awaitable[list[str]]]
 ALLOWED_SCHEMES = ("http", "https")
 PUBLIC_PORTS = (80, 443)
 RESOLVE_TIMEOUT = 10.0
-PRIVATE_HINT = ("SHOTLINE_ALLOW_PRIVATE_WEBHOOKS=1 allows private targets, for local "
-                "development only")
-PORT_HINT = "SHOTLINE_ALLOW_PRIVATE_WEBHOOKS=1 allows any port, for local development only"
+
+
+@dataclass(frozen=True)
+class Purpose:
+    """What a guarded URL is for, in the words of its refusals."""
+
+    noun: str  # "webhook URL"
+    plural: str  # "webhooks"
+    setting: str  # the variable that lifts the address and port rules
+    example: str  # a URL of the right form
+
+    @property
+    def private_hint(self) -> str:
+        return f"{self.setting}=1 allows private targets, for local development only"
+
+    @property
+    def port_hint(self) -> str:
+        return f"{self.setting}=1 allows any port, for local development only"
+
+
+WEBHOOK = Purpose("webhook URL", "webhooks", "SHOTLINE_ALLOW_PRIVATE_WEBHOOKS",
+                  "https://example.com/hook")
+IMAGE = Purpose("image URL", "image URLs", "SHOTLINE_ALLOW_PRIVATE_IMAGES",
+                "https://example.com/maya.png")
 
 # Packets to these reach the embedded IPv4 host itself, so that host is what gets judged.
 _NAT64 = IPv6Network("64:ff9b::/96")
@@ -143,36 +166,38 @@ def _shown(raw: str, url: httpx.URL | None) -> str:
     return raw if len(raw) <= 200 else raw[:200] + "..."
 
 
-def _parse(url: str | httpx.URL) -> tuple[str, httpx.URL]:
+def _parse(url: str | httpx.URL, purpose: Purpose) -> tuple[str, httpx.URL]:
     raw = str(url)
     try:
         return raw, url if isinstance(url, httpx.URL) else httpx.URL(url)
     except httpx.InvalidURL as exc:
-        raise UnsafeURLError(f"webhook URL {_shown(raw, None)} is not a valid URL ({exc}): "
-                             "give a full URL such as https://example.com/hook") from None
+        raise UnsafeURLError(f"{purpose.noun} {_shown(raw, None)} is not a valid URL ({exc}): "
+                             f"give a full URL such as {purpose.example}") from None
 
 
-def _check_form(raw: str, url: httpx.URL, allow_private: bool) -> tuple[str, int]:
+def _check_form(raw: str, url: httpx.URL, allow_private: bool,
+                purpose: Purpose) -> tuple[str, int]:
     """The host (ASCII) and port, once the URL's form is acceptable."""
     shown = _shown(raw, url)
     if url.scheme not in ALLOWED_SCHEMES:
-        raise UnsafeURLError(f"webhook URL {shown} has scheme {url.scheme or '(none)'!r}: "
+        raise UnsafeURLError(f"{purpose.noun} {shown} has scheme {url.scheme or '(none)'!r}: "
                              "only http and https are allowed")
     if url.userinfo:
-        raise UnsafeURLError(f"webhook URL {shown} carries a user name or password: "
-                             "credentials are not allowed in webhook URLs")
+        raise UnsafeURLError(f"{purpose.noun} {shown} carries a user name or password: "
+                             f"credentials are not allowed in {purpose.noun}s")
     host = url.raw_host.decode("ascii")
     if not host:
-        raise UnsafeURLError(f"webhook URL {shown} has no host: give a full URL such as "
-                             "https://example.com/hook")
+        raise UnsafeURLError(f"{purpose.noun} {shown} has no host: give a full URL such as "
+                             f"{purpose.example}")
     port = url.port or (443 if url.scheme == "https" else 80)
     if not allow_private and port not in PUBLIC_PORTS:
-        raise UnsafeURLError(f"webhook URL {shown} uses port {port}: only ports 80 and 443 are "
-                             f"allowed ({PORT_HINT})")
+        raise UnsafeURLError(f"{purpose.noun} {shown} uses port {port}: only ports 80 and 443 "
+                             f"are allowed ({purpose.port_hint})")
     return host, port
 
 
-async def _addresses(shown: str, host: str, port: int, resolver: Resolver) -> list[IPAddress]:
+async def _addresses(shown: str, host: str, port: int, resolver: Resolver,
+                     purpose: Purpose) -> list[IPAddress]:
     literal = _literal(host)
     if literal is not None:
         # A stub or caching resolver may not read numeric hosts as getaddrinfo does.
@@ -181,28 +206,29 @@ async def _addresses(shown: str, host: str, port: int, resolver: Resolver) -> li
         answers = await asyncio.wait_for(resolver(host, port), RESOLVE_TIMEOUT)
         found = [ipaddress.ip_address(a.split("%", 1)[0]) for a in answers]
     except (OSError, TimeoutError, ValueError) as exc:
-        raise UnsafeURLError(f"webhook URL {shown}: host {host!r} cannot be resolved "
+        raise UnsafeURLError(f"{purpose.noun} {shown}: host {host!r} cannot be resolved "
                              f"({type(exc).__name__}: {exc}): it must be a public DNS name "
                              "or address") from None
     if not found:
-        raise UnsafeURLError(f"webhook URL {shown}: host {host!r} has no addresses: it must be "
-                             "a public DNS name or address")
+        raise UnsafeURLError(f"{purpose.noun} {shown}: host {host!r} has no addresses: it must "
+                             "be a public DNS name or address")
     return found
 
 
 async def check_url(url: str | httpx.URL, *, allow_private: bool,
-                    resolver: Resolver = resolve) -> Target:
+                    resolver: Resolver = resolve, purpose: Purpose = WEBHOOK) -> Target:
     """Check ``url`` and resolve its host once; raise :class:`UnsafeURLError` if refused."""
-    raw, parsed = _parse(url)
-    host, port = _check_form(raw, parsed, allow_private)
+    raw, parsed = _parse(url, purpose)
+    host, port = _check_form(raw, parsed, allow_private, purpose)
     shown = _shown(raw, parsed)
-    found = await _addresses(shown, host, port, resolver)
+    found = await _addresses(shown, host, port, resolver, purpose)
     if not allow_private:
         for ip in found:
             why = _why_not_public(ip)
             if why is not None:
-                raise UnsafeURLError(f"webhook URL {shown} resolves to {ip}, {why}: webhooks "
-                                     f"must reach a public host ({PRIVATE_HINT})")
+                raise UnsafeURLError(f"{purpose.noun} {shown} resolves to {ip}, {why}: "
+                                     f"{purpose.plural} must reach a public host "
+                                     f"({purpose.private_hint})")
     first = found[0]
     # A v4-mapped address is that IPv4 host; connect to it as such, not through a v6 socket.
     if isinstance(first, IPv6Address) and first.ipv4_mapped:
@@ -237,9 +263,11 @@ class PinnedTransport(httpx.AsyncBaseTransport):
     """Checks each request's URL and connects to the address that was checked."""
 
     def __init__(self, *, allow_private: bool, resolver: Resolver = resolve,
-                 inner: httpx.AsyncBaseTransport | None = None) -> None:
+                 inner: httpx.AsyncBaseTransport | None = None,
+                 purpose: Purpose = WEBHOOK) -> None:
         self.allow_private = allow_private
         self.resolver = resolver
+        self.purpose = purpose
         # No idle connections kept: a pooled TLS connection is keyed by address only, and
         # would carry a request for another name that never had its certificate checked.
         self.inner = inner or httpx.AsyncHTTPTransport(
@@ -247,7 +275,7 @@ class PinnedTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         target = await check_url(request.url, allow_private=self.allow_private,
-                                 resolver=self.resolver)
+                                 resolver=self.resolver, purpose=self.purpose)
         pin(request, target)
         return await self.inner.handle_async_request(request)
 

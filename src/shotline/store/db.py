@@ -54,7 +54,7 @@ from sqlalchemy.engine import Connection, Engine
 MIGRATIONS = Path(__file__).parent / "migrations"
 # The newest migration. A database at this version needs no migrating, and opening one
 # costs a single query; tests check it against the scripts.
-HEAD = "0005"
+HEAD = "0006"
 # Applied steps of the schema_migrations table used before Alembic, and the Alembic
 # revision each set stands for.
 LEGACY = {"m001_initial": "0001", "m002_vendor_events": "0002", "m003_service": "0003"}
@@ -186,6 +186,19 @@ savings = sa.Table(
     sa.Column("provider", sa.String(40), nullable=False),
     sa.Column("model", sa.String(120), nullable=False),
     sa.Column("amount", Money(), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+# Input images a brief names (cast pictures, first and last frames), by the hash of their
+# bytes (0006). In the database, not on a disk, so every worker of a render can read them.
+images = sa.Table(
+    "images", meta,
+    sa.Column("sha256", sa.String(80), primary_key=True),
+    sa.Column("mime", sa.String(40), nullable=False),
+    sa.Column("width", sa.Integer, nullable=False),
+    sa.Column("height", sa.Integer, nullable=False),
+    sa.Column("bytes", sa.Integer, nullable=False),
+    sa.Column("data", sa.LargeBinary, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
 )
 
