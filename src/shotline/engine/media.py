@@ -38,6 +38,7 @@ from av.video.frame import VideoFrame
 from av.video.stream import VideoStream
 from PIL import Image
 
+from .. import scratch
 from ..errors import MediaError
 
 __all__ = [
@@ -524,14 +525,12 @@ def _feed_progress(stream: IO[str], seconds: float, on_progress: Callable[[float
 
 
 def _temp_beside(out: Path) -> Path:
-    # Same directory, so the final os.replace is an atomic rename, never a cross-device copy.
+    # Same directory, so the final os.replace is an atomic rename, never a cross-device copy;
+    # named for this process, so a later one can remove it if this one is killed.
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        handle, name = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=".part.mp4", dir=out.parent)
+        return scratch.beside(out, ".mp4")
     except OSError as exc:
         raise MediaError(f"{out}: cannot write the output: {exc}") from exc
-    os.close(handle)
-    return Path(name)
 
 
 def stitch(
@@ -733,7 +732,7 @@ def _to_image(frame: VideoFrame, sar: Fraction | None) -> Image.Image:
 
 def _save(image: Image.Image, out: Path) -> Path:
     kind = "PNG" if out.suffix.lower() == ".png" else "JPEG"
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.part")
+    tmp = out.with_name(scratch.name(out.name, out.suffix))
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         image.save(tmp, format=kind, **({"quality": 90} if kind == "JPEG" else {}))

@@ -29,6 +29,7 @@ import colorsys
 import contextlib
 import functools
 import hashlib
+import os
 import re
 import subprocess
 import tempfile
@@ -375,7 +376,9 @@ def render(look: Look, dest: Path) -> None:
     On any failure ``dest`` is removed: a half-written file is never left behind.
     """
     try:
-        with tempfile.TemporaryDirectory(prefix=".render-", dir=dest.parent) as tmp:
+        # Named for this process (see scratch.py): if it is killed, a later one removes it.
+        with tempfile.TemporaryDirectory(prefix=f".render.{os.getpid()}-", suffix=".part",
+                                         dir=dest.parent) as tmp:
             still = Path(tmp) / "canvas.png"
             canvas(look).save(still, format="PNG", compress_level=1)
             with (Path(tmp) / "ffmpeg.log").open("w+b") as log:

@@ -14,7 +14,6 @@ import hashlib
 import os
 import shutil
 import time
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -24,6 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from .. import scratch
 from .db import Database, Money, clips, outputs, upsert
 
 
@@ -58,15 +58,18 @@ class Store:
         return self.root / "outputs" / digest[:2] / f"{digest}.mp4"
 
     def temp_path(self, final: Path, tag: str) -> Path:
-        """A temporary name beside ``final``, unique to this call.
+        """A temporary name beside ``final``, unique to this call (see scratch.py).
 
         ``tag`` (a vendor's job id) is hashed, never trusted as a name. The name is unique
         per call, not per process: a worker runs several renders in one process, and two of
         them may fetch the same shared job at once.
         """
-        final.parent.mkdir(parents=True, exist_ok=True)
         safe = hashlib.sha256(tag.encode()).hexdigest()[:16]
-        return final.with_name(f".{final.stem}.{os.getpid()}.{safe}.{uuid.uuid4().hex[:8]}.part")
+        return scratch.beside(final.with_name(f"{final.stem}.{safe}"))
+
+    def sweep(self) -> int:
+        """Remove what processes killed mid-write left in the store (once per process)."""
+        return scratch.sweep_once(self.root)
 
     def clip(self, key: str, conn: Connection | None = None) -> StoredClip | None:
         """The stored clip for ``key``, if its row and its file are both there."""
@@ -151,8 +154,10 @@ class Store:
 
 
 def copy_atomic(src: Path, dest: Path) -> Path:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dest)
+    tmp = scratch.beside(dest)
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
     return dest
