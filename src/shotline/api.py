@@ -15,12 +15,15 @@ takes a ``str`` or any ``os.PathLike``.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict, Unpack
 
+from . import scratch
+from .core import inputs
 from .core.brief import Brief, parse_brief
 from .core.capabilities import Capabilities, ModelTable, load_table
 from .core.keys import planned_key
@@ -48,15 +51,27 @@ def read_brief(source: BriefSource) -> Brief:
     if isinstance(source, os.PathLike):
         source = Path(source)
         try:
-            text = source.read_text("utf-8")
+            with source.open("rb") as f:  # no more than a brief can be: a huge file is not read
+                data = f.read(inputs.max_brief_bytes() + 1)
         except FileNotFoundError:
             raise BriefError(f"brief file {source} does not exist") from None
-        except UnicodeDecodeError:
-            raise BriefError(f"brief file {source} is not UTF-8 text") from None
         except OSError as exc:
             raise BriefError(f"cannot read brief file {source}: {exc.strerror}") from None
-        return parse_brief(text)
-    return parse_brief(source)
+        return parse_brief(inputs.decode_brief(data, f"brief file {source}"))
+    return parse_brief(inputs.check_brief_text(source))
+
+
+def check_brief(brief: Brief) -> None:
+    """The settings a brief carries (YAML ``model``, ``fps``, ``seed``...) obey the same rules
+    as options given beside it; raises InvalidRequest or BriefError."""
+    inputs.check_options("brief", seconds=brief.seconds, **brief.settings)
+    if len(brief.segments) > inputs.MAX_SHOTS:
+        raise BriefError(f"the brief has {len(brief.segments):,} shots; at most "
+                         f"{inputs.MAX_SHOTS} are allowed in one render: split it")
+    for k, seg in enumerate(brief.segments):
+        if seg.seconds is not None and not math.isfinite(seg.seconds):
+            raise BriefError(f"shot {k + 1} asks for {seg.seconds} s: a duration must be a "
+                             "finite number of seconds")
 
 
 @dataclass(frozen=True)
@@ -98,14 +113,21 @@ def resolve(
     settings: Settings | None = None,
     table: ModelTable | None = None,
     yes: bool = False,
+    cache_scope: str | None = None,
+    spelling: inputs.Spelling = "api",
 ) -> Request:
+    """The brief parsed and every option checked (core/inputs.py) and resolved against the
+    model table; nothing is written. ``cache_scope`` is the tenant whose cache the shots'
+    keys are in (None: the CLI's own, or a shared cache); ``spelling`` names options in
+    messages as the caller's users write them (``--max-usd`` or ``max_usd``)."""
     settings = settings or Settings()
+    inputs.check_options(spelling, model=model, seconds=seconds, size=size, fps=fps, audio=audio,
+                         seed=seed, take=take, transition=transition, yes=yes)
     parsed = read_brief(brief)
+    check_brief(parsed)
     table = table or load_table(settings.overrides_path)
-    name = model or parsed.settings.get("model") or settings.model
+    name = next(n for n in (model, parsed.settings.get("model"), settings.model) if n is not None)
     caps = table.get(name)
-    if take < 1:
-        raise BriefError(f"take must be 1 or more, got {take}")
     options = PlanOptions(
         seconds=seconds,
         size=size,
@@ -117,6 +139,7 @@ def resolve(
         default_shot_seconds=settings.default_shot_seconds,
         max_target_seconds=settings.max_target_seconds,
         yes=yes,
+        scope=cache_scope,
     )
     return Request(parsed, caps, options)
 
@@ -192,11 +215,16 @@ def _prepare(brief: BriefSource, output: PathLike | None, preview: bool,
     req = resolve(brief, **kwargs)
     the_plan = _plan(req.brief, req.caps, req.options)
     table = kwargs.get("table") or load_table(settings.overrides_path)
-    if max_usd is not None and Decimal(str(max_usd)) < 0:
-        raise BriefError(f"max_usd must be 0 or more, got {max_usd}")
+    cap = inputs.check_options("api", max_usd=None if max_usd is None else str(max_usd)).max_usd
     return _Prepared(settings, req, the_plan, table.drawing(req.caps, preview=preview),
-                     output_path(output), None if max_usd is None else Decimal(str(max_usd)),
-                     preview)
+                     output_path(output), cap, preview)
+
+
+def _sweep(store: Store, output: Path | None) -> None:
+    """Remove what a killed run left half-written in the store, and beside the output."""
+    store.sweep()
+    if output is not None and output.parent.is_dir():
+        scratch.sweep(output.parent, recursive=False, prefix=output.stem + ".")
 
 
 async def _run(job_in: _Prepared, listener: Listener | None) -> RenderResult:
@@ -205,6 +233,7 @@ async def _run(job_in: _Prepared, listener: Listener | None) -> RenderResult:
     settings, req, the_plan = job_in.settings, job_in.request, job_in.plan
     provider = load_provider(job_in.drawing.provider, settings)
     db, store = open_store(settings)
+    _sweep(store, job_in.output)
     job = RenderJob(
         caps=job_in.drawing, provider=provider, settings=settings, db=db, store=store,
         brief_text=req.brief.text, output=job_in.output, max_usd=job_in.max_usd,
@@ -302,6 +331,7 @@ def resume(render_id: str, *, settings: Settings | None = None, listener: Listen
         from .store.db import renders
 
         db, store = open_store(settings)
+        _sweep(store, target)
         try:
             with db.read() as conn:
                 row = conn.execute(sa.select(renders).where(renders.c.id == render_id)).first()

@@ -5,6 +5,12 @@ UTF-8, no ASCII escaping) of everything that changes the output. Two requests wi
 same key would produce the same clip, so the second one is served from the store.
 Changing the canonical form or the set of fields bumps ``KEY_VERSION``, so old and new
 keys can never collide silently. Pure: no I/O.
+
+A key is also scoped to whose cache it is in (``scope``: a tenant id), unless the cache is
+shared: two tenants asking for the same clip get different keys, so neither is served,
+nor can time, the other's clip. The unscoped form (the CLI's own renders, a shared cache,
+renders planned before scopes existed) is the key exactly as it was before scopes: the
+field is only present when set, so no stored key changed meaning.
 """
 
 from __future__ import annotations
@@ -41,10 +47,14 @@ def shot_key(
     seed: int | None,
     take: int,
     images: Sequence[str] = (),
+    scope: str | None = None,
 ) -> str:
-    """The key of one provider call; ``images`` are the content hashes of input images."""
+    """The key of one provider call; ``images`` are the content hashes of input images,
+    ``scope`` the tenant whose cache it belongs to (None: the CLI's, or a shared cache)."""
+    scoped = {} if scope is None else {"scope": scope}
     return digest(
         {
+            **scoped,
             "v": KEY_VERSION,
             "kind": "shot",
             "provider": provider,
@@ -67,6 +77,7 @@ def planned_key(plan: Plan, shot: PlannedShot, caps: Capabilities) -> str:
     return shot_key(
         provider=caps.provider, model=caps.model, prompt=shot.prompt, seconds=shot.seconds,
         size=plan.size, fps=fps, audio=shot.audio, seed=plan.seed, take=shot.take,
+        scope=plan.scope,
     )
 
 

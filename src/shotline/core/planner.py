@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict
 from ..errors import BriefError, CapabilityError, ShotlineError
 from .brief import Brief, Segment
 from .capabilities import Capabilities, parse_size
+from .inputs import MAX_PROMPT_CHARS
 
 WORDS_PER_SECOND = 2.5  # 150 words a minute: an unhurried narration pace
 CJK_CHARS_PER_SECOND = 4.0  # 240 characters a minute of Chinese, Japanese or Korean
@@ -62,6 +63,7 @@ class PlanOptions:
     default_shot_seconds: int = 5
     max_target_seconds: float = 600.0
     yes: bool = False  # accept duration hints that more than double the billed seconds
+    scope: str | None = None  # whose cache the shots' keys are in (see keys.py)
 
 
 class PlannedShot(BaseModel):
@@ -109,6 +111,9 @@ class Plan(BaseModel):
     title: str | None
     style: str | None
     shots: tuple[PlannedShot, ...]
+    # The cache the shots' keys belong to (a tenant id; None: the CLI's, or shared). Kept
+    # with the plan, so a re-roll or a resumed render computes the keys it was made with.
+    scope: str | None = None
 
 
 @dataclass(frozen=True)
@@ -374,7 +379,8 @@ def _resolve_av(brief: Brief, caps: Capabilities, opts: PlanOptions) -> tuple[st
         raise CapabilityError(
             f"{caps.model} cannot render {size}; allowed sizes: {', '.join(caps.sizes)}"
         )
-    fps = opts.fps or brief.settings.get("fps") or caps.default_fps
+    fps = next((f for f in (opts.fps, brief.settings.get("fps")) if f is not None),
+               caps.default_fps)
     if not 1 <= fps <= 120:
         raise CapabilityError(f"fps {fps} is outside 1..120")
     audio = opts.audio if opts.audio is not None else (brief.audio or caps.audio == "always")
@@ -487,6 +493,7 @@ def _plan(brief: Brief, caps: Capabilities, opts: PlanOptions) -> Plan:
         title=brief.title,
         style=style,
         shots=shots,
+        scope=opts.scope,
     )
 
 
@@ -494,6 +501,12 @@ def plan(brief: Brief, caps: Capabilities, opts: PlanOptions | None = None) -> P
     """Plan ``brief`` for the model ``caps``; raises BriefError/CapabilityError with a fix."""
     opts = opts or PlanOptions()
     result = _plan(brief, caps, opts)
+    for shot in result.shots:
+        if len(shot.prompt) > MAX_PROMPT_CHARS:
+            raise BriefError(
+                f"shot {shot.number}'s prompt is {len(shot.prompt):,} characters; a prompt may "
+                f"have at most {MAX_PROMPT_CHARS:,} (vendors cut or refuse longer ones): split "
+                "it into shorter sentences or more shots")
     if not opts.yes:
         _check_hints(brief, caps, opts, result)
     return result
