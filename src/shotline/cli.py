@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console, RenderableType
 from rich.markup import escape
 from rich.table import Table
@@ -40,7 +41,7 @@ from .core.planner import plan as make_plan
 from .core.pricing import Estimate, money
 from .core.pricing import estimate as make_estimate
 from .display import RenderDisplay
-from .errors import BriefError, Interrupted, ShotlineError
+from .errors import BriefError, Interrupted, InvalidRequest, ShotlineError
 from .providers import plugins
 from .settings import Settings
 from .store import ledger, lifecycle
@@ -492,6 +493,9 @@ def stitch_cmd(
     if fit not in ("letterbox", "crop"):
         raise BriefError(f"--fit {inputs.shown(fit)}: use letterbox or crop")
     _check(fps=fps, size=size, seconds=seconds, transition=transition)
+    if missing := [c for c in clips if not c.is_file()]:
+        raise BriefError(f"clip {missing[0]} is not a file: give the clips to join, in order")
+    api.output_path(output)
     width_height = parse_size(size)
     xf = round(parse_transition(transition) * fps)
     probes = [media.probe(clip) for clip in clips]
@@ -950,7 +954,10 @@ def reroll_cmd(
         if not sep or not number.strip().isdigit():
             raise BriefError(f"--prompt takes N=TEXT (a shot number, '=', the prompt), got {item!r}")
         prompts[int(number)] = text
-    request = actions.RerollRequest(shots=shot, prompts=prompts)
+    try:
+        request = actions.RerollRequest(shots=shot, prompts=prompts)
+    except ValidationError as exc:
+        raise InvalidRequest(inputs.explain(exc.errors(), "cli")) from None
     settings, db, store = _open()
     try:
         row = lifecycle.get_render(db, render_id)

@@ -162,14 +162,24 @@ class RenderOptions(BaseModel):
     yes: bool = False
 
 
+# Where a value sat in an HTTP request: not part of its name.
+_PLACES = ("body", "query", "header", "path", "cookie")
+# Options whose CLI flag is singular and repeated (--shot 2 --shot 3).
+_FLAGS = {"shots": "shot", "prompts": "prompt"}
+
+
+def _parts(loc: tuple[Any, ...] | list[Any]) -> list[str]:
+    return [str(p) for p in loc if p not in _PLACES]
+
+
 def spell(loc: tuple[Any, ...] | list[Any], spelling: Spelling) -> str:
     """A field's name as the user wrote it: ``--max-usd`` (CLI), ``max_usd`` (API, library),
-    ``seed:`` in a structured brief; nested places as ``prompts.2``."""
-    parts = [str(p) for p in loc if p != "body"]
+    ``the brief's seed`` in a structured brief; nested places as ``prompts.2``."""
+    parts = _parts(loc)
     if not parts:
         return "the request body"
     if spelling == "cli":
-        return "--" + parts[0].replace("_", "-") + "".join(f"[{p}]" for p in parts[1:])
+        return "--" + _FLAGS.get(parts[0], parts[0]).replace("_", "-")
     if spelling == "brief":
         return "the brief's " + ".".join(parts)
     return ".".join(parts)
@@ -180,19 +190,21 @@ def explain(errors: list[Any], spelling: Spelling, allowed_fields: str = "") -> 
     out = []
     for e in errors[:5]:
         loc = tuple(e.get("loc", ()))
-        field = next((str(p) for p in loc if p != "body"), "")
+        field = next(iter(_parts(loc)), "")
         name = spell(loc, spelling)
         kind = e.get("type", "")
-        if kind == "missing":
+        if kind == "json_invalid" or (kind in ("model_type", "dict_type") and not field):
+            out.append(f"the request body is not a JSON object: {e.get('msg', 'invalid')}")
+        elif kind == "missing":
             out.append(f"{name} is required ({ALLOWED.get(field, 'see the API reference')})")
         elif kind == "extra_forbidden":
             out.append(f"{name} is not a known field" +
                        (f"; the fields are {allowed_fields}" if allowed_fields else ""))
-        elif kind in ("recursion_loop", "json_invalid", "model_type", "dict_type") and not field:
-            out.append(f"the request body is not a JSON object: {e.get('msg', 'invalid')}")
         else:
             why = ALLOWED.get(field) or str(e.get("msg", "invalid"))
-            detail = str(e.get("msg", "")) if kind == "value_error" else ""
+            detail = {"value_error": str(e.get("msg", "")),
+                      "string_unicode": "it contains a lone surrogate, which is not a character"
+                      }.get(kind, "")
             out.append(f"{name} {shown(e.get('input'))} is not allowed"
                        + (f" ({detail.removeprefix('Value error, ')})" if detail else "")
                        + f": {why}")

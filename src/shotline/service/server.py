@@ -51,7 +51,7 @@ from ..errors import InvalidRequest, NotFoundError, ShotlineError, UserError
 from ..settings import Settings
 from ..store import ledger, lifecycle
 from ..store.db import Database, media, renders
-from . import actions, idempotency, metrics, schemas, tenants, webhooks
+from . import actions, idempotency, metrics, schemas, ssrf, tenants, webhooks
 from .schemas import errors
 from .worker import Background
 
@@ -162,10 +162,11 @@ def check_range(header: str | None, size: int) -> None:
 class Service:
     """What the routes share: settings, the database and store, and the worker."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, resolver: ssrf.Resolver | None = None) -> None:
         self.settings = settings
         self.db, self.store = open_store(settings)
         self.worker: Background | None = None
+        self.resolver = resolver  # the DNS resolver webhook URLs are checked with
 
     def table(self) -> ModelTable:
         """The model table, read again only when the overrides file changes (see
@@ -173,9 +174,11 @@ class Service:
         return table_for(self.settings.overrides_path)
 
 
-def create_app(settings: Settings | None = None, *, with_worker: bool = True) -> FastAPI:
+def create_app(settings: Settings | None = None, *, with_worker: bool = True,
+               resolver: ssrf.Resolver | None = None) -> FastAPI:
+    """The API; ``resolver`` replaces the system's DNS for webhook URLs (tests use a fake)."""
     settings = settings or Settings()
-    service = Service(settings)
+    service = Service(settings, resolver)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -190,6 +193,7 @@ def create_app(settings: Settings | None = None, *, with_worker: bool = True) ->
             service.db.close()
 
     app = FastAPI(title="shotline", version=__version__, lifespan=lifespan,
+                  dependencies=[Depends(known_query)],
                   description="Briefs in, reviewed multi-shot videos out, without runaway cost. "
                   "Every error, at every status, is {\"error\": {\"code\", \"message\"}}.")
     app.state.service = service
@@ -227,6 +231,27 @@ def _errors(app: FastAPI) -> None:
         log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
         return error(500, "internal", "an internal error; it was logged for the operator, and "
                      "this request changed nothing")
+
+
+def known_query(request: Request) -> None:
+    """Refuse query parameters the route does not take: a misspelt ``?limt=5`` silently
+    ignored would answer a question nobody asked."""
+    route = request.scope.get("route")
+    if route is None or not request.query_params:
+        return
+    known = _query_names(route.dependant)
+    if unknown := sorted(set(request.query_params) - known):
+        allowed = ", ".join(sorted(known)) or "none"
+        raise InvalidRequest(f"unknown query parameter {inputs.shown(unknown[0])}: this path "
+                             f"takes {allowed}")
+
+
+def _query_names(dependant: Any) -> set[str]:
+    """The query parameters a route's function and its dependencies declare."""
+    names = {p.alias for p in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
 
 
 def _bearer(request: Request) -> str | None:
@@ -282,6 +307,21 @@ def owned(request: Request, render_id: RenderId, tenant: Tenant) -> str:
 Owned = Annotated[str, Depends(owned)]
 
 
+def last_event(last_event_id: Annotated[str | None, Header(
+        pattern=r"^[0-9]{1,10}$",
+        description="Resume after this event id (EventSource sends it back).")] = None) -> int:
+    """The event id a stream resumes after; checked before the stream starts (an error
+    raised once it streams could only break the connection)."""
+    after = int(last_event_id or 0)
+    if after > inputs.MAX_ROW_ID:
+        raise InvalidRequest(f"Last-Event-ID {after} is past any event id (at most "
+                             f"{inputs.MAX_ROW_ID}): send an id this stream gave")
+    return after
+
+
+LastEvent = Annotated[int, Depends(last_event)]
+
+
 def _routes(app: FastAPI, service: Service) -> None:  # noqa: C901 - one place lists every route
     db, settings = service.db, service.settings
     base = settings.public_url
@@ -313,7 +353,8 @@ def _routes(app: FastAPI, service: Service) -> None:  # noqa: C901 - one place l
                 once.save(conn, 202 if view["status"] == "queued" else 200, view)
 
             table = await asyncio.to_thread(service.table)
-            view, created = await actions.submit(db, settings, table, tenant, req, also=save)
+            view, created = await actions.submit(db, settings, table, tenant, req, also=save,
+                                                 resolver=service.resolver)
         except BaseException:
             await once.forget()
             raise
@@ -349,23 +390,18 @@ def _routes(app: FastAPI, service: Service) -> None:  # noqa: C901 - one place l
 
     @app.get("/v1/renders/{render_id}/events", response_class=EventSourceResponse,
              tags=["renders"], responses=errors(401, 404, 422))
-    async def render_events(
-            request: Request, render_id: Owned,
-            last_event_id: Annotated[str | None, Header(
-                pattern=r"^[0-9]{1,10}$",
-                description="Resume after this event id (sent back by EventSource).")] = None,
-    ) -> AsyncIterator[ServerSentEvent]:
+    async def render_events(request: Request, render_id: Owned, after: LastEvent,
+                            ) -> AsyncIterator[ServerSentEvent]:
         """Every state change and progress step, as Server-Sent Events; resumable."""
-        after = int(last_event_id or 0)
-        if after > inputs.MAX_ROW_ID:
-            raise InvalidRequest(f"Last-Event-ID {after} is past any event id (at most "
-                                 f"{inputs.MAX_ROW_ID}): send an id this stream gave")
         while True:
             rows, status = await asyncio.to_thread(_events, db, render_id, after)
             for row in rows:
                 after = row["id"]
                 yield ServerSentEvent(id=str(row["id"]), event=row["type"], data=row["data"])
-            if not rows and status in SETTLED or await request.is_disconnected():
+            # Rows and status are one snapshot: settled, and less than a full page read,
+            # means every event was sent.
+            if status in SETTLED and len(rows) < lifecycle.EVENT_PAGE or \
+                    await request.is_disconnected():
                 return
             await asyncio.sleep(0.25)
 
