@@ -215,8 +215,10 @@ CLI_CASES: dict[str, Cli] = {
                                  expect="empty prompt"),
     "one enormous sentence": c("plan", "--text", "A kite climbs " * 400, expect=(
         "prompt is", "at most 4,000")),
-    "501 shots": c("plan", "-", stdin="".join(f"- shot {i}\n" for i in range(501)),
-                   expect="at most 500"),
+    "201 shots": c("plan", "-", stdin="".join(f"- shot {i}\n" for i in range(201)),
+                   expect="at most 200"),
+    "a shot of 1,001 sentences": c("plan", "--text", "Go. " * 1001, expect=(
+        "1,001 sentences", "at most 1,000")),
     "brief file and text": c("render", "{files}/long.txt", "--text", TEXT, expect="not both"),
     "no brief": c("render", expect="no brief"),
     "timecode backwards": c("plan", "--text", "[00:10-00:05] A kite.", expect="ends before"),
@@ -477,8 +479,9 @@ API_CASES: dict[str, Api] = {
     "brief enormous sentence": r(422, "at most 4,000", brief="A kite climbs " * 400),
     "brief seed 2**200": r(422, "the brief's seed", brief="seed: " + str(2**200) +
                            "\nshots:\n  - prompt: a kite\n", seconds=None),
-    "brief 501 shots": r(422, "at most 500", brief="".join(f"- s{i}\n" for i in range(501)),
+    "brief 201 shots": r(422, "at most 200", brief="".join(f"- s{i}\n" for i in range(201)),
                          seconds=None),
+    "brief 50,000 sentences": r(422, "at most 1,000", brief="Go. " * 50_000, seconds=600),
     "brief hint doubles": r(422, 'reads "(12 s)"', brief="A gull dives. (12 s)", seconds=None),
     "seconds 0": r(422, "seconds 0", seconds=0),
     "seconds negative": r(422, "seconds -1", seconds=-1),
@@ -579,6 +582,8 @@ API_CASES: dict[str, Api] = {
     "reroll shot 0": a("POST", "/v1/renders/{render}/reroll", 422, "shots.0 0", {"shots": [0]}),
     "reroll shot 99": a("POST", "/v1/renders/{render}/reroll", 422, "no shot 99",
                         {"shots": [99]}),
+    "reroll shot 201": a("POST", "/v1/renders/{render}/reroll", 422, "shots.0 201",
+                         {"shots": [201]}),
     "reroll huge shot": a("POST", "/v1/renders/{render}/reroll", 422, "shots.0",
                           {"shots": [10**22]}),
     "reroll prompt surrogate": a("POST", "/v1/renders/{render}/reroll", 422, "surrogate",

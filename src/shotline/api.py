@@ -72,6 +72,9 @@ def check_brief(brief: Brief) -> None:
         if seg.seconds is not None and not math.isfinite(seg.seconds):
             raise BriefError(f"shot {k + 1} asks for {seg.seconds} s: a duration must be a "
                              "finite number of seconds")
+        if (count := len(seg.sentences(brief.text))) > inputs.MAX_SENTENCES:
+            raise BriefError(f"shot {k + 1} has {count:,} sentences; a shot may have at most "
+                             f"{inputs.MAX_SENTENCES:,}: split the brief into more shots")
 
 
 @dataclass(frozen=True)

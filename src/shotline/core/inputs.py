@@ -11,8 +11,9 @@ The limits, and why each is what it is:
   limit holds a brief that size in any script), with no NUL and no lone surrogate (a
   surrogate is not a character: it cannot be encoded, hashed into a key or sent on);
 * a structured (YAML/JSON) brief nests at most :data:`MAX_NESTING` levels (its schema
-  needs four) and has at most :data:`MAX_SHOTS` shots; deeper input is refused while it
-  is read, so no parser ever recurses into it;
+  needs four); deeper input is refused while it is read, so no parser ever recurses into
+  it; any brief has at most :data:`MAX_SHOTS` shots of at most :data:`MAX_SENTENCES`
+  sentences each (what bounds the planner's work on a brief of any shape);
 * a prompt as sent is at most :data:`MAX_PROMPT_CHARS` characters (vendors cut or refuse
   longer ones; a longer shot must be split into sentences or shots);
 * a seed is 0 to 2**32-1, the unsigned 32-bit range every vendor with a seed accepts;
@@ -38,7 +39,8 @@ from ..errors import BriefError, InvalidRequest
 MAX_BRIEF_CHARS = 200_000
 MAX_PROMPT_CHARS = 4000
 MAX_NESTING = 32
-MAX_SHOTS = 500
+MAX_SHOTS = 200  # written shots in a brief; a 600 s target is 3 s a shot
+MAX_SENTENCES = 1000  # in one written shot: a shot is split at sentence ends, never more
 MAX_SEED = 2**32 - 1
 MAX_TAKE = 1000
 MAX_FPS = 120
