@@ -564,6 +564,9 @@ def _could_double(brief: Brief, opts: PlanOptions, result: Plan, seg: Segment) -
     if opts.seconds is not None or brief.seconds is not None:
         # Every plan for a target of T seconds covers T seconds of output: it bills T or more.
         return result.billed_seconds > 2 * result.seconds
+    # Without a target the plan without the hint still covers every other shot's length.
+    if seg.seconds is not None and result.billed_seconds <= 2 * (result.seconds - seg.seconds):
+        return False
     if result.crossfade_frames:
         return True  # overlaps are shared out by position: any shot's length may move
     # Without a target a shot's length is its own: without the hint the other shots bill
