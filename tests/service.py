@@ -26,6 +26,8 @@ from shotline.service import actions, tenants
 from shotline.service.server import create_app
 from shotline.settings import Settings
 
+from . import killpoint
+
 # Two short shots: quick to draw, and enough to show per-shot behaviour.
 BRIEF = "Shot 1: A red kite climbs over a green hill.\n\nShot 2: The kite string snaps in the wind."
 
@@ -153,13 +155,16 @@ def receiver() -> Iterator[Receiver]:
 
 
 @contextmanager
-def process(home: Path, *args: str, log: Path, **env: str) -> Iterator[subprocess.Popen[bytes]]:
+def process(home: Path, *args: str, log: Path, kill_at: str | None = None,
+            **env: str) -> Iterator[subprocess.Popen[bytes]]:
     """``python -m shotline ARGS`` with its own home; everything it prints goes to ``log``
-    (a file, not a pipe nobody reads: a chatty server would block on a full pipe)."""
+    (a file, not a pipe nobody reads: a chatty server would block on a full pipe).
+    ``kill_at`` arms a recovery point (tests/killpoint.py): the process SIGKILLs itself there."""
     env = {**os.environ, "SHOTLINE_HOME": str(home), "SHOTLINE_POLL_INTERVAL": "0.05",
            "SHOTLINE_ALLOW_PRIVATE_WEBHOOKS": "1", **env}
+    entry = [str(killpoint.SCRIPT), kill_at] if kill_at else ["-m", "shotline"]
     with log.open("ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "shotline", *args], env=env,
+        proc = subprocess.Popen([sys.executable, *entry, *args], env=env,
                                 stdout=out, stderr=subprocess.STDOUT)
     try:
         yield proc

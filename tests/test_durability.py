@@ -21,6 +21,8 @@ from shotline.settings import Settings
 from shotline.store import ledger
 from shotline.store.db import Database
 
+from . import killpoint
+
 pytestmark = pytest.mark.slow
 
 BRIEF = "Shot 1: A red kite rises.\nShot 2: A blue kite dips.\nShot 3: Both kites tangle.\n"
@@ -31,9 +33,9 @@ def cli(home: Path, *args: str, kill_at: str | None = None, brief: str = BRIEF,
         latency: float = 0.0, background: bool = False) -> Any:
     env = {**os.environ, "SHOTLINE_HOME": str(home), "SHOTLINE_POLL_INTERVAL": "0.05",
            "SHOTLINE_LOCAL_LATENCY": str(latency)}
-    if kill_at:
-        env["SHOTLINE_TEST_KILL_AT"] = kill_at
-    cmd = [sys.executable, "-m", "shotline", "render", "-", *ARGS, *args, "--json"]
+    # A kill point is armed by the test's own entry point, never by a setting.
+    entry = [str(killpoint.SCRIPT), kill_at] if kill_at else ["-m", "shotline"]
+    cmd = [sys.executable, *entry, "render", "-", *ARGS, *args, "--json"]
     if background:
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, env=env)

@@ -340,3 +340,86 @@ def test_a_hint_that_more_than_doubles_the_bill_is_refused_quoting_it() -> None:
     assert plan(parse_brief(text), LONG, PlanOptions(seconds=40)).seconds == 40
     assert plan(parse_brief("[00:00-00:12] One long unbroken take."), LONG).seconds == 12
     assert plan(parse_brief("shots:\n  - prompt: A take.\n    seconds: 12\n"), LONG).seconds == 12
+
+
+def _partition_by_trying_every_cut(weights: list[float], n: int) -> list[list[int]]:
+    """The reference: the same dynamic programme, trying every last cut (O(n·m²))."""
+    m = len(weights)
+    prefix = [0.0]
+    for w in weights:
+        prefix.append(prefix[-1] + w)
+    inf = float("inf")
+    best = [[inf] * (m + 1) for _ in range(n + 1)]
+    cut = [[0] * (m + 1) for _ in range(n + 1)]
+    best[0][0] = 0.0
+    for j in range(1, n + 1):
+        for i in range(j, m - (n - j) + 1):
+            for k in range(j - 1, i):
+                value = max(best[j - 1][k], prefix[i] - prefix[k])
+                if value < best[j][i] - 1e-12:
+                    best[j][i], cut[j][i] = value, k
+    bounds, i = [m], m
+    for j in range(n, 0, -1):
+        i = cut[j][i]
+        bounds.append(i)
+    bounds.reverse()
+    return [list(range(a, b)) for a, b in zip(bounds, bounds[1:], strict=False)]
+
+
+# Reading times as the planner computes them: words at 2.5 a second, CJK characters at 4,
+# and sentences of no words at all (weight 0), whose ties decide where a cut falls.
+READING = st.builds(lambda words, cjk: words / 2.5 + cjk / 4.0,
+                    st.integers(0, 40), st.integers(0, 60) | st.just(0))
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=st.data(), weights=st.lists(READING, min_size=1, max_size=60))
+def test_the_partition_cuts_where_trying_every_cut_does(data: st.DataObject,
+                                                        weights: list[float]) -> None:
+    """The one-pointer partition is the exhaustive one, cut for cut (same plans, same keys),
+    without its O(n·m²) time: a brief of a thousand short sentences plans at once."""
+    from shotline.core.planner import _partition
+
+    n = data.draw(st.integers(1, len(weights)))
+    assert _partition(weights, n) == _partition_by_trying_every_cut(weights, n)
+
+
+def test_a_long_shot_of_short_sentences_plans() -> None:
+    brief = parse_brief("Go. " * 1000)
+    for opts in (PlanOptions(), PlanOptions(seconds=600, max_target_seconds=600)):
+        try:
+            made = plan(brief, caps(list(range(1, 16))), opts)
+        except BriefError as exc:  # 400 s of words: the default 600 s cap holds
+            pytest.fail(str(exc))
+        assert made.shots and all(s.prompt.startswith("Go.") for s in made.shots)
+
+
+HINTED = st.lists(st.tuples(st.sampled_from(["A gull dives.", "Rain on the pier. A boat waits.",
+                                             "She drives on through the night."]),
+                            st.none() | st.integers(1, 40)), min_size=1, max_size=6)
+
+
+@settings(max_examples=150, deadline=None)
+@given(shots=HINTED, target=st.none() | st.integers(10, 120),
+       crossfade=st.sampled_from(["none", "crossfade:0.5"]),
+       c=st.sampled_from([VEO, KLING, RANGE, caps(list(range(1, 16)))]))
+def test_hints_are_judged_as_if_each_were_replanned(
+        shots: list[tuple[str, int | None]], target: int | None, crossfade: str,
+        c: Capabilities) -> None:
+    """Skipping the re-plan of hints that cannot halve the bill changes no verdict."""
+    from shotline.core import planner
+
+    text = "\n".join(f"Shot {i + 1}: {words}" + (f" ({s} s)" if s else "")
+                     for i, (words, s) in enumerate(shots))
+    opts = PlanOptions(seconds=target, crossfade=parse_transition(crossfade))
+
+    def verdict() -> str:
+        try:
+            return f"ok {plan(parse_brief(text), c, opts).billed_seconds}"
+        except BriefError as exc:
+            return str(exc)
+
+    quick = verdict()
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(planner, "_could_double", lambda *_: True)
+        assert verdict() == quick

@@ -136,6 +136,17 @@ def test_allow_private_lifts_address_and_port_rules_only() -> None:
             check(url, allow_private=True)
 
 
+@pytest.mark.parametrize("url", ["http://public.example:0/", "https://public.example:0/x",
+                                 "http://8.8.8.8:00/", "https://public.example:000/"])
+@pytest.mark.parametrize("allow_private", [False, True])
+def test_port_zero_is_port_zero_and_refused(url: str, allow_private: bool) -> None:
+    """``:0`` is read as port 0 (once it was taken for "no port": 80 or 443) and refused,
+    even where any other port would be allowed."""
+    with pytest.raises(UnsafeURLError, match="port 0"):
+        check(url, allow_private=allow_private)
+    assert check(url.replace(":000", "").replace(":00", "").replace(":0", "")).port in (80, 443)
+
+
 @pytest.mark.parametrize("host", ["2130706433", "0x7f.1", "127.1", "017700000001"])
 def test_system_resolver_reads_numeric_hosts_as_loopback(host: str) -> None:
     assert asyncio.run(resolve(host, 80)) == ["127.0.0.1"]

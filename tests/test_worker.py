@@ -40,10 +40,12 @@ def test_server_killed_mid_render_resumes_without_paying_twice(tmp_path: Path, k
     logs = tmp_path / "log"
     url = f"http://127.0.0.1:{port}"
     first_env = {"SHOTLINE_LOCAL_LATENCY": "2"}
+    kill_at = None
     if kill == "after-stitch":  # the process kills itself between stitching and committing
-        first_env = {"SHOTLINE_LOCAL_LATENCY": "0.2", "SHOTLINE_TEST_KILL_AT": "stitched"}
+        first_env, kill_at = {"SHOTLINE_LOCAL_LATENCY": "0.2"}, "stitched"
     with receiver() as hook:
-        with process(home, "serve", "--port", str(port), log=logs, **first_env) as server:
+        with process(home, "serve", "--port", str(port), log=logs, kill_at=kill_at,
+                     **first_env) as server:
             wait_until(lambda: _up(url), 30, "the server")
             render_id = httpx.post(url + "/v1/renders", timeout=30, json={
                 "brief": BRIEF, "seconds": 8, "model": "local/sim", "size": "640x360",

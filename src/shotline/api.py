@@ -20,12 +20,15 @@ given as text.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict, Unpack
 
+from . import scratch
+from .core import inputs
 from .core.brief import Brief, parse_brief
 from .core.capabilities import Capabilities, ModelTable, load_table
 from .core.keys import planned_key
@@ -55,15 +58,30 @@ def read_brief(source: BriefSource) -> Brief:
     if isinstance(source, os.PathLike):
         source = Path(source)
         try:
-            text = source.read_text("utf-8")
+            with source.open("rb") as f:  # no more than a brief can be: a huge file is not read
+                data = f.read(inputs.max_brief_bytes() + 1)
         except FileNotFoundError:
             raise BriefError(f"brief file {source} does not exist") from None
-        except UnicodeDecodeError:
-            raise BriefError(f"brief file {source} is not UTF-8 text") from None
         except OSError as exc:
             raise BriefError(f"cannot read brief file {source}: {exc.strerror}") from None
-        return parse_brief(text)
-    return parse_brief(source)
+        return parse_brief(inputs.decode_brief(data, f"brief file {source}"))
+    return parse_brief(inputs.check_brief_text(source))
+
+
+def check_brief(brief: Brief) -> None:
+    """The settings a brief carries (YAML ``model``, ``fps``, ``seed``...) obey the same rules
+    as options given beside it; raises InvalidRequest or BriefError."""
+    inputs.check_options("brief", seconds=brief.seconds, **brief.settings)
+    if len(brief.segments) > inputs.MAX_SHOTS:
+        raise BriefError(f"the brief has {len(brief.segments):,} shots; at most "
+                         f"{inputs.MAX_SHOTS} are allowed in one render: split it")
+    for k, seg in enumerate(brief.segments):
+        if seg.seconds is not None and not math.isfinite(seg.seconds):
+            raise BriefError(f"shot {k + 1} asks for {seg.seconds} s: a duration must be a "
+                             "finite number of seconds")
+        if (count := len(seg.sentences(brief.text))) > inputs.MAX_SENTENCES:
+            raise BriefError(f"shot {k + 1} has {count:,} sentences; a shot may have at most "
+                             f"{inputs.MAX_SENTENCES:,}: split the brief into more shots")
 
 
 @dataclass(frozen=True)
@@ -106,19 +124,26 @@ def resolve(
     table: ModelTable | None = None,
     yes: bool = False,
     images: Reader | None = None,
+    cache_scope: str | None = None,
+    spelling: inputs.Spelling = "api",
 ) -> Request:
-    """``brief`` parsed, its model and options resolved, and its images read.
+    """The brief parsed, every option checked (core/inputs.py) and resolved against the
+    model table, and its images read; nothing is written.
 
     ``images`` reads one image source into bytes; by default paths (relative to the brief
     file's folder, else the working directory) and http(s) URLs are read.
+    ``cache_scope`` is the tenant whose cache the shots' keys are in (None: the CLI's own,
+    or a shared cache); ``spelling`` names options in messages as the caller's users write
+    them (``--max-usd`` or ``max_usd``).
     """
     settings = settings or Settings()
+    inputs.check_options(spelling, model=model, seconds=seconds, size=size, fps=fps, audio=audio,
+                         seed=seed, take=take, transition=transition, yes=yes)
     parsed = read_brief(brief)
+    check_brief(parsed)
     table = table or load_table(settings.overrides_path)
-    name = model or parsed.settings.get("model") or settings.model
+    name = next(n for n in (model, parsed.settings.get("model"), settings.model) if n is not None)
     caps = table.get(name)
-    if take < 1:
-        raise BriefError(f"take must be 1 or more, got {take}")
     options = PlanOptions(
         seconds=seconds,
         size=size,
@@ -130,6 +155,7 @@ def resolve(
         default_shot_seconds=settings.default_shot_seconds,
         max_target_seconds=settings.max_target_seconds,
         yes=yes,
+        scope=cache_scope,
     )
     base = Path(brief).parent if isinstance(brief, os.PathLike) else Path.cwd()
     parsed = read_images(parsed, images or local_reader(base, settings), settings)
@@ -209,11 +235,16 @@ def _prepare(brief: BriefSource, output: PathLike | None, preview: bool,
     req = resolve(brief, **kwargs)
     the_plan = _plan(req.brief, req.caps, req.options)
     table = kwargs.get("table") or load_table(settings.overrides_path)
-    if max_usd is not None and Decimal(str(max_usd)) < 0:
-        raise BriefError(f"max_usd must be 0 or more, got {max_usd}")
+    cap = inputs.check_options("api", max_usd=None if max_usd is None else str(max_usd)).max_usd
     return _Prepared(settings, req, the_plan, table.drawing(req.caps, preview=preview),
-                     output_path(output), None if max_usd is None else Decimal(str(max_usd)),
-                     preview, loudness)
+                     output_path(output), cap, preview, loudness)
+
+
+def _sweep(store: Store, output: Path | None) -> None:
+    """Remove what a killed run left half-written in the store, and beside the output."""
+    store.sweep()
+    if output is not None and output.parent.is_dir():
+        scratch.sweep(output.parent, recursive=False, prefix=output.stem + ".")
 
 
 async def _run(job_in: _Prepared, listener: Listener | None) -> RenderResult:
@@ -222,6 +253,7 @@ async def _run(job_in: _Prepared, listener: Listener | None) -> RenderResult:
     settings, req, the_plan = job_in.settings, job_in.request, job_in.plan
     provider = load_provider(job_in.drawing.provider, settings)
     db, store = open_store(settings)
+    _sweep(store, job_in.output)
     job = RenderJob(
         caps=job_in.drawing, provider=provider, settings=settings, db=db, store=store,
         brief_text=req.brief.text, output=job_in.output, max_usd=job_in.max_usd,
@@ -324,6 +356,7 @@ def resume(render_id: str, *, settings: Settings | None = None, listener: Listen
         from .store.db import renders
 
         db, store = open_store(settings)
+        _sweep(store, target)
         try:
             with db.read() as conn:
                 row = conn.execute(sa.select(renders).where(renders.c.id == render_id)).first()

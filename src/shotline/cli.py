@@ -19,10 +19,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
+from pydantic import ValidationError
+from rich.console import Console, RenderableType
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from . import api
+from .core import inputs
 from .core.capabilities import (
     Capabilities,
     OverrideExpiredWarning,
@@ -38,7 +42,7 @@ from .core.planner import plan as make_plan
 from .core.pricing import Estimate, money
 from .core.pricing import estimate as make_estimate
 from .display import RenderDisplay
-from .errors import BriefError, Interrupted, ShotlineError
+from .errors import BriefError, Interrupted, InvalidRequest, ShotlineError
 from .providers import plugins
 from .settings import Settings
 from .store import ledger, lifecycle
@@ -55,6 +59,14 @@ app = typer.Typer(
 )
 out = Console()
 err = Console(stderr=True)
+
+
+class Plain(Table):
+    """A table whose cells show exactly what they hold: a prompt, a name or a vendor's job id
+    is text, never Rich markup (``[bold]x`` prints as written, ``[/red]`` cannot crash)."""
+
+    def add_row(self, *cells: RenderableType | None, **kwargs: Any) -> None:
+        super().add_row(*(Text(c) if isinstance(c, str) else c for c in cells), **kwargs)
 
 
 def _version(value: bool) -> None:
@@ -110,7 +122,7 @@ LoudnessOpt = Annotated[bool | None, typer.Option(
 def _show_warning(
     message: Warning | str, category: type[Warning], *_: Any, **__: Any
 ) -> None:
-    err.print(f"[yellow]warning:[/yellow] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[yellow]warning:[/yellow] {escape(str(message))}", highlight=False, soft_wrap=True)
 
 
 def _settings(overrides: Path | None) -> Settings:
@@ -125,8 +137,19 @@ def read_source(brief: str | None, text: str | None) -> str | Path:
     if brief is None:
         raise BriefError("no brief: pass a file, - for stdin, or --text '...'")
     if brief == "-":
-        return sys.stdin.read()
+        # Bytes, decoded here: a brief that is not UTF-8 is refused by name, and no more is
+        # read than a brief can be.
+        data = sys.stdin.buffer.read(inputs.max_brief_bytes() + 1)
+        return inputs.decode_brief(data, "the brief on stdin")
+    if (why := inputs.text_problem(brief)) is not None:
+        raise BriefError(f"the brief's file name is not text: {why}")
     return Path(brief)
+
+
+def _check(**options: Any) -> None:
+    """Options as typed on the command line, checked by the rules every face shares
+    (core/inputs.py); a bad one is named as written (``--fps 0``), before anything is read."""
+    inputs.check_options("cli", **options)
 
 
 def plan_json(plan: Plan, estimate: Estimate | None = None) -> dict[str, Any]:
@@ -215,7 +238,7 @@ def plan_table(plan: Plan, estimate: Estimate | None = None) -> Table:
         title += f" · {estimate.price_source} prices"
     if plan.style:
         title += f"\nstyle: {plan.style}"
-    table = Table(title=title, title_justify="left")
+    table = Plain(title=Text(title), title_justify="left")
     images = bool(plan.cast) or any(s.first_frame or s.last_frame for s in plan.shots)
     columns = ["#", "call", "keep", "hint", "prompt", *(["cast & images"] if images else []),
                *(["cost", "full"] if estimate else [])]
@@ -238,7 +261,7 @@ def _plan_and_estimate(
 ) -> tuple[Plan, Estimate]:
     """The plan, and what rendering it would pay now (the store is read, never created)."""
     settings = _settings(overrides)
-    req = api.resolve(read_source(brief, text), settings=settings, **opts)
+    req = api.resolve(read_source(brief, text), settings=settings, spelling="cli", **opts)
     plan = make_plan(req.brief, req.caps, req.options)
     keys = [planned_key(plan, s, req.caps) for s in plan.shots]
     return plan, make_estimate(plan, req.caps, api.stored_keys(settings, keys),
@@ -260,8 +283,9 @@ def plan_cmd(
 ) -> None:
     """Split a brief into shots for a model: durations, hints read, trims and source spans."""
     settings = _settings(overrides)
-    plan = api.plan(read_source(brief, text), settings=settings, model=model, seconds=seconds,
-                    size=size, fps=fps, transition=transition, yes=yes)
+    req = api.resolve(read_source(brief, text), settings=settings, model=model, seconds=seconds,
+                      size=size, fps=fps, transition=transition, yes=yes, spelling="cli")
+    plan = make_plan(req.brief, req.caps, req.options)
     if json_out:
         out.print_json(json.dumps(plan_json(plan)))
     else:
@@ -438,7 +462,7 @@ def _print_result(result: RenderResult, json_out: bool, preview: bool) -> None:
     out.print(f"render:  {result.render_id}{' (reopened, no provider call)' if result.reopened else ''}\n"
               f"video:   {result.output}\nlength:  {result.seconds:.3f} s\n"
               f"cost:    {cost}\nposter:  {result.poster}\n"
-              f"shots:   {result.contact_sheet}", highlight=False, soft_wrap=True)
+              f"shots:   {result.contact_sheet}", highlight=False, markup=False, soft_wrap=True)
     _print_flags([f.to_json() for f in result.flags])
 
 
@@ -449,8 +473,9 @@ def _render(brief: str | None, text: str | None, output: Path | None, json_out: 
     if fit:
         settings = settings.model_copy(update={"fit": fit})
         if fit not in ("letterbox", "crop"):
-            raise BriefError(f"--fit {fit!r}: use letterbox or crop")
-    req = api.resolve(read_source(brief, text), settings=settings, **opts)
+            raise BriefError(f"--fit {inputs.shown(fit)}: use letterbox or crop")
+    _check(max_usd=None if max_usd is None else str(max_usd), **opts)
+    req = api.resolve(read_source(brief, text), settings=settings, spelling="cli", **opts)
     plan = make_plan(req.brief, req.caps, req.options)
     if output is None:
         output = default_output(brief, plan.title, req.brief.segments[0].prompt, preview)
@@ -459,7 +484,7 @@ def _render(brief: str | None, text: str | None, output: Path | None, json_out: 
             result = api.render(req.brief, output=output, listener=display, preview=preview,
                                 settings=settings, max_usd=max_usd, loudness=loudness, **opts)
     except Interrupted as exc:
-        err.print(str(exc), highlight=False, soft_wrap=True)
+        err.print(str(exc), highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
     _print_result(result, json_out, preview)
 
@@ -470,7 +495,7 @@ def _print_flags(flags: list[dict[str, Any]]) -> None:
         where = "" if f.get("start") is None else f" at {f['start']:.2f}-{f['end']:.2f} s"
         shot = f"shot {f['shot']}: " if f.get("shot") else ""
         out.print(f"check:   {f['severity']} {f['kind']}{where}: {shot}{f['message']}",
-                  highlight=False, soft_wrap=True)
+                  highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command("render")
@@ -546,10 +571,12 @@ def stitch_cmd(
     from .engine.renderer import loudness_target
 
     if fit not in ("letterbox", "crop"):
-        raise BriefError(f"--fit {fit!r}: use letterbox or crop")
-    if not 1 <= fps <= 120:
-        raise BriefError(f"--fps {fps} is outside 1..120")
-    settings = Settings()
+        raise BriefError(f"--fit {inputs.shown(fit)}: use letterbox or crop")
+    _check(fps=fps, size=size, seconds=seconds, transition=transition)
+    if missing := [c for c in clips if not c.is_file()]:
+        raise BriefError(f"clip {missing[0]} is not a file: give the clips to join, in order")
+    api.output_path(output)
+    settings = _settings(None)
     width_height = parse_size(size)
     xf = round(parse_transition(transition) * fps)
     probes = [media.probe(clip, count_frames=False) for clip in clips]
@@ -570,7 +597,7 @@ def stitch_cmd(
     else:
         how = "clips copied as they are" if joined.copied else "clips normalised"
         out.print(f"video:   {output}\nlength:  {result.duration:.3f} s ({result.frames} frames, "
-                  f"{how})", highlight=False)
+                  f"{how})", highlight=False, markup=False)
         _print_flags(flags)
 
 
@@ -605,7 +632,7 @@ def cache_stats(json_out: JsonOpt = False) -> None:
         return
     out.print(f"clips:   {stats['clips']} ({stats['bytes'] / 1e6:.1f} MB, "
               f"${stats['clips_value_usd']:.2f} to make again)\noutputs: {stats['outputs']}\n"
-              f"store:   {stats['root']}", highlight=False)
+              f"store:   {stats['root']}", highlight=False, markup=False)
 
 
 @cache_app.command("ls")
@@ -616,7 +643,7 @@ def cache_ls(json_out: JsonOpt = False) -> None:
     if json_out:
         _dump(rows)
         return
-    table = Table("key", "model", "seconds", "cost", "last used")
+    table = Plain("key", "model", "seconds", "cost", "last used")
     for r in rows:
         table.add_row(r["key"][:23], r["model"], f"{r['seconds']:.2f}", f"${r['cost_usd']:.2f}",
                       _when(r["used_at"]))
@@ -630,8 +657,8 @@ def cache_prune(
     json_out: JsonOpt = False,
 ) -> None:
     """Remove clips not used for --older-than DAYS (re-rendering them costs money again)."""
-    if older_than < 0:
-        raise BriefError("--older-than must be 0 or more days")
+    if not 0 <= older_than < float("inf"):  # NaN fails this too
+        raise BriefError(f"--older-than {older_than}: give a number of days, 0 or more")
     _, _, store = _open()
     gone = store.prune(older_than, dry_run)
     pieces = store.pieces().prune(older_than, dry_run)  # normalised segments: free to remake
@@ -641,7 +668,8 @@ def cache_prune(
     verb = "would remove" if dry_run else "removed"
     value = sum((Decimal(g["cost_usd"]) for g in gone), Decimal(0))
     out.print(f"{verb} {len(gone)} clip(s), {sum(g['bytes'] for g in gone) / 1e6:.1f} MB "
-              f"(${value:.2f} to make again), and {pieces} normalised piece(s)", highlight=False)
+              f"(${value:.2f} to make again), and {pieces} normalised piece(s)", highlight=False,
+              markup=False)
 
 
 def _when(ts: float) -> str:
@@ -657,7 +685,7 @@ def ledger_cmd(render: Annotated[str | None, typer.Option(help="Only this render
     if json_out:
         _dump(rows)
         return
-    table = Table("time", "render", "model", "job", "s", "audio", "$/s", "amount", "outcome")
+    table = Plain("time", "render", "model", "job", "s", "audio", "$/s", "amount", "outcome")
     for r in rows:
         table.add_row(_when(r["created_at"]), r["render_id"] or "", r["model"],
                       r["provider_job_id"], str(r["seconds_billed"]), "yes" if r["audio"] else "",
@@ -672,13 +700,13 @@ def spend_cmd(
 ) -> None:
     """Money spent, and what cache hits saved, grouped by day, provider or model."""
     if by not in ("day", "provider", "model"):
-        raise BriefError(f"--by {by!r}: use day, provider or model")
+        raise BriefError(f"--by {inputs.shown(by)}: use day, provider or model")
     _, db, _ = _open()
     rows = ledger.spend(db, by)
     if json_out:
         _dump(rows)
         return
-    table = Table(by, "calls", "billed s", "spent", "saved by cache")
+    table = Plain(by, "calls", "billed s", "spent", "saved by cache")
     for r in rows:
         table.add_row(r[by], str(r["calls"]), str(r["seconds_billed"]), f"${r['spent_usd']:.2f}",
                       f"${r['saved_usd']:.2f}")
@@ -693,7 +721,7 @@ def renders_cmd(json_out: JsonOpt = False) -> None:
     if json_out:
         _dump(rows)
         return
-    table = Table("id", "status", "model", "seconds", "cost", "created")
+    table = Plain("id", "status", "model", "seconds", "cost", "created")
     for r in rows:
         table.add_row(r["id"], r["status"], r["model"], f"{r['seconds'] or 0:.2f}",
                       f"${r['cost_usd']:.2f}", _when(r["created_at"])[:16])
@@ -760,7 +788,7 @@ def keys_create(
     out.print(f"key:            {made.key}\n"
               "                (store it now: it is not kept and will not be shown again)\n"
               f"key id:         {made.key_id}\ntenant:         {made.tenant}\n"
-              f"webhook secret: {made.webhook_secret}", highlight=False, soft_wrap=True)
+              f"webhook secret: {made.webhook_secret}", highlight=False, markup=False, soft_wrap=True)
 
 
 @keys_app.command("list")
@@ -773,7 +801,7 @@ def keys_list(tenant: TenantOpt = None, json_out: JsonOpt = False) -> None:
     if json_out:
         _dump(rows)
         return
-    table = Table("id", "tenant", "name", "prefix", "state")
+    table = Plain("id", "tenant", "name", "prefix", "state")
     for r in rows:
         table.add_row(r["id"], r["tenant"], r["name"], r["prefix"] + "…", _key_state(r))
     out.print(_whole(table, 0, 1, 3))
@@ -803,7 +831,7 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="A key id (key_...)."
     _, db, _ = _open()
     if not tenants.revoke_key(db, key_id):
         raise UserError(f"no key {key_id!r}; `shotline keys list` shows them")
-    out.print(f"revoked {key_id}", highlight=False)
+    out.print(f"revoked {key_id}", highlight=False, markup=False)
 
 
 def _budget(value: str) -> Decimal | None:
@@ -843,7 +871,7 @@ def tenants_budget(
         _dump(row)
         return
     out.print(f"tenant:  {tenant}\ndaily:   {_cap(row['daily_budget_usd'])}\n"
-              f"monthly: {_cap(row['monthly_budget_usd'])}", highlight=False)
+              f"monthly: {_cap(row['monthly_budget_usd'])}", highlight=False, markup=False)
 
 
 def _cap(value: Decimal | None) -> str:
@@ -860,7 +888,7 @@ def tenants_list(json_out: JsonOpt = False) -> None:
     if json_out:
         _dump(rows)
         return
-    table = Table("id", "name", "daily", "monthly", "keys", "created")
+    table = Plain("id", "name", "daily", "monthly", "keys", "created")
     for r in rows:
         table.add_row(r["id"], r["name"], _cap(r["daily_budget_usd"]), _cap(r["monthly_budget_usd"]),
                       str(r["active_keys"]), _when(r["created_at"]))
@@ -892,7 +920,7 @@ def webhooks_add(
         return
     out.print(f"endpoint: {endpoint_id}\nurl:      {url}\nsecret:   {secret}\n"
               "          (store it now: `webhooks list` never shows it again)",
-              highlight=False, soft_wrap=True)
+              highlight=False, markup=False, soft_wrap=True)
 
 
 @webhooks_app.command("list")
@@ -905,7 +933,7 @@ def webhooks_list(tenant: HookTenantOpt, json_out: JsonOpt = False) -> None:
     if json_out:
         _dump(rows)
         return
-    table = Table("id", "url", "state", "created")
+    table = Plain("id", "url", "state", "created")
     for r in rows:
         state = (f"disabled {_when(r['disabled_at'])[:16]}: {r['disabled_reason']}"
                  if r["disabled_at"] is not None else "enabled")
@@ -927,7 +955,7 @@ def webhooks_remove(
     if not webhooks.remove_endpoint(db, tenant, endpoint_id):
         raise UserError(f"tenant {tenant!r} has no webhook endpoint {endpoint_id!r}; "
                         f"`shotline webhooks list --tenant {tenant}` shows them")
-    out.print(f"removed {endpoint_id}", highlight=False)
+    out.print(f"removed {endpoint_id}", highlight=False, markup=False)
 
 # --- the service: serve, worker, review actions --------------------------------------------
 
@@ -935,7 +963,7 @@ def webhooks_remove(
 @app.command("serve")
 def serve_cmd(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8000,
 ) -> None:
     """Run the HTTP API with a worker in the same process."""
     from .service.server import serve
@@ -968,7 +996,7 @@ def _review(action: Callable[[Settings, Database, Store], Any], json_out: bool) 
     else:
         out.print(f"{view['id']}: {view['status']}"
                   + (f" ({view['review_note']})" if view.get("review_note") else ""),
-                  highlight=False)
+                  highlight=False, markup=False)
 
 
 @app.command("approve")
@@ -1017,7 +1045,10 @@ def reroll_cmd(
         if not sep or not number.strip().isdigit():
             raise BriefError(f"--prompt takes N=TEXT (a shot number, '=', the prompt), got {item!r}")
         prompts[int(number)] = text
-    request = actions.RerollRequest(shots=shot, prompts=prompts)
+    try:
+        request = actions.RerollRequest(shots=shot, prompts=prompts)
+    except ValidationError as exc:
+        raise InvalidRequest(inputs.explain(exc.errors(), "cli")) from None
     settings, db, store = _open()
     try:
         row = lifecycle.get_render(db, render_id)
@@ -1031,14 +1062,14 @@ def reroll_cmd(
         if json_out:
             _dump(view)
         else:
-            out.print(f"{view['id']}: {view['status']}", highlight=False)
+            out.print(f"{view['id']}: {view['status']}", highlight=False, markup=False)
         return
     plan = Plan.model_validate(view_plan(settings, render_id))
     try:
         with RenderDisplay(plan, err) as display:
             result = api.resume(render_id, settings=settings, listener=display, output=output)
     except Interrupted as exc:
-        err.print(str(exc), highlight=False, soft_wrap=True)
+        err.print(str(exc), highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
     _print_result(result, json_out, False)
 
@@ -1062,28 +1093,34 @@ def cancel_cmd(render_id: RenderIdArg, json_out: JsonOpt = False) -> None:
         db, s, load_table(s.overrides_path), None, render_id, operator=True)), json_out)
 
 
-def main() -> None:
-    """Console-script entry point: run the app, turning our errors into messages."""
+def run(argv: list[str] | None = None) -> int:
+    """Run the command line on ``argv`` (default: the process's) and return its exit code,
+    turning our errors into one ``error: ...`` line; tests call this in-process."""
     warnings.showwarning = _show_warning
     warnings.simplefilter("always", OverrideExpiredWarning)
     try:
         # Typer turns Ctrl-C (and typer.Exit) into an exit code that it returns here.
-        code = app(standalone_mode=False)
-        if isinstance(code, int) and code:
-            sys.exit(code)
+        code = app(args=argv, standalone_mode=False)
+        return code if isinstance(code, int) else 0
     except ShotlineError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(exc.exit_code)
+        # Messages carry users' and vendors' words: shown as text, never as Rich markup.
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        return exc.exit_code
     except typer.Exit as exc:
-        sys.exit(exc.exit_code)
+        return int(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         err.print("aborted")
-        sys.exit(130)
+        return 130
     except Exception as exc:
         # Usage errors (bad option, missing argument) know how to show themselves; typer
         # has moved them between packages, so recognise them by what they can do.
         show, code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
         if callable(show) and isinstance(code, int):
             show()
-            sys.exit(code)
+            return code
         raise
+
+
+def main() -> None:
+    """Console-script entry point."""
+    sys.exit(run())

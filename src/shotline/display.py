@@ -1,7 +1,8 @@
 """Live progress of a render: one line per shot plus the stitch.
 
 On a terminal it is a Rich live table redrawn in place; otherwise (CI, pipes, logs) each
-state change is one plain line on stderr, so output stays greppable.
+state change is one plain line on stderr, so output stays greppable. Messages carry
+vendors' words: they are shown as text, never read as Rich markup.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from .core.planner import Plan
 
@@ -51,17 +53,18 @@ class RenderDisplay:
             self.live.update(self._table())
         elif changed or event.message:
             name = "stitch" if event.index < 0 else f"shot {event.index + 1}"
-            self.console.print(f"{name}: {event.state} {detail}".rstrip(), highlight=False)
+            self.console.print(f"{name}: {event.state} {detail}".rstrip(), highlight=False,
+                               markup=False)
 
     def _table(self) -> Table:
-        table = Table(show_header=True, title=f"{self.plan.model} · {self.plan.seconds:g} s",
+        table = Table(show_header=True, title=Text(f"{self.plan.model} · {self.plan.seconds:g} s"),
                       title_justify="left")
         for col in ("shot", "call", "state", "detail"):
             table.add_column(col, overflow="fold")
         for shot in self.plan.shots:
             state, detail = self.rows[shot.index]
             table.add_row(str(shot.index + 1), f"{shot.seconds}s",
-                          f"[{STYLE.get(state, 'yellow')}]{state}[/]", detail)
+                          Text(state, style=STYLE.get(state, "yellow")), Text(detail))
         state, detail = self.rows[-1]
-        table.add_row("stitch", "", f"[{STYLE.get(state, 'yellow')}]{state}[/]", detail)
+        table.add_row("stitch", "", Text(state, style=STYLE.get(state, "yellow")), Text(detail))
         return table

@@ -2,6 +2,7 @@
 
     ShotlineError
     ├── UserError                 bad input; nothing was changed, nothing was spent
+    │   ├── InvalidRequest        an option out of its range (core/inputs.py says which)
     │   ├── BriefError            the brief cannot be parsed or planned
     │   ├── CapabilityError       the model cannot do what was asked (or is sunset)
     │   ├── OverrideError         a capability override file is malformed
@@ -40,6 +41,11 @@ class UserError(ShotlineError):
 
     exit_code = 2
     http_status = 422
+
+
+class InvalidRequest(UserError):
+    """An option (a seed, a frame rate, an amount...) outside what is allowed; the message
+    names it as the user wrote it and says what is allowed (see ``core/inputs.py``)."""
 
 
 class BriefError(UserError):

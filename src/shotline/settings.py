@@ -3,17 +3,25 @@
 Each field is read from the environment as ``SHOTLINE_<NAME>`` (``SHOTLINE_HOME``,
 ``SHOTLINE_MAX_TARGET_SECONDS``...). Vendor keys are not settings: each adapter reads
 its vendor's usual variable, so secrets never pass through this object.
+
+A bad value (``SHOTLINE_DAILY_BUDGET_USD=abc``, a NaN, an overrides file that does not
+exist) raises :class:`~shotline.errors.ConfigError` naming the variable and what it
+accepts: one line for the user, never a validation traceback.
 """
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 import platformdirs
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+
+from .core.inputs import ALLOWED, MAX_USD, ModelName, shown
+from .errors import ConfigError
 
 
 def _default_home() -> Path:
@@ -23,7 +31,24 @@ def _default_home() -> Path:
 class Settings(BaseSettings):
     """Everything a user can configure, with the defaults an embedded install uses."""
 
-    model_config = SettingsConfigDict(env_prefix="SHOTLINE_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="SHOTLINE_", extra="ignore", frozen=True,
+                                      allow_inf_nan=False)
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            problems = []
+            for e in exc.errors()[:3]:
+                field = str(e["loc"][0]) if e["loc"] else ""
+                why = ALLOWED.get(field) or str(e["msg"]).removeprefix("Value error, ")
+                problems.append(f"SHOTLINE_{field.upper()}={shown(e.get('input'))}: {why}")
+            raise ConfigError("bad setting " + "; ".join(problems)) from None
+        except SettingsError as exc:  # a JSON setting that is not JSON
+            found = re.search(r'field "(\w+)"', str(exc))
+            name = f"SHOTLINE_{found.group(1).upper()}" if found else "a JSON setting"
+            raise ConfigError(f"bad setting {name}: it is not valid JSON (e.g. "
+                              '{"fal": 2, "runway": 1})') from None
 
     home: Path = Field(
         default_factory=_default_home,
@@ -32,7 +57,8 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         None, description="SQLAlchemy URL of the database (default: SQLite at HOME/shotline.db)."
     )
-    model: str = Field("local/preview", description="Model used when a brief names none.")
+    model: ModelName = Field("local/preview", description="Model used when a brief names none "
+                             "(PROVIDER/MODEL).")
     default_shot_seconds: int = Field(
         5, ge=1, description="Shortest shot when no target is given and a shot's length comes "
         "from its words (2.5 words or 4 CJK characters a second)."
@@ -68,7 +94,7 @@ class Settings(BaseSettings):
     concurrency: int = Field(
         4, ge=1, description="Shots in flight at once per provider (unless set per provider)."
     )
-    provider_concurrency: dict[str, int] = Field(
+    provider_concurrency: dict[str, Annotated[int, Field(ge=1)]] = Field(
         default_factory=dict,
         description='Per-provider limits as JSON, e.g. {"fal": 2, "runway": 1}.',
     )
@@ -88,13 +114,21 @@ class Settings(BaseSettings):
         5.0, gt=0, description="Poll period when the provider gives no hint (seconds)."
     )
     daily_budget_usd: Decimal | None = Field(
-        None, ge=0, description="Refuse renders that would take the day's spend (UTC) past this."
+        None, ge=0, le=MAX_USD,
+        description="Refuse renders that would take the day's spend (UTC) past this (USD)."
     )
     monthly_budget_usd: Decimal | None = Field(
-        None, ge=0, description="Refuse renders that would take the month's spend past this."
+        None, ge=0, le=MAX_USD,
+        description="Refuse renders that would take the month's spend past this (USD)."
     )
     overrides: Path | None = Field(
-        None, description="Capability overrides file (default: HOME/overrides.toml)."
+        None, description="Capability overrides file (default: HOME/overrides.toml, if it "
+        "exists); a file named here must exist."
+    )
+    shared_cache: bool = Field(
+        False, description="Share stored shots between all tenants (and the CLI): a shot one "
+        "tenant paid for is free to the others, who can then tell that it was rendered. Off: "
+        "each tenant has a cache of its own; the CLI's renders are one tenant."
     )
     local_latency: float = Field(
         0.0, ge=0, description="Local provider: seconds each job takes before it is done."
@@ -141,6 +175,18 @@ class Settings(BaseSettings):
         60.0, gt=0, description="A worker's claim on a render lapses this long after its last "
         "heartbeat, so another worker can resume it.",
     )
+
+    @field_validator("overrides")
+    @classmethod
+    def _overrides_exist(cls, path: Path | None) -> Path | None:
+        # The default file is optional; a file someone named is not: ignoring it would
+        # quietly price renders with the packaged table.
+        if path is not None and not path.is_file():
+            what = "is a directory" if path.is_dir() else "does not exist"
+            raise ValueError(f"the overrides file {path} {what}: name an existing TOML file "
+                             "(--overrides or SHOTLINE_OVERRIDES), or leave it unset to use "
+                             "HOME/overrides.toml")
+        return path
 
     @property
     def overrides_path(self) -> Path:

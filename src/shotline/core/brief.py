@@ -60,6 +60,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import BriefError
+from .inputs import load_json, load_yaml
 
 _SHOT_WORDS = (
     "shot|scene|take|plano|escena|toma|sc[eè]ne|plan|szene|einstellung|cena|inquadratura|"
@@ -422,7 +423,8 @@ def _structured_spans(text: str, count: int) -> list[Span]:
 
 def _parse_structured(text: str) -> Brief:
     try:
-        data = json.loads(text) if text.lstrip().startswith("{") else yaml.safe_load(text)
+        # Nesting is bounded while reading (inputs.MAX_NESTING): no parser recurses into it.
+        data = load_json(text) if text.lstrip().startswith("{") else load_yaml(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise BriefError(f"the brief looks structured but is not valid YAML/JSON: {exc}") from None
     if not isinstance(data, dict):

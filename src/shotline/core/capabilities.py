@@ -42,6 +42,7 @@ ImageInput = Literal["first_frame", "last_frame", "reference"]
 # (Veo, Seedance), or only together with a first frame (Kling 3.0's elements on fal).
 ReferenceMode = Literal["any", "alone", "with_first_frame"]
 PriceSource = Literal["vendor", "third_party", "inferred", "simulated"]
+MAX_PRICE = Decimal(1000)  # USD per second (or audio multiplier): far above any vendor's
 
 
 class OverrideExpiredWarning(UserWarning):
@@ -157,7 +158,18 @@ class Capabilities(BaseModel):
                              "and max_references needs 'reference' in image_inputs")
         if not set(self.reference_durations) <= set(self.durations):
             raise ValueError("reference_durations must be among durations")
+        self._check_prices()
+        if not all(1 <= f <= 120 for f in self.fps) or self.billing_block < 1:
+            raise ValueError("fps must lie in 1..120 and billing_block be 1 or more")
         return self
+
+    def _check_prices(self) -> None:
+        # A price is what a second costs: never negative (an estimate of -$10 would let a
+        # render past any budget), never NaN or infinite.
+        for tier, price in {**self.prices, "audio_multiplier": self.audio_multiplier}.items():
+            if not price.is_finite() or not 0 <= price <= MAX_PRICE:
+                raise ValueError(f"price {tier} = {price} must be a finite number from 0 to "
+                                 f"{MAX_PRICE}")
 
     def takes(self, kind: ImageInput) -> bool:
         return kind in self.image_inputs
@@ -271,6 +283,9 @@ def _read_toml(path: Path | None, text: str | None = None
     """The ``[models]`` and ``[gateways]`` tables of one file."""
     try:
         data = tomllib.loads(text if text is not None else Path(path or "").read_text("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise OverrideError(f"cannot read {path}: it is not UTF-8 text (byte offset {exc.start}); "
+                            "an overrides file is TOML") from None
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise OverrideError(f"cannot read {path}: {exc}") from None
     models, gateways = data.get("models", {}), data.get("gateways", {})
@@ -343,14 +358,17 @@ def load_table(overrides: str | os.PathLike[str] | None = None, *,
             raw[name] = _apply_override(raw.get(name), name, entry, str(overrides))
     entries: dict[str, Capabilities] = {}
     for name, entry in raw.items():
+        where = "override" if "override" in entry else "packaged table"
         try:
             entries[name] = Capabilities.model_validate(_expand(entry))
         except ValidationError as exc:
-            where = "override" if "override" in entry else "packaged table"
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in e['loc']) or 'entry'}: {e['msg']}" for e in exc.errors()
             )
             raise OverrideError(f"{where} entry {name}: {problems}") from None
+        except (ArithmeticError, AttributeError, TypeError, ValueError) as exc:  # e.g. prices = "x"
+            raise OverrideError(f"{where} entry {name}: {type(exc).__name__}: {exc}; prices are "
+                                "numbers of USD per second") from None
         caps = entries[name]
         if caps.override is None and caps.price_source != "simulated" and not (
                 caps.price_date and caps.price_ref.strip()):

@@ -11,6 +11,11 @@ tagged with its role (``first_frame:``, ``last_frame:``, ``reference:<member>:``
 the same picture as a first frame or as a reference makes a different clip. A shot
 without images keys exactly as before images existed (an empty list), so adding them
 needed no new ``KEY_VERSION`` and no stored clip was orphaned.
+A key is also scoped to whose cache it is in (``scope``: a tenant id), unless the cache is
+shared: two tenants asking for the same clip get different keys, so neither is served,
+nor can time, the other's clip. The unscoped form (the CLI's own renders, a shared cache,
+renders planned before scopes existed) is the key exactly as it was before scopes: the
+field is only present when set, so no stored key changed meaning.
 """
 
 from __future__ import annotations
@@ -47,10 +52,14 @@ def shot_key(
     seed: int | None,
     take: int,
     images: Sequence[str] = (),
+    scope: str | None = None,
 ) -> str:
-    """The key of one provider call; ``images`` are the content hashes of input images."""
+    """The key of one provider call; ``images`` are the content hashes of input images,
+    ``scope`` the tenant whose cache it belongs to (None: the CLI's, or a shared cache)."""
+    scoped = {} if scope is None else {"scope": scope}
     return digest(
         {
+            **scoped,
             "v": KEY_VERSION,
             "kind": "shot",
             "provider": provider,
@@ -74,6 +83,7 @@ def planned_key(plan: Plan, shot: PlannedShot, caps: Capabilities) -> str:
         provider=caps.provider, model=caps.model, prompt=shot.prompt, seconds=shot.seconds,
         size=plan.size, fps=fps, audio=shot.audio, seed=plan.seed, take=shot.take,
         images=shot_images(shot),
+        scope=plan.scope,
     )
 
 

@@ -34,6 +34,7 @@ A pure function: same input, same plan, byte for byte. The rules, in order:
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import math
 import re
@@ -45,6 +46,7 @@ from ..errors import BriefError, CapabilityError, ShotlineError
 from .brief import Brief, ImageRef, Segment
 from .capabilities import Capabilities, parse_size
 from .cast import choose, describe, members_in
+from .inputs import MAX_PROMPT_CHARS
 
 WORDS_PER_SECOND = 2.5  # 150 words a minute: an unhurried narration pace
 CJK_CHARS_PER_SECOND = 4.0  # 240 characters a minute of Chinese, Japanese or Korean
@@ -69,6 +71,7 @@ class PlanOptions:
     default_shot_seconds: int = 5
     max_target_seconds: float = 600.0
     yes: bool = False  # accept duration hints that more than double the billed seconds
+    scope: str | None = None  # whose cache the shots' keys are in (see keys.py)
 
 
 class PlanImage(ImageRef):
@@ -152,6 +155,9 @@ class Plan(BaseModel):
     style: str | None
     shots: tuple[PlannedShot, ...]
     cast: tuple[CastEntry, ...] = ()
+    # The cache the shots' keys belong to (a tenant id; None: the CLI's, or shared). Kept
+    # with the plan, so a re-roll or a resumed render computes the keys it was made with.
+    scope: str | None = None
 
     def image(self, sha256: str) -> PlanImage:
         """What the plan knows of the image whose bytes hash to ``sha256``."""
@@ -263,7 +269,16 @@ def _compose(prompt: str, style: str | None) -> str:
 
 
 def _partition(weights: list[float], n: int) -> list[list[int]]:
-    """``n`` contiguous groups of the items whose heaviest group is as light as possible."""
+    """``n`` contiguous groups of the items whose heaviest group is as light as possible.
+
+    The dynamic programme over (groups, items) picks, for the first ``i`` items in ``j``
+    groups, the last cut ``k`` minimising ``max(best[j-1][k], weight of k..i)``; of equal
+    answers the first. The first term grows with ``k`` and the second shrinks, so the best
+    ``k`` sits where they cross, and that crossing only moves right as ``i`` grows: one
+    pointer per ``j`` finds it, in O(n·m) instead of trying every ``k`` (O(n·m²): seconds
+    for a few hundred sentences, hours for a long brief). Same cuts as trying every ``k``
+    (tests/test_planner.py holds that search and compares).
+    """
     m = len(weights)
     prefix = [0.0]
     for w in weights:
@@ -274,11 +289,24 @@ def _partition(weights: list[float], n: int) -> list[list[int]]:
     cut = [[0] * (m + 1) for _ in range(n + 1)]
     best[0][0] = 0.0
     for j in range(1, n + 1):
+        before, lo = best[j - 1], j - 1
+        cross = lo  # the first k at which best[j-1][k] reaches the weight of k..i
         for i in range(j, m - (n - j) + 1):
-            for k in range(j - 1, i):
-                value = max(best[j - 1][k], prefix[i] - prefix[k])
-                if value < best[j][i] - 1e-12:
-                    best[j][i], cut[j][i] = value, k
+            hi, total = i - 1, prefix[i]
+            cross = max(cross, lo)
+            while cross <= hi and before[cross] < total - prefix[cross]:
+                cross += 1
+            # Before the crossing each k is a strict improvement unless its item weighs
+            # nothing (then the first of equal values stays): the last such run's start.
+            if cross > lo:
+                last = cross - 1
+                value = total - prefix[last]
+                k = bisect.bisect_left(prefix, prefix[last], lo, last)
+            else:
+                value, k = inf, lo
+            if cross <= hi and before[cross] < value - 1e-12:
+                value, k = before[cross], cross
+            best[j][i], cut[j][i] = value, k
     bounds, i = [m], m
     for j in range(n, 0, -1):
         i = cut[j][i]
@@ -430,7 +458,8 @@ def _resolve_av(brief: Brief, caps: Capabilities, opts: PlanOptions) -> tuple[st
         raise CapabilityError(
             f"{caps.model} cannot render {size}; allowed sizes: {', '.join(caps.sizes)}"
         )
-    fps = opts.fps or brief.settings.get("fps") or caps.default_fps
+    fps = next((f for f in (opts.fps, brief.settings.get("fps")) if f is not None),
+               caps.default_fps)
     if not 1 <= fps <= 120:
         raise CapabilityError(f"fps {fps} is outside 1..120")
     audio = opts.audio if opts.audio is not None else (brief.audio or caps.audio == "always")
@@ -559,6 +588,7 @@ def _plan(brief: Brief, caps: Capabilities, opts: PlanOptions) -> Plan:
         style=style,
         shots=tuple(shots),
         cast=cast,
+        scope=opts.scope,
     )
 
 
@@ -597,6 +627,12 @@ def plan(brief: Brief, caps: Capabilities, opts: PlanOptions | None = None) -> P
     """Plan ``brief`` for the model ``caps``; raises BriefError/CapabilityError with a fix."""
     opts = opts or PlanOptions()
     result = _plan(brief, caps, opts)
+    for shot in result.shots:
+        if len(shot.prompt) > MAX_PROMPT_CHARS:
+            raise BriefError(
+                f"shot {shot.number}'s prompt is {len(shot.prompt):,} characters; a prompt may "
+                f"have at most {MAX_PROMPT_CHARS:,} (vendors cut or refuse longer ones): split "
+                "it into shorter sentences or more shots")
     if not opts.yes:
         _check_hints(brief, caps, opts, result)
     return result
@@ -605,7 +641,7 @@ def plan(brief: Brief, caps: Capabilities, opts: PlanOptions | None = None) -> P
 def _check_hints(brief: Brief, caps: Capabilities, opts: PlanOptions, result: Plan) -> None:
     """Refuse a text hint that more than doubles the billed seconds (see rule 7)."""
     for k, seg in enumerate(brief.segments):
-        if seg.hint_kind != "text":
+        if seg.hint_kind != "text" or not _could_double(brief, opts, result, seg):
             continue
         without = list(brief.segments)
         without[k] = dataclasses.replace(seg, seconds=None, hint=None, hint_kind=None)
@@ -620,6 +656,26 @@ def _check_hints(brief: Brief, caps: Capabilities, opts: PlanOptions, result: Pl
                 "a duration, confirm with --yes (yes=True in the library and the API); if it "
                 'is not (an age, a year), write it otherwise, e.g. "in her 30s"'
             )
+
+
+def _could_double(brief: Brief, opts: PlanOptions, result: Plan, seg: Segment) -> bool:
+    """Whether planning without ``seg``'s hint could bill less than half of ``result``.
+
+    False only where it provably cannot, which spares a whole plan per hint (a brief of a
+    few hundred hinted shots would otherwise plan itself a few hundred times over).
+    """
+    if opts.seconds is not None or brief.seconds is not None:
+        # Every plan for a target of T seconds covers T seconds of output: it bills T or more.
+        return result.billed_seconds > 2 * result.seconds
+    # Without a target the plan without the hint still covers every other shot's length.
+    if seg.seconds is not None and result.billed_seconds <= 2 * (result.seconds - seg.seconds):
+        return False
+    if result.crossfade_frames:
+        return True  # overlaps are shared out by position: any shot's length may move
+    # Without a target a shot's length is its own: without the hint the other shots bill
+    # what they bill now, so only a shot billing over half the total can halve it.
+    mine = sum(s.billed_seconds for s in result.shots if seg.start <= s.source[0] <= seg.end)
+    return 2 * mine > result.billed_seconds
 
 
 def parse_transition(spec: str) -> float:

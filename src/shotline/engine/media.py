@@ -38,6 +38,7 @@ from av.video.frame import VideoFrame
 from av.video.stream import VideoStream
 from PIL import Image
 
+from .. import scratch
 from ..errors import MediaError
 from .seams import AAC_FRAME, AUDIO_RATE, min_frames
 
@@ -376,15 +377,14 @@ def _feed_progress(stream: IO[str], seconds: float, on_progress: Callable[[float
             on_progress(fraction)
 
 
-def temp_beside(out: Path, suffix: str = ".part.mp4") -> Path:
-    """A new empty file next to ``out``, so the final os.replace is an atomic rename."""
+def temp_beside(out: Path) -> Path:
+    """A temporary path next to ``out``: the final os.replace is an atomic rename, never a
+    cross-device copy, and the name is this process's (scratch.py), so a later process
+    removes it if this one is killed."""
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        handle, name = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=suffix, dir=out.parent)
+        return scratch.beside(out, ".mp4")
     except OSError as exc:
         raise MediaError(f"{out}: cannot write the output: {exc}") from exc
-    os.close(handle)
-    return Path(name)
 
 
 # --------------------------------------------------------------------------- stitching
@@ -598,7 +598,7 @@ def _to_image(frame: VideoFrame, sar: Fraction | None) -> Image.Image:
 
 def _save(image: Image.Image, out: Path) -> Path:
     kind = "PNG" if out.suffix.lower() == ".png" else "JPEG"
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.part")
+    tmp = out.with_name(scratch.name(out.name, out.suffix))
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         image.save(tmp, format=kind, **({"quality": 90} if kind == "JPEG" else {}))

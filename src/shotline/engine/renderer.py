@@ -24,9 +24,7 @@ Invariants (see also calls.py for the recovery points and ledger.py for money):
 from __future__ import annotations
 
 import asyncio
-import os
 import random
-import signal
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -131,9 +129,9 @@ def _noop(_: ShotEvent) -> None:
 
 
 def checkpoint(name: str) -> None:
-    """Crash-test hook: ``SHOTLINE_TEST_KILL_AT=name`` SIGKILLs this process right here."""
-    if os.environ.get("SHOTLINE_TEST_KILL_AT") == name:
-        os.kill(os.getpid(), signal.SIGKILL)
+    """A recovery point (``claimed``, ``submitted-uncommitted``, ``submitted``,
+    ``downloaded``, ``done``, ``stitched``). Does nothing: the crash tests replace it in the
+    process they start (tests/killpoint.py) to kill that process right here."""
 
 
 def request_for(plan: Plan, shot: PlannedShot, caps: Capabilities,
@@ -397,12 +395,15 @@ class Renderer:
                 ledger.record(conn, self._charge(ref, request, cost, status, "undelivered"))
             raise
         checkpoint("downloaded")
-        with self.db.write() as conn:
-            result.clip = self.store.put_clip(conn, request.key, tmp, seconds=seconds,
-                                              provider=self.caps.provider, model=self.caps.model,
-                                              cost_usd=cost.cost_usd)
-            paid = ledger.record(conn, self._charge(ref, request, cost, status, "succeeded"))
-            calls.set_call_in(conn, request.key, "done")
+        try:
+            with self.db.write() as conn:
+                result.clip = self.store.put_clip(conn, request.key, tmp, seconds=seconds,
+                                                  provider=self.caps.provider,
+                                                  model=self.caps.model, cost_usd=cost.cost_usd)
+                paid = ledger.record(conn, self._charge(ref, request, cost, status, "succeeded"))
+                calls.set_call_in(conn, request.key, "done")
+        finally:
+            tmp.unlink(missing_ok=True)  # moved into place, or not wanted: never left behind
         checkpoint("done")
         result.cost_usd = cost.cost_usd if paid else Decimal(0)
         result.cached = not paid  # another render's call, shared: no charge here
@@ -436,16 +437,20 @@ class Renderer:
         """Download to a temporary name and probe it; vendor URLs expire, so fetch now."""
         tmp = self.store.temp_path(self.store.clip_path(request.key), ref.job_id)
         last: Exception | None = None
-        for _ in range(2):  # CDNs drop connections; a second fetch is free, a resubmit is not
-            try:
-                await self.provider.download(ref, tmp)
-                clip = await asyncio.to_thread(media.probe, tmp)
-            except (MediaError, RetryableError) as exc:
-                last = exc
-                continue
-            if clip.duration + 1 / request.fps >= request.seconds * 0.5:
-                return tmp, clip.duration
-            last = MediaError(f"clip is {clip.duration:.2f} s, asked for {request.seconds} s")
+        try:
+            for _ in range(2):  # CDNs drop connections; a second fetch is free, a resubmit is not
+                try:
+                    await self.provider.download(ref, tmp)
+                    clip = await asyncio.to_thread(media.probe, tmp)
+                except (MediaError, RetryableError) as exc:
+                    last = exc
+                    continue
+                if clip.duration + 1 / request.fps >= request.seconds * 0.5:
+                    return tmp, clip.duration
+                last = MediaError(f"clip is {clip.duration:.2f} s, asked for {request.seconds} s")
+        except BaseException:  # any failure, a cancel included: no partial file stays behind
+            tmp.unlink(missing_ok=True)
+            raise
         tmp.unlink(missing_ok=True)
         raise MediaError(f"job {ref.job_id} returned an unusable file: {last}")
 

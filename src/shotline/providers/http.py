@@ -13,7 +13,8 @@ them, what an HTTP outcome means:
 * Vendor file URLs expire; a 403/404/410 on a download says so instead of retrying.
 
 Secrets never leave this module: the key goes only into request headers for the vendor's
-own host, and every message built from a vendor's body is scrubbed of it. Redirects are
+own host, and every message built from a vendor's body is scrubbed of it (in every form,
+before it is cut short: see :mod:`.scrub`). Redirects are
 followed by hand, never by httpx: an API call follows only a redirect within the same
 origin (scheme, host and port) and refuses any other, so neither the prompt nor the key is
 re-sent to a host the user did not configure; a file download may be sent on to another
@@ -27,7 +28,7 @@ import email.utils
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from math import gcd
 from pathlib import Path
@@ -48,6 +49,7 @@ from ..errors import (
 )
 from ..settings import Settings
 from .base import BaseProvider, JobRef, ShotRequest
+from .scrub import scrub
 
 MAX_REDIRECTS = 5
 # Seconds a vendor's creation time may read earlier than our clock at submit and still be
@@ -138,12 +140,14 @@ def retry_after(headers: httpx.Headers) -> float | None:
         return max(0.0, parsed.timestamp() - time.time()) if parsed else None
 
 
-def vendor_message(resp: httpx.Response) -> str:
-    """The vendor's own words from an error body, whatever shape its JSON takes."""
+def vendor_message(resp: httpx.Response, clean: Callable[[str], str] = str,
+                   limit: int = 500) -> str:
+    """The vendor's own words from an error body, whatever shape its JSON takes, passed
+    through ``clean`` (the scrubber) whole, and only then cut to ``limit`` characters."""
     try:
         body: Any = resp.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
-        return resp.text.strip()[:500] or resp.reason_phrase
+        return clean(resp.text.strip())[:limit] or resp.reason_phrase
     for _ in range(3):  # unwrap {"error": {"message": ...}} and similar nestings
         if isinstance(body, dict):
             for field in ("message", "detail", "error", "failure", "msg", "title"):
@@ -156,7 +160,7 @@ def vendor_message(resp: httpx.Response) -> str:
             body = body[0]
         else:
             break
-    return (body if isinstance(body, str) else json.dumps(body))[:500]
+    return clean(body if isinstance(body, str) else json.dumps(body))[:limit]
 
 
 def verify_signed(vendor: str, body: bytes, headers: Mapping[str, str], secret: str) -> Any:
@@ -221,11 +225,12 @@ class HttpProvider(BaseProvider):
         """Headers that authenticate with the vendor (Bearer by default)."""
         return {"Authorization": f"Bearer {self.api_key()}"}
 
+    def secrets(self) -> list[str]:
+        """Every secret this adapter may send, to be scrubbed from what vendors send back."""
+        return [value for var in self.key_env if (value := os.environ.get(var))]
+
     def _scrub(self, text: str) -> str:
-        for var in self.key_env:
-            if (secret := os.environ.get(var)) and len(secret) >= 6:
-                text = text.replace(secret, "[redacted]")
-        return text
+        return scrub(text, self.secrets())
 
     # -- requests ---------------------------------------------------------------------
 
@@ -302,7 +307,7 @@ class HttpProvider(BaseProvider):
         """Turn a vendor's HTTP error into the right exception, with its own message."""
         if resp.is_success:
             return
-        said = self._scrub(vendor_message(resp))
+        said = vendor_message(resp, self._scrub)
         code = resp.status_code
         where = f"{self.name} answered {code}"
         if code == 429 or code == 408:

@@ -79,6 +79,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
+from .. import scratch
 from ..errors import AmbiguousSubmitError, ConfigError, MediaError, PermanentError, RetryableError
 from ..settings import Settings
 from .base import BaseProvider, JobRef, JobState, JobStatus, ShotRequest
@@ -222,8 +223,7 @@ def _write_json(path: Path, value: Any) -> None:
 
     Paths (a request's first and last frames) are written as strings.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+    tmp = scratch.beside(path)
     try:
         tmp.write_text(json.dumps(value, ensure_ascii=False, default=str), encoding="utf-8")
         os.replace(tmp, path)
@@ -274,6 +274,7 @@ class LocalProvider(BaseProvider):
         self.root = settings.home / "local"
         self.jobs = self.root / "jobs"
         self.out = self.root / "out"
+        scratch.sweep_once(self.root)  # what a killed process was writing
 
     # -- the protocol
 
@@ -412,7 +413,7 @@ class LocalProvider(BaseProvider):
         with _locked(self.out / f"{job['job_id']}.lock"):
             if out.exists():
                 return out
-            tmp = out.with_name(f".{out.stem}.{os.getpid()}.{uuid.uuid4().hex}.mp4")
+            tmp = scratch.beside(out, ".mp4")
             try:
                 render(_look(job, self.root / "images"), tmp)
                 os.replace(tmp, out)

@@ -34,6 +34,7 @@ import contextlib
 import functools
 import hashlib
 import io
+import os
 import re
 import subprocess
 import tempfile
@@ -440,7 +441,9 @@ def render(look: Look, dest: Path) -> None:
     On any failure ``dest`` is removed: a half-written file is never left behind.
     """
     try:
-        with tempfile.TemporaryDirectory(prefix=".render-", dir=dest.parent) as tmp:
+        # Named for this process (see scratch.py): if it is killed, a later one removes it.
+        with tempfile.TemporaryDirectory(prefix=f".render.{os.getpid()}-", suffix=".part",
+                                         dir=dest.parent) as tmp:
             card = Path(tmp) / "canvas.png"
             canvas(look).save(card, format="PNG", compress_level=1)
             frames = []

@@ -113,12 +113,9 @@ class OpenAIProvider(HttpProvider):
             raise ConfigError(f"openai: no API key for gateway {gateway!r}; set {gw.key_env}")
         return gw.url, {"Authorization": f"Bearer {key}"}
 
-    def _scrub(self, text: str) -> str:
-        text = super()._scrub(text)
-        for gw in self._gateways().values():
-            if gw.key_env and (secret := os.environ.get(gw.key_env)) and len(secret) >= 6:
-                text = text.replace(secret, "[redacted]")
-        return text
+    def secrets(self) -> list[str]:
+        gateways = [os.environ.get(gw.key_env) for gw in self._gateways().values() if gw.key_env]
+        return super().secrets() + [key for key in gateways if key]
 
     def _ref_target(self, ref: JobRef) -> tuple[str, dict[str, str]]:
         gateway = ref.data.get("gateway")

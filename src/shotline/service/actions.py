@@ -19,14 +19,15 @@ import asyncio
 import logging
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 from sqlalchemy.engine import Connection
 
 from .. import api, images
+from ..core import inputs
 from ..core.brief import Brief
 from ..core.capabilities import Capabilities, ModelTable
 from ..core.keys import render_key
@@ -45,28 +46,39 @@ from ..store.cache import Store
 from ..store.db import Database, calls, render_shots, renders
 from . import ssrf
 
-MAX_PROMPT = 4000
+MAX_PROMPT = inputs.MAX_PROMPT_CHARS
 log = logging.getLogger(__name__)
+ShotNumber = Annotated[int, Field(ge=1, le=inputs.MAX_SHOTS)]
+# Money in JSON: a number, or a decimal string as every answer writes it ("2.5").
+MaxUsd = Annotated[inputs.Usd, WithJsonSchema({"anyOf": [
+    {"type": "number", "minimum": 0, "maximum": int(inputs.MAX_USD)},
+    {"type": "string", "pattern": r"^[0-9]{1,9}(\.[0-9]{1,6})?$"}]})]
 
 
 class RenderRequest(BaseModel):
-    """A render as a client asks for it (the body of ``POST /v1/renders``)."""
+    """A render as a client asks for it (the body of ``POST /v1/renders``).
 
-    model_config = ConfigDict(extra="forbid")
+    Every field has the type the library and the CLI check the same option with
+    (core/inputs.py), so the API, its OpenAPI schema and the CLI agree on what is allowed.
+    """
 
-    brief: str = Field(min_length=1, max_length=200_000, description="The brief's text.")
-    seconds: float | None = Field(None, gt=0, description="Target length of the output.")
-    model: str | None = Field(None, description="PROVIDER/MODEL (default: the brief's or the "
-                              "operator's default).")
-    size: str | None = Field(None, description="Output size WxH, e.g. 1280x720.")
-    fps: int | None = Field(None, gt=0, le=120, description="Output frame rate.")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    brief: inputs.BriefText
+    seconds: inputs.Seconds | None = Field(None, description="Target length of the output.")
+    model: inputs.ModelName | None = Field(None, description="PROVIDER/MODEL (default: the "
+                                           "brief's or the operator's default).")
+    size: inputs.Size | None = Field(None, description="Output size WxH, e.g. 1280x720.")
+    fps: inputs.Fps | None = Field(None, description="Output frame rate.")
     audio: bool | None = Field(None, description="An audio track (may raise the price).")
-    seed: int | None = Field(None, description="Seed for models that take one.")
-    transition: str = Field("none", description="none, or crossfade:SECONDS at every join.")
-    max_usd: Decimal | None = Field(None, ge=0, description="The most this render may ever "
-                                     "bill, re-rolls and billed retries included.")
-    webhook_url: str | None = Field(None, max_length=2000,
-                                    description="Told of awaiting_review, published, failed...")
+    seed: inputs.Seed | None = Field(None, description="Seed for models that take one "
+                                     "(0 to 2**32-1).")
+    transition: inputs.Transition = Field("none", description="none, or crossfade:SECONDS at "
+                                          "every join.")
+    max_usd: MaxUsd | None = Field(None, description="The most this render may ever bill, "
+                                   "re-rolls and billed retries included (USD).")
+    webhook_url: inputs.Url | None = Field(None, description="Told of awaiting_review, "
+                                           "published, failed...")
     auto_approve: bool = Field(False, description="Publish without waiting for a review.")
     preview: bool = Field(False, description="Plan for `model`, draw every shot for free with "
                           "the local renderer.")
@@ -82,21 +94,30 @@ class RerollRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    shots: list[int] = Field(min_length=1, description="Shot numbers, from 1.")
-    prompts: dict[int, str] = Field(default_factory=dict,
-                                    description="New prompt per shot number (optional).")
+    shots: list[ShotNumber] = Field(min_length=1, max_length=inputs.MAX_SHOTS,
+                                    description="Shot numbers, from 1.")
+    prompts: dict[ShotNumber, inputs.Prompt] = Field(
+        default_factory=dict, max_length=inputs.MAX_SHOTS,
+        description="New prompt per shot number (optional).")
 
 
 class RejectRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: str = Field(min_length=1, max_length=2000, description="Why, for the record.")
+    reason: inputs.Reason
 
 
 def _limits(conn: Connection, settings: Settings, tenant: str | None,
             max_usd: Decimal | None) -> ledger.Limits:
     return ledger.limits(conn, tenant=tenant, per_render=max_usd,
                          daily=settings.daily_budget_usd, monthly=settings.monthly_budget_usd)
+
+
+def cache_scope(settings: Settings, tenant: str | None) -> str | None:
+    """Whose cache a tenant's shots are in: its own, unless the operator shares one cache
+    between every tenant (``SHOTLINE_SHARED_CACHE``, which saves money and tells a tenant
+    that someone rendered a prompt). None is the CLI's own cache, and the shared one."""
+    return None if settings.shared_cache or tenant is None else tenant
 
 
 async def submit(db: Database, settings: Settings, table: ModelTable, tenant: str | None,
@@ -112,7 +133,8 @@ async def submit(db: Database, settings: Settings, table: ModelTable, tenant: st
     resolved = api.resolve(brief, model=req.model, seconds=req.seconds, size=req.size,
                            fps=req.fps, audio=req.audio, seed=req.seed,
                            transition=req.transition, settings=settings, table=table,
-                           yes=req.yes, images=fetched.__getitem__)
+                           yes=req.yes, images=fetched.__getitem__,
+                           cache_scope=cache_scope(settings, tenant))
     plan = make_plan(resolved.brief, resolved.caps, resolved.options)
     options = req.model_dump(mode="json", exclude={"brief", "webhook_url", "auto_approve"})
     caps = table.drawing(resolved.caps, preview=req.preview)

@@ -6,8 +6,10 @@ with a worker in the same process. Invariants:
 * Every ``/v1`` call needs ``Authorization: Bearer <key>``; what a key reaches is its
   tenant's, and anything else answers 404 exactly as if it did not exist. GETs may carry
   the key in the ``shotline_key`` cookie instead, so a browser's ``<video>`` can seek.
-* Errors are ``{"error": {"code": ..., "message": ...}}``; the message says what was
-  wrong and what is allowed. Secrets never appear in answers or logs.
+* Errors are ``{"error": {"code": ..., "message": ...}}`` at every status, this app's own
+  and the framework's (400, 405, 413, 416, 422, 500 alike); the message says what was
+  wrong and what is allowed. Secrets never appear in answers or logs. Each route declares
+  every status it can answer with (``/openapi.json``; schemathesis checks it in CI).
 * ``POST /v1/renders`` honours ``Idempotency-Key``: the key is claimed in its own
   transaction (so a concurrent retry sees 409), and the answer is saved in the same
   transaction that queues the render (so a crash leaves neither). Requests that fail
@@ -24,19 +26,21 @@ import asyncio
 import base64
 import hashlib
 import json
+import logging
 import os
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from decimal import Decimal
 from importlib import resources
-from pathlib import Path
+from pathlib import Path as FilePath
 from typing import Annotated, Any
 
 import sqlalchemy as sa
-from fastapi import Depends, FastAPI, Header, Query, Request, Response
+from fastapi import Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.security import HTTPBearer
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import ValidationError
 from sqlalchemy.engine import Connection
@@ -45,13 +49,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
 from ..api import open_store
+from ..core import inputs
 from ..core.capabilities import ModelTable, table_for
-from ..errors import NotFoundError, ShotlineError
+from ..errors import InvalidRequest, NotFoundError, ShotlineError, UserError
 from ..settings import Settings
 from ..store import ledger, lifecycle
 from ..store.db import Database, media, renders
-from . import actions, idempotency, metrics, tenants, webhooks
+from . import actions, idempotency, metrics, schemas, ssrf, tenants, webhooks
+from .schemas import errors
 from .worker import Background
+
+log = logging.getLogger(__name__)
 
 SETTLED = ("awaiting_review", "published", "rejected", "failed", "cancelled")
 TOKEN = re.compile(r"m_[A-Za-z0-9_-]{40,50}")
@@ -108,21 +116,61 @@ def error(status: int, code: str, message: str, headers: dict[str, str] | None =
                         headers=headers)
 
 
-def _validation_message(errors: list[Any]) -> str:
-    parts = []
-    for e in errors[:5]:
-        where = ".".join(str(x) for x in e.get("loc", ()) if x not in ("body",)) or "body"
-        parts.append(f"{where}: {e.get('msg', 'invalid')}")
-    return "; ".join(parts)
+class BadRange(UserError):
+    """A Range header that is not ``bytes=FIRST-LAST[, ...]``."""
+
+    http_status = 400
+
+
+class RangeNotSatisfiable(UserError):
+    """A Range that asks for bytes past the end of the file."""
+
+    http_status = 416
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"the Range asks for bytes past the end of the file, which has {size} "
+                         "bytes (they are numbered from 0)")
+        self.headers = {"Content-Range": f"bytes */{size}"}
+
+
+def _position(digits: str) -> int:
+    # A position of more digits than any file has bytes is just "past the end"; int() of
+    # thousands of digits would be refused (and slow).
+    return int(digits) if len(digits) <= 18 else 10**18
+
+
+def check_range(header: str | None, size: int) -> None:
+    """Refuse a Range the file server could not honour, in the API's error shape (Starlette
+    answers those in plain text): BadRange (400) or RangeNotSatisfiable (416)."""
+    if header is None:
+        return
+    unit, sep, spec = header.partition("=")
+    if not sep or unit.strip().lower() != "bytes":
+        raise BadRange(f"Range {inputs.shown(header)} is not understood: use bytes=FIRST-LAST, "
+                       "e.g. bytes=0-1023 (or bytes=-500 for the last 500 bytes)")
+    parts = [p.strip() for p in spec.split(",")]
+    if len(parts) > FileResponse.max_ranges:
+        return  # the whole file is sent, as for no Range at all
+    for part in parts:
+        m = re.fullmatch(r"([0-9]*)\s*-\s*([0-9]*)", part)
+        if m is None or not (m[1] or m[2]):
+            raise BadRange(f"Range {inputs.shown(header)}: {inputs.shown(part)} is not "
+                           "FIRST-LAST, FIRST- or -SUFFIX (whole numbers of bytes)")
+        if m[1] and m[2] and _position(m[2]) < _position(m[1]):
+            raise BadRange(f"Range {inputs.shown(header)}: {part} ends before it starts")
+        start = _position(m[1]) if m[1] else max(size - _position(m[2]), 0)
+        if start >= size:
+            raise RangeNotSatisfiable(size)
 
 
 class Service:
     """What the routes share: settings, the database and store, and the worker."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, resolver: ssrf.Resolver | None = None) -> None:
         self.settings = settings
         self.db, self.store = open_store(settings)
         self.worker: Background | None = None
+        self.resolver = resolver  # the DNS resolver webhook URLs are checked with
 
     def table(self) -> ModelTable:
         """The model table, read again only when the overrides file changes (see
@@ -130,9 +178,11 @@ class Service:
         return table_for(self.settings.overrides_path)
 
 
-def create_app(settings: Settings | None = None, *, with_worker: bool = True) -> FastAPI:
+def create_app(settings: Settings | None = None, *, with_worker: bool = True,
+               resolver: ssrf.Resolver | None = None) -> FastAPI:
+    """The API; ``resolver`` replaces the system's DNS for webhook URLs (tests use a fake)."""
     settings = settings or Settings()
-    service = Service(settings)
+    service = Service(settings, resolver)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -147,7 +197,9 @@ def create_app(settings: Settings | None = None, *, with_worker: bool = True) ->
             service.db.close()
 
     app = FastAPI(title="shotline", version=__version__, lifespan=lifespan,
-                  description="Briefs in, reviewed multi-shot videos out, without runaway cost.")
+                  dependencies=[Depends(known_query)],
+                  description="Briefs in, reviewed multi-shot videos out, without runaway cost. "
+                  "Every error, at every status, is {\"error\": {\"code\", \"message\"}}.")
     app.state.service = service
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     _errors(app)
@@ -155,22 +207,55 @@ def create_app(settings: Settings | None = None, *, with_worker: bool = True) ->
     return app
 
 
+HTTP_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found",
+              405: "method_not_allowed", 413: "body_too_large", 415: "unsupported_media_type"}
+
+
 def _errors(app: FastAPI) -> None:
     @app.exception_handler(ShotlineError)
     async def shotline_error(_: Request, exc: ShotlineError) -> JSONResponse:
         retry = getattr(exc, "retry_after", None)
-        headers = {"Retry-After": str(retry)} if isinstance(retry, int | float) else None
-        return error(exc.http_status, _code(exc), str(exc), headers)
+        headers = dict(getattr(exc, "headers", None) or {})
+        if isinstance(retry, int | float):
+            headers["Retry-After"] = str(retry)
+        return error(exc.http_status, _code(exc), str(exc), headers or None)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return error(422, "invalid_request", _validation_message(list(exc.errors())))
+        return error(422, "invalid_request", inputs.explain(list(exc.errors()), "api"))
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
-        codes = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed"}
-        return error(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail),
-                     dict(exc.headers or {}))
+        return error(exc.status_code, HTTP_CODES.get(exc.status_code, "http_error"),
+                     str(exc.detail), dict(exc.headers or {}))
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, exc: Exception) -> JSONResponse:
+        # Logged with its traceback for the operator; the client learns nothing of it.
+        log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
+        return error(500, "internal", "an internal error; it was logged for the operator, and "
+                     "this request changed nothing")
+
+
+def known_query(request: Request) -> None:
+    """Refuse query parameters the route does not take: a misspelt ``?limt=5`` silently
+    ignored would answer a question nobody asked."""
+    route = request.scope.get("route")
+    if route is None or not request.query_params:
+        return
+    known = _query_names(route.dependant)
+    if unknown := sorted(set(request.query_params) - known):
+        allowed = ", ".join(sorted(known)) or "none"
+        raise InvalidRequest(f"unknown query parameter {inputs.shown(unknown[0])}: this path "
+                             f"takes {allowed}")
+
+
+def _query_names(dependant: Any) -> set[str]:
+    """The query parameters a route's function and its dependencies declare."""
+    names = {p.alias for p in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
 
 
 def _bearer(request: Request) -> str | None:
@@ -189,7 +274,13 @@ def _unauthorized() -> HTTPException:
                          headers={"WWW-Authenticate": "Bearer"})
 
 
-def tenant_of(request: Request) -> str:
+# Declares the scheme in /openapi.json; the key is read by tenant_of (a GET may send it as
+# the shotline_key cookie instead, for <video> elements).
+bearer = HTTPBearer(auto_error=False, description="An API key: `shotline keys create`.")
+Bearer = Annotated[Any, Depends(bearer)]
+
+
+def tenant_of(request: Request, _: Bearer = None) -> str:
     """The tenant of the request's API key, or 401."""
     key = _bearer(request)
     tenant = tenants.authenticate(request.app.state.service.db, key) if key else None
@@ -202,7 +293,21 @@ def tenant_of(request: Request) -> str:
 Tenant = Annotated[str, Depends(tenant_of)]
 
 
-def owned(request: Request, render_id: str, tenant: Tenant) -> str:
+
+
+RenderId = Annotated[str, Path(max_length=64, description="A render id (r_...).")]
+RENDER_BODY = {"requestBody": {"required": True, "content": {"application/json": {
+    "schema": {"$ref": "#/components/schemas/RenderRequest"}}}}}
+NOT_MODIFIED: dict[int | str, dict[str, Any]] = {
+    304: {"description": "Not modified: the ETag sent in If-None-Match is still current."}}
+MEDIA: dict[int | str, dict[str, Any]] = {
+    200: {"description": "The file (video/mp4 or image/jpeg); Range requests welcome.",
+          "content": {"video/mp4": {}, "image/jpeg": {}}},
+    206: {"description": "The part of the file the Range asked for.",
+          "content": {"video/mp4": {}, "image/jpeg": {}, "multipart/byteranges": {}}}}
+
+
+def owned(request: Request, render_id: RenderId, tenant: Tenant) -> str:
     """The render id, if the render is this tenant's; 404 as if absent otherwise."""
     with request.app.state.service.db.read() as conn:
         row = conn.execute(sa.select(renders.c.tenant_id).where(renders.c.id == render_id)).first()
@@ -214,14 +319,38 @@ def owned(request: Request, render_id: str, tenant: Tenant) -> str:
 Owned = Annotated[str, Depends(owned)]
 
 
+def last_event(last_event_id: Annotated[str | None, Header(
+        pattern=r"^[0-9]{1,10}$",
+        description="Resume after this event id (EventSource sends it back).")] = None) -> int:
+    """The event id a stream resumes after; checked before the stream starts (an error
+    raised once it streams could only break the connection)."""
+    after = int(last_event_id or 0)
+    if after > inputs.MAX_ROW_ID:
+        raise InvalidRequest(f"Last-Event-ID {after} is past any event id (at most "
+                             f"{inputs.MAX_ROW_ID}): send an id this stream gave")
+    return after
+
+
+LastEvent = Annotated[int, Depends(last_event)]
+
+
 def _routes(app: FastAPI, service: Service) -> None:  # noqa: C901 - one place lists every route
     db, settings = service.db, service.settings
     base = settings.public_url
 
-    @app.post("/v1/renders", status_code=202, tags=["renders"])
-    async def create_render(request: Request, tenant: Tenant,
-                            idempotency_key: Annotated[str | None, Header()] = None) -> Response:
+    @app.post("/v1/renders", status_code=202, tags=["renders"], response_model=schemas.RenderView,
+              responses={200: {"model": schemas.RenderView, "description": "A finished render "
+                               "of the same brief for this tenant: nothing was queued or paid."},
+                         **errors(400, 401, 402, 409, 413, 422)},
+              openapi_extra=RENDER_BODY)
+    async def create_render(
+            request: Request, tenant: Tenant,
+            idempotency_key: Annotated[str | None, Header(
+                max_length=idempotency.MAX_KEY_LENGTH,
+                description="Any unique string (a UUID): a retry with the same key gets the "
+                "first answer instead of a second render.")] = None) -> Response:
         """Queue a render; answers at once with its id, status, estimate and links."""
+        # The body is read raw: its exact bytes are the Idempotency-Key's fingerprint.
         raw = await request.body()
         once = Once(db, tenant, idempotency_key, "/v1/renders", raw)
         if (replay := await once.replay()) is not None:
@@ -236,15 +365,17 @@ def _routes(app: FastAPI, service: Service) -> None:  # noqa: C901 - one place l
                 once.save(conn, 202 if view["status"] == "queued" else 200, view)
 
             table = await asyncio.to_thread(service.table)
-            view, created = await actions.submit(db, settings, table, tenant, req, also=save)
+            view, created = await actions.submit(db, settings, table, tenant, req, also=save,
+                                                 resolver=service.resolver)
         except BaseException:
             await once.forget()
             raise
         return JSONResponse(view, status_code=202 if created else 200)
 
-    @app.get("/v1/renders", tags=["renders"])
+    @app.get("/v1/renders", tags=["renders"], response_model=schemas.RenderPage,
+             responses=errors(401, 404, 422))
     def list_renders(tenant: Tenant, limit: Annotated[int, Query(ge=1, le=100)] = 20,
-                     cursor: str | None = None) -> dict[str, Any]:
+                     cursor: Annotated[str | None, Query(max_length=64)] = None) -> dict[str, Any]:
         """The tenant's renders, newest first; pass ``next_cursor`` back for the next page."""
         with db.read() as conn:
             query = (sa.select(renders.c.id, renders.c.created_at)
@@ -262,9 +393,11 @@ def _routes(app: FastAPI, service: Service) -> None:  # noqa: C901 - one place l
             page = [lifecycle.describe(conn, i, base) for i in ids[:limit]]
         return {"data": page, "next_cursor": ids[limit - 1] if len(ids) > limit else None}
 
-    @app.get("/v1/renders/{render_id}", tags=["renders"])
-    def get_render(request: Request, render_id: str,
-                   if_none_match: Annotated[str | None, Header()] = None) -> Response:
+    @app.get("/v1/renders/{render_id}", tags=["renders"], response_model=schemas.RenderView,
+             responses={**NOT_MODIFIED, **errors(401, 404, 422)})
+    def get_render(request: Request, render_id: RenderId,
+                   if_none_match: Annotated[str | None, Header(max_length=4096)] = None,
+                   _: Bearer = None) -> Response:
         """Status, each shot's state, progress and quality flags, costs, and file URLs once made.
 
         Carries an ETag: send it back in If-None-Match to get 304 while nothing changed.
@@ -288,34 +421,40 @@ def _routes(app: FastAPI, service: Service) -> None:  # noqa: C901 - one place l
         return Response(body, media_type="application/json", headers=headers)
 
     @app.get("/v1/renders/{render_id}/events", response_class=EventSourceResponse,
-             tags=["renders"])
-    async def render_events(request: Request, render_id: Owned,
-                            last_event_id: Annotated[str | None, Header()] = None,
+             tags=["renders"], responses=errors(401, 404, 422))
+    async def render_events(request: Request, render_id: Owned, after: LastEvent,
                             ) -> AsyncIterator[ServerSentEvent]:
         """Every state change and progress step, as Server-Sent Events; resumable."""
-        after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
         while True:
             rows, status = await asyncio.to_thread(_events, db, render_id, after)
             for row in rows:
                 after = row["id"]
                 yield ServerSentEvent(id=str(row["id"]), event=row["type"], data=row["data"])
-            if not rows and status in SETTLED or await request.is_disconnected():
+            # Rows and status are one snapshot: settled, and less than a full page read,
+            # means every event was sent.
+            if status in SETTLED and len(rows) < lifecycle.EVENT_PAGE or \
+                    await request.is_disconnected():
                 return
             await asyncio.sleep(0.25)
 
-    @app.post("/v1/renders/{render_id}/approve", tags=["review"])
+    @app.post("/v1/renders/{render_id}/approve", tags=["review"],
+              response_model=schemas.RenderView, responses=errors(401, 404, 409, 422))
     def approve(render_id: Owned, tenant: Tenant) -> dict[str, Any]:
         """Publish a render that awaits review."""
         return actions.approve(db, tenant, render_id, base_url=base)
 
-    @app.post("/v1/renders/{render_id}/reject", tags=["review"])
+    @app.post("/v1/renders/{render_id}/reject", tags=["review"],
+              response_model=schemas.RenderView, responses=errors(400, 401, 404, 409, 413, 422))
     def reject(render_id: Owned, tenant: Tenant, body: actions.RejectRequest) -> dict[str, Any]:
         """Reject a render that awaits review, with a reason."""
         return actions.reject(db, tenant, render_id, body.reason, base_url=base)
 
-    @app.post("/v1/renders/{render_id}/reroll", status_code=202, tags=["review"])
+    @app.post("/v1/renders/{render_id}/reroll", status_code=202, tags=["review"],
+              response_model=schemas.RenderView,
+              responses=errors(400, 401, 402, 404, 409, 413, 422))
     async def reroll(render_id: Owned, tenant: Tenant, body: actions.RerollRequest,
-                     idempotency_key: Annotated[str | None, Header()] = None) -> Response:
+                     idempotency_key: Annotated[str | None, Header(
+                         max_length=idempotency.MAX_KEY_LENGTH)] = None) -> Response:
         """Render the chosen shots again as new takes (only they are billed) and restitch.
 
         Send an Idempotency-Key: a retried re-roll must not make (and bill) a third take.
@@ -333,52 +472,70 @@ def _routes(app: FastAPI, service: Service) -> None:  # noqa: C901 - one place l
             raise
         return JSONResponse(view, status_code=202)
 
-    @app.post("/v1/renders/{render_id}/cancel", tags=["review"])
+    @app.post("/v1/renders/{render_id}/cancel", tags=["review"],
+              response_model=schemas.RenderView, responses=errors(401, 404, 409, 422))
     async def cancel(render_id: Owned, tenant: Tenant) -> dict[str, Any]:
         """Stop a render and cancel the vendor jobs that can be cancelled."""
         table = await asyncio.to_thread(service.table)
         return await actions.cancel(db, settings, table, tenant, render_id)
 
-    @app.get("/v1/media/{token}", tags=["files"])
-    def media_file(request: Request, token: str) -> FileResponse:
+    @app.get("/v1/media/{token}", tags=["files"], response_class=Response,
+             responses={**MEDIA, **NOT_MODIFIED, **errors(400, 401, 404, 416, 422)})
+    def media_file(request: Request, token: Annotated[str, Path(max_length=64)],
+                   range: Annotated[str | None, Header(
+                       max_length=4096, description="bytes=FIRST-LAST[, ...]")] = None,
+                   if_none_match: Annotated[str | None, Header(max_length=4096)] = None,
+                   _: Bearer = None) -> FileResponse:
         """A stored video or still; supports Range requests, ETag and If-None-Match (304)."""
-        return _media(service, token, request)
+        return _media(service, token, request, range)
 
-    @app.get("/v1/ledger", tags=["money"])
-    def ledger_rows(tenant: Tenant, render_id: str | None = None,
+    @app.get("/v1/ledger", tags=["money"], response_model=schemas.LedgerPage,
+             responses=errors(401, 422))
+    def ledger_rows(tenant: Tenant, render_id: Annotated[str | None, Query(max_length=64)] = None,
                     limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
         """Every billed provider attempt of the tenant's renders."""
         rows = ledger.rows(db, render_id, tenant=tenant, limit=limit)
         return {"data": [_jsonable(r) for r in rows]}
 
-    @app.get("/v1/spend", tags=["money"])
+    @app.get("/v1/spend", tags=["money"], response_model=schemas.SpendPage,
+             responses=errors(401, 422))
     def spend(tenant: Tenant, by: Annotated[str, Query(pattern="^(day|provider|model)$")] = "day",
               ) -> dict[str, Any]:
         """Spend and cache savings, by day, provider or model."""
         return {"data": [_jsonable(r) for r in ledger.spend(db, by, tenant=tenant)]}
 
-    @app.get("/v1/webhooks/secret", tags=["webhooks"])
+    @app.get("/v1/webhooks/secret", tags=["webhooks"], response_model=schemas.WebhookSecret,
+             responses=errors(401))
     def webhook_secret(tenant: Tenant) -> dict[str, str]:
         """The secret per-render webhooks are signed with (Standard Webhooks, whsec_...)."""
         return {"webhook_secret": tenants.webhook_secret(db, tenant)}
 
-    @app.get("/v1/webhooks/deliveries", tags=["webhooks"])
-    def deliveries(tenant: Tenant, render_id: str | None = None) -> dict[str, Any]:
+    @app.get("/v1/webhooks/deliveries", tags=["webhooks"], response_model=schemas.DeliveryPage,
+             responses=errors(401, 422))
+    def deliveries(tenant: Tenant, render_id: Annotated[str | None, Query(max_length=64)] = None,
+                   ) -> dict[str, Any]:
         """Webhook deliveries and each of their attempts."""
         return {"data": [_jsonable(d) for d in webhooks.deliveries(db, tenant, render_id)]}
 
-    @app.post("/v1/webhooks/deliveries/{delivery_id}/replay", tags=["webhooks"])
-    def replay(delivery_id: int, tenant: Tenant) -> dict[str, bool]:
+    @app.post("/v1/webhooks/deliveries/{delivery_id}/replay", tags=["webhooks"],
+              response_model=schemas.Replayed, responses=errors(401, 404, 422))
+    def replay(delivery_id: Annotated[int, Path(ge=1, le=inputs.MAX_ROW_ID)],
+               tenant: Tenant) -> dict[str, bool]:
         """Send a delivery that gave up once more."""
         if not webhooks.replay(db, tenant, delivery_id):
             raise NotFoundError(f"no failed delivery {delivery_id}")
         return {"replayed": True}
 
-    @app.get("/healthz", tags=["operations"])
-    def healthz() -> dict[str, Any]:
+    @app.get("/healthz", tags=["operations"], response_model=schemas.Health,
+             responses=errors(503))
+    def healthz() -> Any:
         """Liveness and the database's reachability (no key needed)."""
-        with db.read() as conn:
-            conn.execute(sa.text("SELECT 1"))
+        try:
+            with db.read() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        except sa.exc.SQLAlchemyError as exc:
+            log.warning("health check: the database cannot be reached: %s", type(exc).__name__)
+            return error(503, "database_unreachable", "the database cannot be reached")
         return {"status": "ok", "database": "ok", "version": __version__,
                 "worker": bool(service.worker and service.worker.alive())}
 
@@ -391,11 +548,43 @@ def _routes(app: FastAPI, service: Service) -> None:  # noqa: C901 - one place l
 
     registry = metrics.registry(db)
 
-    @app.get("/metrics", tags=["operations"])
+    @app.get("/metrics", tags=["operations"], response_class=Response,
+             responses={200: {"description": "Prometheus text format.",
+                              "content": {"text/plain": {"schema": {"type": "string"}}}},
+                        **errors()})
     def prometheus() -> Response:
         """Prometheus metrics: renders by state, shots, provider calls, cache hits, spend."""
         body, content_type = metrics.render(registry)
         return Response(body, media_type=content_type)
+
+    _document(app)
+
+
+def _document(app: FastAPI) -> None:
+    """Add what FastAPI cannot see to the OpenAPI document: the body POST /v1/renders reads
+    itself (its raw bytes are the Idempotency-Key's fingerprint), and nothing in the
+    framework's own error shape, which this API never answers with."""
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            from fastapi.openapi.utils import get_openapi
+
+            doc = get_openapi(title=app.title, version=app.version, description=app.description,
+                              routes=app.routes, tags=app.openapi_tags)
+            components = doc.setdefault("components", {}).setdefault("schemas", {})
+            body = actions.RenderRequest.model_json_schema(
+                ref_template="#/components/schemas/{model}", mode="validation")
+            components.update(body.pop("$defs", {}))
+            components["RenderRequest"] = body
+            for model in (schemas.ErrorBody, schemas.ErrorDetail):
+                components[model.__name__] = model.model_json_schema(
+                    ref_template="#/components/schemas/{model}")
+                components[model.__name__].pop("$defs", None)
+            for name in ("HTTPValidationError", "ValidationError"):
+                components.pop(name, None)
+            app.openapi_schema = doc
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 class Once:
@@ -466,7 +655,7 @@ class MediaResponse(FileResponse):
         await super().__call__(scope, receive, send)
 
 
-def _media(service: Service, token: str, request: Request) -> FileResponse:
+def _media(service: Service, token: str, request: Request, range_: str | None) -> FileResponse:
     missing = NotFoundError("no such file")
     key = _bearer(request)
     row = None
@@ -479,9 +668,10 @@ def _media(service: Service, token: str, request: Request) -> FileResponse:
         raise _unauthorized()
     if row is None or row.tenant_id != tenant:
         raise missing
-    path = Path(row.path).resolve()
+    path = FilePath(row.path).resolve()
     if not path.is_relative_to(service.store.root.resolve()) or not path.is_file():
         raise missing  # only files of our own store are ever served
+    check_range(range_, path.stat().st_size)
     # private: the file is only ever served to its tenant's key.
     return MediaResponse(path, media_type=MEDIA_TYPES.get(path.suffix, "application/octet-stream"),
                          filename=f"{row.render_id}-{row.kind}{path.suffix}",

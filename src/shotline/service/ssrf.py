@@ -3,7 +3,8 @@
 Invariants:
 
 * Only ``http``/``https`` URLs with a host and no userinfo are called; without
-  ``allow_private`` only ports 80 and 443.
+  ``allow_private`` only ports 80 and 443, and never port 0 (no server listens there, and
+  a URL spelling ``:0`` is read as port 0, not as the scheme's default).
 * A URL is judged by the addresses its host resolves to, never by its spelling, so
   ``2130706433``, ``0x7f.1`` or ``127.1`` count as ``127.0.0.1``. Every resolved address
   must be public; one private answer among public ones refuses the URL.
@@ -189,7 +190,11 @@ def _check_form(raw: str, url: httpx.URL, allow_private: bool,
     if not host:
         raise UnsafeURLError(f"{purpose.noun} {shown} has no host: give a full URL such as "
                              f"{purpose.example}")
-    port = url.port or (443 if url.scheme == "https" else 80)
+    # An explicit :0 is port 0, not "no port": only a missing port takes the scheme's.
+    port = url.port if url.port is not None else (443 if url.scheme == "https" else 80)
+    if port == 0:
+        raise UnsafeURLError(f"{purpose.noun} {shown} uses port 0, which no server listens on: "
+                             "give the server's port (80 or 443)")
     if not allow_private and port not in PUBLIC_PORTS:
         raise UnsafeURLError(f"{purpose.noun} {shown} uses port {port}: only ports 80 and 443 "
                              f"are allowed ({purpose.port_hint})")

@@ -66,6 +66,7 @@ class Worker:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.db, self.store = open_store(settings)
+        self.store.sweep()  # what a killed worker was writing
         self.owner = calls.new_owner()
         self.running: dict[str, asyncio.Task[None]] = {}
         self.wake = asyncio.Event()

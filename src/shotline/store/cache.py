@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import time
-import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from .. import scratch
 from .db import Database, Money, clips, outputs, upsert
 
 
@@ -67,15 +67,18 @@ class Store:
         return self.root / "outputs" / digest[:2] / f"{digest}.mp4"
 
     def temp_path(self, final: Path, tag: str) -> Path:
-        """A temporary name beside ``final``, unique to this call.
+        """A temporary name beside ``final``, unique to this call (see scratch.py).
 
         ``tag`` (a vendor's job id) is hashed, never trusted as a name. The name is unique
         per call, not per process: a worker runs several renders in one process, and two of
         them may fetch the same shared job at once.
         """
-        final.parent.mkdir(parents=True, exist_ok=True)
         safe = hashlib.sha256(tag.encode()).hexdigest()[:16]
-        return final.with_name(f".{final.stem}.{os.getpid()}.{safe}.{uuid.uuid4().hex[:8]}.part")
+        return scratch.beside(final.with_name(f"{final.stem}.{safe}"))
+
+    def sweep(self) -> int:
+        """Remove what processes killed mid-write left in the store (once per process)."""
+        return scratch.sweep_once(self.root)
 
     def clip(self, key: str, conn: Connection | None = None) -> StoredClip | None:
         """The stored clip for ``key``, if its row and its file are both there."""
@@ -186,7 +189,7 @@ class Pieces:
         """A temporary path to write a piece to; it takes its key's name if the block succeeds."""
         final = self.path(key, suffix)
         final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.with_name(f".{final.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}{suffix}")
+        tmp = scratch.beside(final, suffix)  # a killed process's half-piece is swept later
         try:
             yield tmp
             os.replace(tmp, final)
@@ -197,7 +200,7 @@ class Pieces:
         """Write the metadata that marks a piece (and the files it lists) as complete."""
         final = self.path(key, ".json")
         final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.with_name(f".{final.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.json")
+        tmp = scratch.beside(final, ".json")
         try:
             tmp.write_text(json.dumps(data, sort_keys=True), "utf-8")
             os.replace(tmp, final)
@@ -233,8 +236,10 @@ class Pieces:
 
 
 def copy_atomic(src: Path, dest: Path) -> Path:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dest)
+    tmp = scratch.beside(dest)
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
     return dest

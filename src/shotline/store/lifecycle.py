@@ -44,6 +44,7 @@ MOVES: dict[str, frozenset[str]] = {
     "cancelled": frozenset(),
 }
 ACTIVE = ("queued", "rendering", "stitching")
+EVENT_PAGE = 500  # events read at once for the event stream
 WEBHOOK_EVENTS = {
     "awaiting_review": "render.awaiting_review",
     "published": "render.published",
@@ -102,7 +103,7 @@ def events_after(conn: Connection, render_id: str, after: int) -> list[dict[str,
     return [dict(r._mapping) for r in conn.execute(
         sa.select(render_events).where(render_events.c.render_id == render_id,
                                        render_events.c.id > after)
-        .order_by(render_events.c.id).limit(500))]
+        .order_by(render_events.c.id).limit(EVENT_PAGE))]
 
 
 def _publish_media(conn: Connection, row: Any, output: Path, now: float) -> None:
