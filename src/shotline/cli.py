@@ -847,21 +847,40 @@ def serve_cmd(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
 ) -> None:
-    """Run the HTTP API with a worker in the same process."""
+    """Run the HTTP API (with a worker in the same process unless SHOTLINE_QUEUE=celery)."""
+    from .service.checks import check
     from .service.server import serve
 
-    serve(Settings(), host, port)
+    settings = Settings()
+    check(settings)
+    serve(settings, host, port)
 
 
 @app.command("worker")
-def worker_cmd() -> None:
-    """Run a worker alone against the same database (as many as you like)."""
+def worker_cmd(
+    concurrency: Annotated[int | None, typer.Option(
+        min=1, help="Tasks run at once (SHOTLINE_QUEUE=celery).",
+        show_default="the number of CPUs")] = None,
+) -> None:
+    """Run a worker alone against the same database (as many as you like).
+
+    With SHOTLINE_QUEUE=celery this is a Celery worker taking render tasks from the broker.
+    """
     import logging
 
-    from .service.worker import run_forever
+    from .service.checks import check
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    run_forever(Settings())
+    settings = Settings()
+    check(settings)
+    if settings.queue == "celery":
+        from .service.tasks import run_worker
+
+        run_worker(settings, concurrency)
+        return
+    from .service.worker import run_forever
+
+    run_forever(settings)
 
 
 RenderIdArg = Annotated[str, typer.Argument(help="A render id (r_...).", show_default=False)]

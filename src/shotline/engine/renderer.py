@@ -3,7 +3,12 @@
 Invariants (see also calls.py for the recovery points and ledger.py for money):
 
 * A shot whose key is stored is served from the store: no provider call, cost 0.
-* Shots run concurrently, at most ``settings.limit_for(provider)`` in flight per provider.
+* A shot is made in explicit steps (:class:`Step`: claim, authorize and submit; poll once;
+  download, probe, store and bill), each one committed before the next. The inline loop
+  (:meth:`Renderer.run_shot`) and the queue's tasks (``service/tasks.py``) take the same
+  steps; between two of them a shot is plain data any worker can carry on from.
+* Shots run concurrently, at most ``settings.limit_for(provider)`` in flight per provider
+  across every worker (leased slots in the database, ``store/slots.py``).
 * Only ``RetryableError`` is retried, with exponential backoff and jitter, honouring the
   vendor's Retry-After, under ``max_attempts`` and the per-shot deadline.
 * A submit whose outcome is unknown (``AmbiguousSubmitError``, or a claim left by a
@@ -21,12 +26,15 @@ Invariants (see also calls.py for the recovery points and ledger.py for money):
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import random
+import shutil
 import signal
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -38,7 +46,7 @@ from sqlalchemy.engine import Connection
 from ..core.capabilities import Capabilities, parse_size
 from ..core.keys import planned_key, render_key
 from ..core.planner import Plan, PlannedShot
-from ..core.pricing import ShotCost, call_cost
+from ..core.pricing import call_cost
 from ..errors import (
     AmbiguousSubmitError,
     BudgetError,
@@ -47,11 +55,12 @@ from ..errors import (
     ProviderError,
     RetryableError,
     ShotlineError,
+    StorageError,
     UserError,
 )
 from ..providers.base import JobRef, JobStatus, Provider, ShotRequest
 from ..settings import Settings
-from ..store import calls, ledger, lifecycle
+from ..store import calls, ledger, lifecycle, slots
 from ..store.cache import Store, copy_atomic
 from ..store.db import Database, renders
 from . import media
@@ -79,6 +88,7 @@ class ShotResult:
     job_id: str | None = None
     error: str | None = None
     over_budget: bool = False  # stopped before an attempt the budget could not cover
+    stored: str | None = None  # the clip's name in the store (``clip`` is its local file)
 
 
 @dataclass
@@ -153,12 +163,64 @@ def backoff(attempt: int, base: float, retry_after: float | None) -> float:
     return max(delay, retry_after or 0.0)
 
 
+StepAction = Literal["claim", "poll", "fetch", "done", "failed"]
+
+
+@dataclass(frozen=True)
+class Step:
+    """Where the making of one shot stands between two engine calls, as plain data.
+
+    A shot is made by calling :meth:`Renderer.advance` with the last step until it is
+    ``done`` or ``failed``: ``claim`` (serve it from the store, or claim the key and
+    authorize and submit, or follow the job another render submitted), ``poll`` (ask once;
+    the answer's hint is the next step's ``delay``), ``fetch`` (download, probe, store, bill).
+    The inline worker loops over the steps in one coroutine; the queue's tasks carry a step
+    from one task to the next (``to_json``), so any worker can take the next one.
+    """
+
+    action: StepAction = "claim"
+    delay: float = 0.0  # seconds to wait before this action: a poll hint, a backoff
+    job: dict[str, Any] | None = None  # the JobRef, from poll on
+    attempt: int = 0  # the claim's attempt number, for retries
+    started: float = 0.0  # when this run began the shot: the deadline counts from here
+    renewed: float = 0.0  # when the shot's provider slot was last renewed
+    billed_seconds: float | None = None  # what the finished job said it billed
+    error: str | None = None
+    over_budget: bool = False
+    cached: bool = False
+    cost_usd: str = "0"
+
+    @property
+    def final(self) -> bool:
+        return self.action in ("done", "failed")
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Step:
+        return cls(**raw)
+
+
+class _Again(Exception):  # control flow inside this module only
+    """A transient failure: claim the shot again after ``delay`` seconds."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+
+
 class Renderer:
-    """Makes the clips of one render through one provider."""
+    """Makes the clips of one render through one provider, one step at a time.
+
+    ``requests`` are every shot of the render. ``on_stored`` runs after a clip is stored,
+    before its shot is done: the place for per-clip work (normalising a clip as it
+    arrives), on whichever worker fetched it.
+    """
 
     def __init__(self, provider: Provider, caps: Capabilities, settings: Settings,
                  db: Database, store: Store, render_id: str, listener: Listener,
-                 limits: ledger.Limits) -> None:
+                 limits: ledger.Limits, requests: list[ShotRequest],
+                 on_stored: Callable[[ShotRequest, str], Awaitable[None]] | None = None) -> None:
         self.provider = provider
         self.caps = caps
         self.settings = settings
@@ -166,107 +228,157 @@ class Renderer:
         self.store = store
         self.render_id = render_id
         self.emit = listener
-        self.limit = asyncio.Semaphore(settings.limit_for(caps.provider))
-        self.owner = calls.new_owner()
-        # Two shots of one brief can be identical (same key): the second waits for the first.
-        self.key_locks: dict[str, asyncio.Lock] = {}
         self.limits = limits
-        # What one more attempt at each shot not finished yet would cost: with what the
-        # render has billed, the least its reservation must cover before any submit.
-        self.open: dict[int, Decimal] = {}
+        self.requests = {r.index: r for r in requests}
+        self.costs = {r.index: call_cost(caps, r.seconds, r.size, r.audio) for r in requests}
+        self.on_stored = on_stored
+        self.owner = calls.new_owner()
+        # In-process gates of the inline loop: per-render concurrency, and two identical
+        # shots of one brief (same key), the second waiting for the first.
+        self.limit = asyncio.Semaphore(settings.limit_for(caps.provider))
+        self.key_locks: dict[str, asyncio.Lock] = {}
+        self.last: dict[int, Step] = {}
+        # How long to wait for a provider slot another worker holds.
+        self.slot_wait = max(0.2, min(1.0, settings.poll_interval))
 
-    def expect(self, requests: list[ShotRequest]) -> None:
-        """Note the shots this run will make, before any of them starts."""
-        for r in requests:
-            self.open[r.index] = call_cost(self.caps, r.seconds, r.size, r.audio).cost_usd
+    # --- the inline driver -----------------------------------------------------------
 
     async def run_shot(self, request: ShotRequest) -> ShotResult:
-        async with self.key_locks.setdefault(request.key, asyncio.Lock()):
-            return await self._run_shot(request)
-
-    async def _run_shot(self, request: ShotRequest) -> ShotResult:
-        result = ShotResult(request.index, request.key)
-        cost = call_cost(self.caps, request.seconds, request.size, request.audio)
-        if self._serve_stored(result, cost):
-            return result
-        async with self.limit:
+        """Make one shot here and now, step after step (the embedded worker and the CLI)."""
+        async with self.key_locks.setdefault(request.key, asyncio.Lock()), self.limit:
             try:
-                await asyncio.wait_for(self._make(request, result, cost),
-                                       self.settings.render_deadline)
+                step = await asyncio.wait_for(self._drive(request.index),
+                                              self.settings.render_deadline)
             except TimeoutError:
-                result.error = (
-                    f"did not finish within {self.settings.render_deadline:g} s (job "
-                    f"{result.job_id}); the job was left with the provider, not resubmitted")
-            except ProviderError as exc:  # the vendor's own words go to the user
-                result.error = str(exc) if exc.reason in str(exc) else f"{exc} ({exc.reason})"
-            except BudgetError as exc:
-                result.error, result.over_budget = str(exc), True
-            except (MediaError, UserError) as exc:
-                result.error = str(exc)
-        self.open.pop(request.index, None)
+                step = Step("failed", error=self._late(self.last.get(request.index)))
+        return self.settle(request.index, step)
+
+    async def _drive(self, index: int) -> Step:
+        step = Step()
+        while not step.final:
+            if step.delay:
+                await asyncio.sleep(step.delay)
+            step = self.last[index] = await self.advance(index, step)
+        return step
+
+    # --- the steps, shared by every driver --------------------------------------------
+
+    async def advance(self, index: int, step: Step) -> Step:
+        """Take one step for shot ``index``; the next step (``final`` when it is over)."""
+        request = self.requests[index]
+        now = time.time()
+        if step.started and now - step.started > self.settings.render_deadline:
+            return Step("failed", error=self._late(step))
+        step = replace(step, delay=0.0, started=step.started or now)
+        try:
+            if step.action == "claim":
+                return await self._claim(request, step)
+            if step.action == "poll":
+                return await self._poll(request, step)
+            if step.action == "fetch":
+                return await self._fetch(request, step)
+        except _Again as again:
+            return Step("claim", delay=again.delay, started=step.started)
+        except ProviderError as exc:  # the vendor's own words go to the user
+            error = str(exc) if exc.reason in str(exc) else f"{exc} ({exc.reason})"
+            return replace(step, action="failed", error=error)
+        except BudgetError as exc:
+            return replace(step, action="failed", error=str(exc), over_budget=True)
+        except (MediaError, UserError) as exc:
+            return replace(step, action="failed", error=str(exc))
+        return step
+
+    def settle(self, index: int, step: Step) -> ShotResult:
+        """Record a shot's final state (once its last step is taken) and its result."""
+        request = self.requests[index]
+        stored = None if step.error else self.store.clip_name(request.key)
+        result = ShotResult(
+            index, request.key, clip=self.store.blobs.local(stored) if stored else None,
+            stored=stored, cached=step.cached, cost_usd=Decimal(step.cost_usd),
+            job_id=(step.job or {}).get("job_id"), error=step.error,
+            over_budget=step.over_budget)
         state = "failed" if result.error else ("cached" if result.cached else "done")
         # A shot served from the store keeps what it cost when this render paid for it.
         paid = {} if result.cached else {"cost_usd": result.cost_usd}
         with self.db.write() as conn:
-            lifecycle.set_shot(conn, self.render_id, request.index, state=state, cached=result.cached,
-                          error=result.error, progress=None if result.error else 1.0, **paid)
+            lifecycle.set_shot(conn, self.render_id, index, state=state, cached=result.cached,
+                               error=result.error, progress=None if result.error else 1.0,
+                               **paid)
         if result.error:
-            result.error = f"shot {request.index + 1}: {result.error}"
-            self.emit(ShotEvent(request.index, "failed", message=result.error))
+            result.error = f"shot {index + 1}: {result.error}"
+            self.emit(ShotEvent(index, "failed", message=result.error))
         return result
 
-    def _serve_stored(self, result: ShotResult, cost: ShotCost) -> bool:
-        stored = self.store.clip(result.key)
-        if stored is None:
-            return False
-        self.open.pop(result.index, None)
-        result.clip, result.cached = stored.path, True
-        with self.db.write() as conn:
-            self.store.touch(conn, result.key)
-            lifecycle.set_shot(conn, self.render_id, result.index, state="cached", cached=True)
-            ledger.record_saving(conn, self.render_id, result.key, self.caps.provider,
-                                 self.caps.model, cost.cost_usd)
-        self.emit(ShotEvent(result.index, "cached"))
-        return True
+    def _late(self, step: Step | None) -> str:
+        job = (step.job or {}).get("job_id") if step else None
+        return (f"did not finish within {self.settings.render_deadline:g} s (job {job}); the "
+                "job was left with the provider, not resubmitted")
 
-    async def _make(self, request: ShotRequest, result: ShotResult, cost: ShotCost) -> None:
-        """Claim, submit or follow, poll, download, store: until done or out of attempts."""
-        while True:
-            with self.db.write() as conn:
-                c = calls.claim(conn, request.key, self.caps.provider, self.caps.model, self.owner)
-            ref: JobRef | None
-            if c.action == "wait":  # another process is submitting this very shot
-                self.emit(ShotEvent(request.index, "queued", message="shared with another render"))
-                await asyncio.sleep(0.2)
-                continue
-            if c.action == "done":
-                if self._serve_stored(result, cost):
-                    return
-                # Made before, but the file was pruned since: making it again is a new call.
-                calls.set_call(self.db, request.key, "failed", error="clip no longer stored")
-                continue
-            if c.action == "reconcile":  # a claim whose owner died: submitted or not?
-                ref = await self._reconcile(request, c.since)
-            elif c.action == "lead":
-                ref = await self._submit(request, c.attempts)
+    def _serve_stored(self, request: ShotRequest) -> Step | None:
+        if self.store.clip(request.key) is None:
+            return None
+        with self.db.write() as conn:
+            self.store.touch(conn, request.key)
+            lifecycle.set_shot(conn, self.render_id, request.index, state="cached", cached=True)
+            ledger.record_saving(conn, self.render_id, request.key, self.caps.provider,
+                                 self.caps.model, self.costs[request.index].cost_usd)
+        self.emit(ShotEvent(request.index, "cached"))
+        return Step("done", cached=True)
+
+    async def _claim(self, request: ShotRequest, step: Step) -> Step:
+        """Serve the shot from the store, or claim it and submit, follow or reconcile."""
+        if (served := self._serve_stored(request)) is not None:
+            return served
+        with self.db.write() as conn:
+            # A slot first: the provider's limit counts jobs in flight on every worker.
+            if not slots.acquire(conn, self.caps.provider, request.key,
+                                 self.settings.limit_for(self.caps.provider),
+                                 self.settings.lease_seconds):
+                c = None
             else:
-                assert c.job is not None
-                ref = JobRef.from_json(c.job)
-            if ref is None:
-                continue  # nothing is in flight for this key: claim it again
-            result.job_id = ref.job_id
-            if await self._finish(ref, request, result, cost, c.attempts):
-                return
+                c = calls.claim(conn, request.key, self.caps.provider, self.caps.model,
+                                self.owner)
+                if c.action == "done":
+                    slots.release(conn, request.key)
+        if c is None:
+            self.emit(ShotEvent(request.index, "queued", message="waiting for a provider slot"))
+            return replace(step, delay=self.slot_wait)
+        ref: JobRef | None
+        if c.action == "wait":  # another process is submitting this very shot
+            self.emit(ShotEvent(request.index, "queued", message="shared with another render"))
+            return replace(step, delay=0.2)
+        if c.action == "done":
+            if (served := self._serve_stored(request)) is not None:
+                return served
+            # Made before, but the file was pruned since: making it again is a new call.
+            calls.set_call(self.db, request.key, "failed", error="clip no longer stored")
+            return step
+        if c.action == "reconcile":  # a claim whose owner died: submitted or not?
+            ref = await self._reconcile(request, c.since)
+        elif c.action == "lead":
+            ref = await self._submit(request, c.attempts)
+        else:
+            assert c.job is not None
+            ref = JobRef.from_json(c.job)
+        if ref is None:
+            return step  # nothing is in flight for this key: claim it again
+        return replace(step, action="poll", job=ref.to_json(), attempt=c.attempts,
+                       renewed=time.time())
 
     def _authorize(self, request: ShotRequest) -> None:
         """Make sure the reservation covers this submit, growing it within every cap.
 
-        Raises BudgetError (and frees the claim) if it cannot: the attempts already made
-        stay in the ledger and the clips already made stay stored.
+        What it must cover: what the render has billed, plus one attempt at every shot not
+        finished yet (this one included), read from the render's shot states so that every
+        worker making a shot of this render sees the same figure. Raises BudgetError (and
+        frees the claim) if it cannot: the attempts already made stay in the ledger and
+        the clips already made stay stored.
         """
         try:
             with self.db.write() as conn:
-                need = ledger.billed(conn, self.render_id) + sum(self.open.values(), Decimal(0))
+                still = lifecycle.unfinished_shots(conn, self.render_id)
+                need = ledger.billed(conn, self.render_id) + sum(
+                    (self.costs[i].cost_usd for i in still if i in self.costs), Decimal(0))
                 ledger.reserve(conn, self.render_id, need, self.limits, grow_only=True)
         except BudgetError as exc:
             calls.set_call(self.db, request.key, "failed", error="stopped by the budget")
@@ -282,8 +394,8 @@ class Renderer:
         except AmbiguousSubmitError:
             return await self._reconcile(request, sent_at)
         except RetryableError as exc:
-            await self._failed_attempt(request, attempt, exc.reason, exc.retry_after)
-            return None
+            raise _Again(self._failed_attempt(request, attempt, exc.reason,
+                                              exc.retry_after)) from None
         except PermanentError as exc:
             calls.set_call(self.db, request.key, "failed", error=exc.reason)
             raise
@@ -327,28 +439,53 @@ class Renderer:
             f"{request.key}); run the render again to look again, or render with a new "
             "--take to make this shot anew and pay again")
 
-    async def _failed_attempt(self, request: ShotRequest, attempt: int, reason: str,
-                              retry_after: float | None) -> None:
+    def _failed_attempt(self, request: ShotRequest, attempt: int, reason: str,
+                        retry_after: float | None) -> float:
+        """Free the claim after a failed attempt; how long to wait before the next one."""
         calls.set_call(self.db, request.key, "failed", error=reason)
         if attempt >= self.settings.max_attempts:
             raise PermanentError(f"gave up after {attempt} attempts: {reason}", reason=reason)
         delay = backoff(attempt - 1, self.settings.backoff_base, retry_after)
         self.emit(ShotEvent(request.index, "queued", message=f"retry in {delay:.1f} s: {reason}"))
-        await asyncio.sleep(delay)
+        return delay
 
-    async def _finish(self, ref: JobRef, request: ShotRequest, result: ShotResult,
-                      cost: ShotCost, attempt: int) -> bool:
-        status = await self._wait(ref, request.index)
+    def _renew_slot(self, request: ShotRequest, step: Step) -> Step:
+        """Keep the shot's provider slot while its job runs (a few writes per lease)."""
+        now = time.time()
+        if now - step.renewed < self.settings.lease_seconds / 4:
+            return step
+        with self.db.write() as conn:
+            slots.renew(conn, self.caps.provider, request.key, self.settings.lease_seconds, now)
+        return replace(step, renewed=now)
+
+    async def _poll(self, request: ShotRequest, step: Step) -> Step:
+        """Ask the provider once; the next step and when to take it."""
+        assert step.job is not None
+        ref = JobRef.from_json(step.job)
+        step = self._renew_slot(request, step)
+        try:
+            status = await self.provider.poll(ref)
+        except RetryableError as exc:  # a dropped poll costs nothing: just poll again
+            return replace(step, delay=backoff(0, self.settings.poll_interval, exc.retry_after))
         if status.state == "failed":
             reason = status.error or "the provider reported a failed job"
             if self.caps.billed_on_failure:
                 with self.db.write() as conn:
-                    ledger.record(conn, self._charge(ref, request, cost, status, "failed"))
+                    ledger.record(conn, self._charge(ref, request, status, "failed"))
             if not status.retryable:
                 calls.set_call(self.db, request.key, "failed", error=reason)
                 raise PermanentError(f"job {ref.job_id} failed: {reason}", reason=reason)
-            await self._failed_attempt(request, attempt, reason, None)
-            return False
+            raise _Again(self._failed_attempt(request, step.attempt, reason, None))
+        if status.state == "succeeded":
+            return replace(step, action="fetch", billed_seconds=status.billed_seconds)
+        self.emit(ShotEvent(request.index, "rendering", status.progress))
+        return replace(step, delay=status.next_poll or self.settings.poll_interval)
+
+    async def _fetch(self, request: ShotRequest, step: Step) -> Step:
+        """Download, probe and store the clip, and bill it, in one transaction with its state."""
+        assert step.job is not None
+        ref = JobRef.from_json(step.job)
+        status = JobStatus("succeeded", billed_seconds=step.billed_seconds)
         self.emit(ShotEvent(request.index, "downloading"))
         try:
             tmp, seconds = await self._download(ref, request)
@@ -356,23 +493,33 @@ class Renderer:
             # The vendor made (and billed) the clip even if we could not fetch it. The call
             # stays 'submitted', so a later run tries this job's file again for free.
             with self.db.write() as conn:
-                ledger.record(conn, self._charge(ref, request, cost, status, "undelivered"))
+                ledger.record(conn, self._charge(ref, request, status, "undelivered"))
             raise
         checkpoint("downloaded")
+        try:
+            saved = await asyncio.to_thread(self.store.save_clip, request.key, tmp)
+        except StorageError as exc:  # the store hiccuped: fetching again is free
+            tmp.unlink(missing_ok=True)
+            self.emit(ShotEvent(request.index, "downloading", message=str(exc)))
+            return replace(step, delay=backoff(1, self.settings.backoff_base, None))
+        cost = self.costs[request.index]
         with self.db.write() as conn:
-            result.clip = self.store.put_clip(conn, request.key, tmp, seconds=seconds,
-                                              provider=self.caps.provider, model=self.caps.model,
-                                              cost_usd=cost.cost_usd)
-            paid = ledger.record(conn, self._charge(ref, request, cost, status, "succeeded"))
+            self.store.record_clip(conn, request.key, saved, seconds=seconds,
+                                   provider=self.caps.provider, model=self.caps.model,
+                                   cost_usd=cost.cost_usd)
+            paid = ledger.record(conn, self._charge(ref, request, status, "succeeded"))
             calls.set_call_in(conn, request.key, "done")
         checkpoint("done")
-        result.cost_usd = cost.cost_usd if paid else Decimal(0)
-        result.cached = not paid  # another render's call, shared: no charge here
+        if self.on_stored is not None:
+            await self.on_stored(request, saved.name)
         self.emit(ShotEvent(request.index, "done"))
-        return True
+        # Another render's call, shared: no charge here, and the clip counts as cached.
+        return replace(step, action="done", cost_usd=str(cost.cost_usd if paid else 0),
+                       cached=not paid)
 
-    def _charge(self, ref: JobRef, request: ShotRequest, cost: ShotCost, status: JobStatus,
+    def _charge(self, ref: JobRef, request: ShotRequest, status: JobStatus,
                 outcome: str) -> ledger.Charge:
+        cost = self.costs[request.index]
         seconds = cost.billed_seconds
         if status.billed_seconds is not None:  # what the vendor says it billed wins
             seconds = int(-(-status.billed_seconds // 1))
@@ -382,21 +529,9 @@ class Renderer:
             audio=request.audio, unit_price=cost.unit_price, amount=cost.unit_price * seconds,
             outcome=outcome)
 
-    async def _wait(self, ref: JobRef, index: int) -> JobStatus:
-        while True:
-            try:
-                status = await self.provider.poll(ref)
-            except RetryableError as exc:  # a dropped poll costs nothing: just poll again
-                await asyncio.sleep(backoff(0, self.settings.poll_interval, exc.retry_after))
-                continue
-            if status.state in ("succeeded", "failed"):
-                return status
-            self.emit(ShotEvent(index, "rendering", status.progress))
-            await asyncio.sleep(status.next_poll or self.settings.poll_interval)
-
     async def _download(self, ref: JobRef, request: ShotRequest) -> tuple[Path, float]:
         """Download to a temporary name and probe it; vendor URLs expire, so fetch now."""
-        tmp = self.store.temp_path(self.store.clip_path(request.key), ref.job_id)
+        tmp = self.store.temp_path(self.store.clip_name(request.key), ref.job_id)
         last: Exception | None = None
         for _ in range(2):  # CDNs drop connections; a second fetch is free, a resubmit is not
             try:
@@ -434,8 +569,9 @@ class RenderJob:
 
 def _reopen(job: RenderJob, plan: Plan, key: str, requests: list[ShotRequest],
             stored: dict[str, Any]) -> RenderResult:
-    shots = [ShotResult(r.index, r.key, cached=True) for r in requests]
-    output, poster, sheet = _deliver(Path(stored["path"]), job.output)
+    shots = [ShotResult(r.index, r.key, cached=True, stored=job.store.clip_name(r.key))
+             for r in requests]
+    output, poster, sheet = deliver(job.store, stored["path"], job.output)
     return RenderResult(
         render_id=stored["render_id"], output=output, seconds=stored["seconds"],
         cost_usd=Decimal(0), shots=shots, poster=poster, contact_sheet=sheet, key=key,
@@ -446,19 +582,27 @@ def _still(output: Path, kind: str) -> Path:
     return output.with_name(f"{output.stem}.{kind}.jpg")
 
 
-def _deliver(stored: Path, dest: Path | None) -> tuple[Path, Path, Path]:
-    """Copy a stored output and its stills to where the user asked, if anywhere."""
+def deliver(store: Store, name: str, dest: Path | None) -> tuple[Path, Path, Path]:
+    """Files with a stored output and its stills: copied to where the user asked, if
+    anywhere, else the store's own files (or this machine's copies of them)."""
+    files = store.output_files(name)
     if dest is None:
-        return stored, _still(stored, "poster"), _still(stored, "contact")
-    for kind in ("poster", "contact"):
-        copy_atomic(_still(stored, kind), _still(dest, kind))
-    return copy_atomic(stored, dest), _still(dest, "poster"), _still(dest, "contact")
+        return files
+    video, poster, sheet = files
+    copy_atomic(poster, _still(dest, "poster"))
+    copy_atomic(sheet, _still(dest, "contact"))
+    return copy_atomic(video, dest), _still(dest, "poster"), _still(dest, "contact")
+
+
+def plan_requests(plan: Plan, caps: Capabilities, fit: str) -> tuple[list[ShotRequest], str]:
+    """The provider calls of a plan and the render key they make."""
+    requests = [request_for(plan, s, caps) for s in plan.shots]
+    return requests, render_key([r.key for r in requests], stitch_settings(plan, fit))
 
 
 async def render_plan(plan: Plan, job: RenderJob) -> RenderResult:
     """Render every shot of ``plan``, stitch, verify, store, and settle the money."""
-    requests = [request_for(plan, s, job.caps) for s in plan.shots]
-    key = render_key([r.key for r in requests], stitch_settings(plan, job.settings.fit))
+    requests, key = plan_requests(plan, job.caps, job.settings.fit)
     if job.render_id is None and (stored := job.store.output(key)) is not None:
         return _reopen(job, plan, key, requests, stored)
     costs = [call_cost(job.caps, r.seconds, r.size, r.audio).cost_usd for r in requests]
@@ -475,32 +619,39 @@ async def render_plan(plan: Plan, job: RenderJob) -> RenderResult:
                                               plan.model_dump(mode="json"),
                                               [r.key for r in requests], todo,
                                               max_usd=job.max_usd)
-            limits = _limits(conn, job, render_id)
+            limits = limits_of(conn, job, render_id)
             ledger.reserve(conn, render_id, ledger.billed(conn, render_id) + todo, limits)
+            lifecycle.begin_shots(conn, render_id, [r.index for r in to_make])
     else:
         render_id = job.render_id
         with job.db.read() as conn:
-            limits = _limits(conn, job, render_id)
-        _move(job, render_id, "rendering")
+            limits = limits_of(conn, job, render_id)
+        _move(job, render_id, "rendering",
+              also=lambda conn: lifecycle.begin_shots(conn, render_id, [r.index for r in to_make]))
     renderer = Renderer(job.provider, job.caps, job.settings, job.db, job.store, render_id,
-                        job.listener, limits)
-    renderer.expect(to_make)
+                        job.listener, limits, requests)
     shots = list(await asyncio.gather(*(renderer.run_shot(r) for r in requests)))
     this_run = sum((s.cost_usd for s in shots), Decimal(0))
     if failed := [s for s in shots if s.error]:
-        message = "; ".join(s.error or "" for s in failed) + (
-            f" ({sum(1 for s in shots if s.clip)} of {len(shots)} clips are stored and will "
-            "not be paid for again)")
+        message = failure_message([s.error or "" for s in failed],
+                                  sum(1 for s in shots if s.stored), len(shots))
         _move(job, render_id, "failed", error=message, settle=True)
         if any(s.over_budget for s in failed):
             raise BudgetError(f"render {render_id} stopped: {message}")
         raise RenderFailed(message, render_id, shots)
-    result = await _stitch(plan, job, render_id, key, shots, this_run)
-    result.estimate_usd = todo
-    return result
+    name, seconds = await stitch(plan, job, render_id, key, [s.key for s in shots])
+    output, poster, sheet = deliver(job.store, name, job.output)
+    return RenderResult(
+        render_id=render_id, output=output, seconds=seconds, cost_usd=this_run, shots=shots,
+        poster=poster, contact_sheet=sheet, key=key, plan=plan, estimate_usd=todo)
 
 
-def _limits(conn: Connection, job: RenderJob, render_id: str) -> ledger.Limits:
+def failure_message(errors: list[str], stored: int, total: int) -> str:
+    return "; ".join(errors) + (f" ({stored} of {total} clips are stored and will not be paid "
+                                "for again)")
+
+
+def limits_of(conn: Connection, job: RenderJob, render_id: str) -> ledger.Limits:
     """The caps on this render: its own (max_usd), its tenant's, and the operator's."""
     row = conn.execute(sa.select(renders.c.tenant_id, renders.c.max_usd)
                        .where(renders.c.id == render_id)).one()
@@ -529,36 +680,56 @@ def _move(job: RenderJob, render_id: str, status: str, *, settle: bool = False,
         raise RenderStopped(f"render {render_id} was cancelled or taken over by another worker")
 
 
-async def _stitch(plan: Plan, job: RenderJob, render_id: str, key: str,
-                  shots: list[ShotResult], cost: Decimal) -> RenderResult:
+async def make_output(plan: Plan, store: Store, settings: Settings, key: str,
+                      clip_keys: list[str]) -> tuple[str, float, bool]:
+    """The stored output for render key ``key``: (its name, seconds, whether made now).
+
+    Made from the stored clips of ``clip_keys`` if no render made it before: stitched and
+    verified in a scratch directory of its own, its stills cut, then all three stored.
+    Its row is the caller's to write (with the render's state change).
+    """
+    if (stored := store.output(key)) is not None:  # made before, by a twin render
+        return str(stored["path"]), float(stored["seconds"]), False
+    segments = []
+    for index, (clip_key, shot) in enumerate(zip(clip_keys, plan.shots, strict=True)):
+        clip = store.clip(clip_key)
+        if clip is None:
+            raise MediaError(f"the clip of shot {index + 1} is no longer stored; render again "
+                             "to make it (it will be paid for again)")
+        segments.append(media.Segment(await asyncio.to_thread(store.file, clip.name),
+                                      shot.frames))
+    work = store.scratch / "stitch" / uuid.uuid4().hex  # two stitches never share files
+    output = work / Path(store.output_name(key)).name
+    try:
+        work.mkdir(parents=True)
+        probe = await asyncio.to_thread(
+            media.stitch, segments, output, size=parse_size(plan.size), fps=plan.fps,
+            audio=plan.audio, fit=settings.fit, crossfade_frames=plan.crossfade_frames)
+        await asyncio.to_thread(_stills, output, plan)
+        checkpoint("stitched")
+        name = await asyncio.to_thread(store.save_output, key, output)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return name, probe.duration, True
+
+
+async def stitch(plan: Plan, job: RenderJob, render_id: str, key: str,
+                 clip_keys: list[str]) -> tuple[str, float]:
+    """Stitch a render whose clips are all stored and move it to awaiting_review; the
+    output's name in the store and its length. Every driver ends a render here."""
     _move(job, render_id, "stitching")
     job.listener(ShotEvent(-1, "stitching"))
     started = time.monotonic()
-    also = None
-    if (stored := job.store.output(key)) is not None:  # made before, by a twin render
-        output, seconds = Path(stored["path"]), float(stored["seconds"])
-    else:
-        output = job.store.output_path(key)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        segments = [media.Segment(s.clip, p.frames)
-                    for s, p in zip(shots, plan.shots, strict=True) if s.clip is not None]
-        probe = await asyncio.to_thread(
-            media.stitch, segments, output, size=parse_size(plan.size), fps=plan.fps,
-            audio=plan.audio, fit=job.settings.fit, crossfade_frames=plan.crossfade_frames)
-        await asyncio.to_thread(_stills, output, plan)
-        seconds = probe.duration
-        checkpoint("stitched")
+    name, seconds, made = await make_output(plan, job.store, job.settings, key, clip_keys)
 
-        def also(conn: Connection) -> None:
-            job.store.put_output(conn, key, output, seconds, render_id)
+    def also(conn: Connection) -> None:
+        if made:
+            job.store.put_output(conn, key, name, seconds, render_id)
 
     job.listener(ShotEvent(-1, "stitched", message=f"{time.monotonic() - started:.1f} s"))
-    _move(job, render_id, "awaiting_review", settle=True, also=also, output=str(output),
+    _move(job, render_id, "awaiting_review", settle=True, also=also, output=name,
           seconds=seconds)
-    final, poster, sheet = _deliver(output, job.output)
-    return RenderResult(
-        render_id=render_id, output=final, seconds=seconds, cost_usd=cost, shots=shots,
-        poster=poster, contact_sheet=sheet, key=key, plan=plan)
+    return name, seconds
 
 
 def _stills(output: Path, plan: Plan) -> None:

@@ -27,6 +27,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from . import slots
 from .db import Database, calls, clips, lock, render_shots
 
 LEASE_SECONDS = 120.0
@@ -122,3 +123,5 @@ def set_call(db: Database, key: str, state: str, **values: Any) -> None:
 def set_call_in(conn: Connection, key: str, state: str, **values: Any) -> None:
     conn.execute(calls.update().where(calls.c.key == key)
                  .values(**{"state": state, "heartbeat": time.time(), **values}))
+    if state in ("done", "failed"):  # no job of this key is in flight any more
+        slots.release(conn, key)
