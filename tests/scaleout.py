@@ -25,8 +25,9 @@ import pytest
 import redis
 
 REDIS_URL = os.environ.get("SHOTLINE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+# Never ask a cloud's metadata address for credentials: the tests talk to loopback only.
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "shotline-test", "AWS_SECRET_ACCESS_KEY": "shotline-test",
-               "AWS_DEFAULT_REGION": "us-east-1"}
+               "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
 
 
 def free_port() -> int:

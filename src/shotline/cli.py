@@ -599,8 +599,9 @@ def spend_cmd(
 @app.command("renders")
 def renders_cmd(json_out: JsonOpt = False) -> None:
     """Recent renders, newest first (ids whole: paste them into `show` or `reroll`)."""
-    _, db, _ = _open()
-    rows = lifecycle.list_renders(db)
+    _, db, store = _open()
+    rows = [{**r, "output": r["output"] and store.blobs.address(r["output"])}
+            for r in lifecycle.list_renders(db)]
     if json_out:
         _dump(rows)
         return
@@ -615,22 +616,26 @@ def renders_cmd(json_out: JsonOpt = False) -> None:
 def show_cmd(render_id: Annotated[str, typer.Argument(help="A render id (r_...).")],
              json_out: JsonOpt = False) -> None:
     """Reopen a render: its output and cost, with zero provider calls."""
-    _, db, _ = _open()
+    from .store.cache import still_name
+
+    _, db, store = _open()
     row = lifecycle.get_render(db, render_id)
     if row is None:
         raise BriefError(f"no render {render_id!r}; `shotline renders` lists them")
     row.pop("brief", None)
     for shot in row["shots"]:  # numbered from 1, as everywhere else
         shot["index"] = shot.pop("idx") + 1
+    name = row["output"]
+    if name:  # where the file is: a path, or an s3:// URL
+        row["output"] = store.blobs.address(name)
     if json_out:
         _dump(row)
         return
-    video = Path(row["output"]) if row["output"] else None
     lines = [f"render:  {row['id']} ({row['status']})", f"model:   {row['model']}",
-             f"video:   {video or '-'}"]
-    if video is not None:
-        lines += [f"poster:  {video.with_name(video.stem + '.poster.jpg')}",
-                  f"shots:   {video.with_name(video.stem + '.contact.jpg')}"]
+             f"video:   {row['output'] or '-'}"]
+    if name:
+        lines += [f"poster:  {store.blobs.address(still_name(name, 'poster'))}",
+                  f"shots:   {store.blobs.address(still_name(name, 'contact'))}"]
     lines += [f"length:  {row['seconds'] or 0:.3f} s",
               f"cost:    ${row['cost_usd']:.2f} (estimate ${row['estimate_usd']:.2f})"]
     if row["error"]:
@@ -870,9 +875,9 @@ def worker_cmd(
 
     from .service.checks import check
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     settings = Settings()
-    check(settings)
+    check(settings)  # before logging is set up: a bad setting is one line, nothing else
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if settings.queue == "celery":
         from .service.tasks import run_worker
 
