@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 import sqlalchemy as sa
 
 from shotline.api import open_store
@@ -26,7 +27,7 @@ from shotline.store.cache import still_name
 from shotline.store.db import renders, reservations
 
 from .scaleout import CREDENTIALS, S3, Broker, celery_worker, free_port, kill_worker, stack_env
-from .service import wait_until
+from .service import queue_render, render_view, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -163,3 +164,32 @@ def test_a_bad_deployment_is_one_clear_error_when_a_process_starts(
         lines = [line for line in done.stderr.splitlines() if line.strip()]
         assert lines and lines[0].startswith("error:") and "Traceback" not in done.stderr
         assert "hunter2" not in done.stderr
+
+
+def test_a_render_whose_messages_were_lost_is_requeued_and_paid_once(
+        tmp_path: Path, pg_url: str, s3: S3, broker: Broker,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    env = stack_env(database_url=pg_url, broker=broker, s3=s3, bucket=s3.new_bucket(),
+                    local_dir=tmp_path / "vendor")
+    settings = _settings(env, tmp_path / "api")
+    db, _ = open_store(settings)
+    tenant = tenants.create_key(db, "acme").tenant
+    db.close()
+    render_id = queue_render(settings, tenant)
+    assert broker.keys()  # its start task waits in Redis...
+    for key in broker.keys():  # ...and is lost, as in a Redis flushed with no worker up
+        redis.Redis.from_url(broker.url).delete(key)
+    cli_env = {**os.environ, **env, "SHOTLINE_HOME": str(tmp_path / "cli")}
+    done = subprocess.run([sys.executable, "-m", "shotline", "requeue", render_id, "--json"],
+                          env=cli_env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    with celery_worker(tmp_path / "w", env, tmp_path / "w.log"):
+        wait_until(lambda: render_view(settings, render_id)["status"] == "awaiting_review",
+                   90, "the requeued render")
+    assert len(read_journal(settings.journal_path)) == 2
+    # A render that is over cannot be requeued; the answer says which can.
+    again = subprocess.run([sys.executable, "-m", "shotline", "requeue", render_id],
+                           env=cli_env, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 2 and "only a service render that is queued" in again.stderr

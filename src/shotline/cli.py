@@ -996,6 +996,15 @@ def cancel_cmd(render_id: RenderIdArg, json_out: JsonOpt = False) -> None:
         db, s, load_table(s.overrides_path), None, render_id, operator=True)), json_out)
 
 
+@app.command("requeue")
+def requeue_cmd(render_id: RenderIdArg, json_out: JsonOpt = False) -> None:
+    """Send an unfinished service render to the workers again (after the task queue lost
+    its messages); nothing already submitted or stored is paid for again."""
+    from .service import actions
+
+    _review(lambda s, db, _: actions.requeue(db, s, None, render_id, operator=True), json_out)
+
+
 def main() -> None:
     """Console-script entry point: run the app, turning our errors into messages."""
     warnings.showwarning = _show_warning

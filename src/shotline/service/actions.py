@@ -239,6 +239,21 @@ def reroll(db: Database, settings: Settings, table: ModelTable, tenant: str | No
         return view
 
 
+def requeue(db: Database, settings: Settings, tenant: str | None, render_id: str, *,
+            operator: bool = False) -> dict[str, Any]:
+    """Send an unfinished service render to the workers again: after its task messages
+    were lost (a Redis flushed or restored from an old copy). Nothing is paid twice: its
+    calls and stored clips carry on from where they are."""
+    with db.write() as conn:
+        row = _row(conn, tenant, render_id, operator, lock=True)
+        if row.options is None or row.status not in lifecycle.ACTIVE:
+            raise StateError(f"render {render_id} is {row.status}: only a service render that "
+                             "is queued, rendering or stitching can be requeued")
+        lifecycle.append_event(conn, render_id, "requeue", {})
+        queue.dispatch(settings, render_id, row.key)
+        return lifecycle.describe(conn, render_id, settings.public_url)
+
+
 def _check_reroll(req: RerollRequest, n_shots: int) -> list[int]:
     chosen = sorted(set(req.shots))
     if bad := [n for n in chosen if not 1 <= n <= n_shots]:

@@ -273,6 +273,9 @@ def _shots(db: Database, render_id: str) -> list[Any]:
 async def _start(task: ShotlineTask, render_id: str, key: str, run: str) -> None:
     ctx = context()
     row = _row(ctx.db, render_id)
+    if row is not None and row.key == key and row.status == "stitching":  # requeued
+        _send("shotline.stitch", render_id, (render_id,))
+        return
     if row is None or row.key != key or row.status not in ("queued", "rendering"):
         # Not committed yet (we were sent from inside its transaction), or over already.
         if (row is None or row.key != key) and task.request.retries < START_TRIES:
