@@ -864,8 +864,8 @@ def serve_cmd(
 @app.command("worker")
 def worker_cmd(
     concurrency: Annotated[int | None, typer.Option(
-        min=1, help="Tasks run at once (SHOTLINE_QUEUE=celery).",
-        show_default="the number of CPUs")] = None,
+        min=1, help="Tasks run at once (SHOTLINE_QUEUE=celery), or renders (inline).",
+        show_default="celery: the number of CPUs; inline: $SHOTLINE_WORKER_RENDERS")] = None,
 ) -> None:
     """Run a worker alone against the same database (as many as you like).
 
@@ -885,6 +885,8 @@ def worker_cmd(
         return
     from .service.worker import run_forever
 
+    if concurrency:
+        settings = settings.model_copy(update={"worker_renders": concurrency})
     run_forever(settings)
 
 

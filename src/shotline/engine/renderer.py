@@ -199,7 +199,9 @@ class Step:
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> Step:
-        return cls(**raw)
+        # Fields a newer version added are left out: a message outlives a rolling upgrade.
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in known})
 
 
 class _Again(Exception):  # control flow inside this module only
@@ -342,7 +344,8 @@ class Renderer:
                     slots.release(conn, request.key)
         if c is None:
             self.emit(ShotEvent(request.index, "queued", message="waiting for a provider slot"))
-            return replace(step, delay=self.slot_wait)
+            # Jittered, so shots waiting for the same provider do not all ask at once.
+            return replace(step, delay=self.slot_wait * random.uniform(1.0, 2.0))
         ref: JobRef | None
         if c.action == "wait":  # another process is submitting this very shot
             self.emit(ShotEvent(request.index, "queued", message="shared with another render"))
