@@ -86,9 +86,10 @@ def test_api_and_two_workers_finish_every_render_when_one_worker_is_killed(
             views = {}
             deadline = time.monotonic() + 200
             while len(views) < len(ids):
-                assert time.monotonic() < deadline, f"unfinished: {set(ids) - set(views)}"
-                for rid in set(ids) - set(views):
-                    view = client.get(f"/v1/renders/{rid}").json()
+                left = [client.get(f"/v1/renders/{rid}").json() for rid in set(ids) - set(views)]
+                assert time.monotonic() < deadline, f"unfinished: {left}"
+                for view in left:
+                    rid = view["id"]
                     assert view["status"] not in ("failed", "cancelled"), view
                     if view["status"] == "awaiting_review":
                         views[rid] = view

@@ -159,3 +159,16 @@ def test_a_step_survives_a_task_message() -> None:
     assert Step.from_json(raw) == step and not step.final and Step("done").final
     # A message written by a newer version (a field more) is still read during an upgrade.
     assert Step.from_json({**raw, "added_later": 1}) == step
+
+
+def test_progress_never_moves_a_finished_shot_back(any_db: Database) -> None:
+    # A redelivered step of a shot another task finished reports progress: the fan-in must
+    # still see the shot finished.
+    render_id = _render_row(any_db)
+    with any_db.write() as conn:
+        lifecycle.set_shot(conn, render_id, 0, state="done")
+        lifecycle.shot_progress(conn, render_id, 0, "rendering", 0.5)
+        assert lifecycle.unfinished_shots(conn, render_id) == []
+        lifecycle.begin_shots(conn, render_id, [0])  # a new run of the shot: pending again
+        lifecycle.shot_progress(conn, render_id, 0, "rendering", 0.5)
+        assert lifecycle.unfinished_shots(conn, render_id) == [0]

@@ -52,6 +52,7 @@ WEBHOOK_EVENTS = {
     "cancelled": "render.cancelled",
 }
 MEDIA_KINDS = {"output": "", "poster": ".poster.jpg", "contact_sheet": ".contact.jpg"}
+FINAL_SHOT_STATES = ("done", "cached", "failed")
 
 
 def transition(conn: Connection, render_id: str, status: str, *, owner: str | None = None,
@@ -102,9 +103,17 @@ def has_event(conn: Connection, render_id: str, kind: str, data: dict[str, Any])
 
 def shot_progress(conn: Connection, render_id: str, index: int, state: str,
                   progress: float | None, message: str = "") -> None:
-    """Record a shot's state and progress, and log it for the event stream."""
-    if state not in ("done", "cached", "failed"):  # the renderer writes final states itself
-        set_shot(conn, render_id, index, state=state, progress=progress)
+    """Record a shot's state and progress, and log it for the event stream.
+
+    A final state is the renderer's to write (``set_shot``), and progress never moves a
+    shot out of one: a second task making the same shot (a redelivered step) cannot make a
+    finished shot look unfinished to the fan-in.
+    """
+    if state not in FINAL_SHOT_STATES:
+        conn.execute(render_shots.update().where(
+            render_shots.c.render_id == render_id, render_shots.c.idx == index,
+            render_shots.c.state.not_in(FINAL_SHOT_STATES)).values(state=state,
+                                                                   progress=progress))
     append_event(conn, render_id, "shot", {"index": index + 1, "state": state,
                                            "progress": progress, "message": message})
 
@@ -173,9 +182,6 @@ def begin_shots(conn: Connection, render_id: str, indices: list[int]) -> None:
         conn.execute(render_shots.update().where(render_shots.c.render_id == render_id,
                                                  render_shots.c.idx.in_(indices))
                      .values(state="pending", progress=None, error=None))
-
-
-FINAL_SHOT_STATES = ("done", "cached", "failed")
 
 
 def unfinished_shots(conn: Connection, render_id: str) -> list[int]:
