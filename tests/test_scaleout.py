@@ -12,6 +12,7 @@ from collections import Counter
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -39,6 +40,25 @@ def _settings(env: dict[str, str], home: Path) -> Settings:
     values = {k.removeprefix("SHOTLINE_").lower(): v for k, v in env.items()
               if k.startswith("SHOTLINE_")}
     return Settings(home=home, **values)
+
+
+def _story(db: Any, views: list[dict[str, Any]]) -> str:
+    """What the database knows about renders that did not finish (for a failure's message)."""
+    from shotline.store import lifecycle
+    from shotline.store.db import calls, render_shots
+
+    lines = []
+    with db.read() as conn:
+        for view in views:
+            lines.append(f"{view['id']} {view['status']}: "
+                         f"{[(s['index'], s['state']) for s in view['shots']]}")
+            keys = [r.key for r in conn.execute(sa.select(render_shots.c.key).where(
+                render_shots.c.render_id == view["id"]))]
+            lines += [f"  call {dict(r._mapping)}" for r in conn.execute(
+                sa.select(calls).where(calls.c.key.in_(keys)))]
+            lines += [f"  {e['created_at']:.2f} {e['type']} {e['data']}"
+                      for e in lifecycle.events_after(conn, view["id"], 0)[-15:]]
+    return "\n".join(lines)
 
 
 def _up(url: str) -> bool:
@@ -87,7 +107,7 @@ def test_api_and_two_workers_finish_every_render_when_one_worker_is_killed(
             deadline = time.monotonic() + 200
             while len(views) < len(ids):
                 left = [client.get(f"/v1/renders/{rid}").json() for rid in set(ids) - set(views)]
-                assert time.monotonic() < deadline, f"unfinished: {left}"
+                assert time.monotonic() < deadline, f"unfinished: {_story(db, left)}"
                 for view in left:
                     rid = view["id"]
                     assert view["status"] not in ("failed", "cancelled"), view

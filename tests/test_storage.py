@@ -172,3 +172,24 @@ def test_progress_never_moves_a_finished_shot_back(any_db: Database) -> None:
         lifecycle.begin_shots(conn, render_id, [0])  # a new run of the shot: pending again
         lifecycle.shot_progress(conn, render_id, 0, "rendering", 0.5)
         assert lifecycle.unfinished_shots(conn, render_id) == [0]
+
+
+def test_a_silent_render_is_taken_for_requeueing_once(any_db: Database) -> None:
+    now = time.time()
+    with any_db.write() as conn:
+        quiet = lifecycle.enqueue(conn, tenant=None, key="sha256:q", model="local/sim", brief="b",
+                                  plan={"shots": []}, shot_keys=["sha256:s"], estimate=Decimal(0),
+                                  options={}, webhook_url=None, auto_approve=False,
+                                  max_usd=None, now=now - 100)
+        busy = lifecycle.enqueue(conn, tenant=None, key="sha256:b", model="local/sim", brief="b",
+                                 plan={"shots": []}, shot_keys=["sha256:t"], estimate=Decimal(0),
+                                 options={}, webhook_url=None, auto_approve=False,
+                                 max_usd=None, now=now - 100)
+        lifecycle.append_event(conn, busy, "shot", {"index": 1, "state": "rendering"}, now - 1)
+    with any_db.read() as conn:
+        assert lifecycle.stalled(conn, now - 60) == [quiet]
+    with any_db.write() as conn:
+        assert lifecycle.take_stalled(conn, quiet, now - 60) == "sha256:q"
+    with any_db.write() as conn:  # a second watchdog right after finds it live again
+        assert lifecycle.take_stalled(conn, quiet, now - 60) is None
+        assert lifecycle.stalled(conn, now - 60) == []

@@ -249,8 +249,8 @@ def requeue(db: Database, settings: Settings, tenant: str | None, render_id: str
         if row.options is None or row.status not in lifecycle.ACTIVE:
             raise StateError(f"render {render_id} is {row.status}: only a service render that "
                              "is queued, rendering or stitching can be requeued")
-        lifecycle.append_event(conn, render_id, "requeue", {})
-        queue.dispatch(settings, render_id, row.key)
+        lifecycle.append_event(conn, render_id, "requeue", {"reason": "operator"})
+        queue.dispatch(settings, render_id, row.key, resume=True)
         return lifecycle.describe(conn, render_id, settings.public_url)
 
 

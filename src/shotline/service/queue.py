@@ -13,15 +13,16 @@ from ..errors import QueueError
 from ..settings import Settings
 
 
-def dispatch(settings: Settings, render_id: str, key: str) -> None:
-    """Send a render that was just queued or re-rolled to the workers, if they need telling."""
+def dispatch(settings: Settings, render_id: str, key: str, *, resume: bool = False) -> None:
+    """Send a render that was just queued or re-rolled to the workers, if they need telling;
+    ``resume`` (a requeued render) sends only its shots that are not over."""
     if settings.queue != "celery":
         return
     from . import tasks
 
     tasks.configure(settings)
     try:
-        tasks.dispatch(render_id, key)
+        tasks.dispatch(render_id, key, resume=resume)
     except Exception as exc:  # kombu raises its transport's errors
         where = tasks.redacted(settings.broker_url or "")
         raise QueueError(f"the task queue's broker at {where} did not take the render "

@@ -127,8 +127,13 @@ def configure(settings: Settings) -> Celery:
         accept_content=["json"],
         worker_prefetch_multiplier=1,
         worker_hijack_root_logger=False,
-        beat_schedule={"shotline-webhooks": {"task": "shotline.webhooks", "schedule": 1.0,
-                                             "options": {"expires": 10}}},
+        beat_schedule={
+            "shotline-webhooks": {"task": "shotline.webhooks", "schedule": 1.0,
+                                  "options": {"expires": 10}},
+            "shotline-watchdog": {"task": "shotline.watchdog",
+                                  "schedule": min(60.0, max(5.0, settings.visibility_timeout / 6)),
+                                  "options": {"expires": 60}},
+        },
     )
     return app
 
@@ -173,9 +178,10 @@ def _send(name: str, render_id: str, args: tuple[Any, ...], countdown: float = 0
                       stamped_headers=["render_id"], render_id=render_id)
 
 
-def dispatch(render_id: str, key: str) -> None:
-    """Enqueue a render's start (inside the transaction that made it runnable)."""
-    _send("shotline.start", render_id, (render_id, key, uuid.uuid4().hex))
+def dispatch(render_id: str, key: str, *, resume: bool = False) -> None:
+    """Enqueue a render's start (inside the transaction that made it runnable); ``resume``
+    sends only its shots that are not over (a requeued render)."""
+    _send("shotline.start", render_id, (render_id, key, uuid.uuid4().hex, resume))
 
 
 def revoke(render_id: str) -> None:
@@ -233,8 +239,9 @@ class ShotlineTask(Task[Any, Any]):
 
 
 @app.task(name="shotline.start", bind=True, base=ShotlineTask)
-def start_task(self: ShotlineTask, render_id: str, key: str, run: str) -> None:
-    self.guarded(render_id, _start(self, render_id, key, run))
+def start_task(self: ShotlineTask, render_id: str, key: str, run: str,
+               resume: bool = False) -> None:
+    self.guarded(render_id, _start(self, render_id, key, run, resume))
 
 
 @app.task(name="shotline.shot", bind=True, base=ShotlineTask)
@@ -252,6 +259,30 @@ def stitch_task(self: ShotlineTask, render_id: str) -> None:
 def webhooks_task() -> None:
     ctx = context()
     _run(webhooks.deliver_due(ctx.db, ctx.settings))
+
+
+@app.task(name="shotline.watchdog")
+def watchdog_task() -> None:
+    """Send again the renders that made no progress for two visibility timeouts.
+
+    Redis can lose a message outright: a worker killed between taking it off the queue
+    (BRPOP) and recording it as unacknowledged leaves no copy for the sweep to give back.
+    A render being made writes an event at every step, and a dead worker's tasks come back
+    within about 1.2 timeouts, so a render silent for two has lost a task: its unfinished
+    shots are sent again (a copy of a chain still alive is harmless, see above).
+    """
+    ctx = context()
+    before = time.time() - 2 * ctx.settings.visibility_timeout
+    with ctx.db.read() as conn:
+        stale = lifecycle.stalled(conn, before)
+    for render_id in stale:
+        with ctx.db.write() as conn:
+            key = lifecycle.take_stalled(conn, render_id, before)
+            if key is not None:
+                dispatch(render_id, key, resume=True)
+        if key is not None:
+            log.warning("render %s made no progress for %.0f s: its unfinished shots were "
+                        "sent again", render_id, 2 * ctx.settings.visibility_timeout)
 
 
 def _row(db: Database, render_id: str) -> Any:
@@ -277,7 +308,8 @@ def _shots(db: Database, render_id: str) -> list[Any]:
             render_shots.c.render_id == render_id).order_by(render_shots.c.idx)))
 
 
-async def _start(task: ShotlineTask, render_id: str, key: str, run: str) -> None:
+async def _start(task: ShotlineTask, render_id: str, key: str, run: str,
+                 resume: bool) -> None:
     ctx = context()
     row = _row(ctx.db, render_id)
     if row is not None and row.key == key and row.status == "stitching":  # requeued
@@ -293,7 +325,7 @@ async def _start(task: ShotlineTask, render_id: str, key: str, run: str) -> None
         # The run's mark, written with the move: a redelivered start finds it and only
         # sends the shots that are not over (some may never have been sent), where a first
         # start sends every shot (a stored one is served from the store, cost 0, as inline).
-        again = lifecycle.has_event(conn, render_id, "start", {"run": run})
+        again = resume or lifecycle.has_event(conn, render_id, "start", {"run": run})
         todo = [s.idx for s in shots if not again or s.state not in ("done", "cached")]
         moved = lifecycle.transition(conn, render_id, "rendering",
                                      only_from=("queued", "rendering"),

@@ -392,6 +392,29 @@ def claim_stitch(conn: Connection, render_id: str, owner: str, lease: float,
     return float(until or now)
 
 
+def stalled(conn: Connection, before: float) -> list[str]:
+    """Unfinished service renders whose last event is older than ``before`` (a render
+    being made writes events at every step, so silence means its tasks were lost)."""
+    last = sa.func.max(render_events.c.created_at)
+    return [r.id for r in conn.execute(
+        sa.select(renders.c.id).join(render_events, render_events.c.render_id == renders.c.id)
+        .where(renders.c.status.in_(ACTIVE), renders.c.options.is_not(None))
+        .group_by(renders.c.id).having(last < before))]
+
+
+def take_stalled(conn: Connection, render_id: str, before: float) -> str | None:
+    """Mark a stalled render as being sent again, once: under its row lock, if it is still
+    silent, log a ``requeue`` event (so the next look finds it live) and return its key."""
+    row = conn.execute(sa.select(renders.c.key, renders.c.status).where(
+        renders.c.id == render_id).with_for_update()).first()
+    last = conn.execute(sa.select(sa.func.max(render_events.c.created_at))
+                        .where(render_events.c.render_id == render_id)).scalar()
+    if row is None or row.status not in ACTIVE or (last or 0) >= before:
+        return None
+    append_event(conn, render_id, "requeue", {"reason": "no progress"})
+    return str(row.key)
+
+
 def release(conn: Connection, render_id: str, owner: str) -> None:
     conn.execute(renders.update().where(renders.c.id == render_id,
                                         renders.c.lease_owner == owner)
