@@ -187,30 +187,33 @@ def test_a_bad_deployment_is_one_clear_error_when_a_process_starts(
         assert "hunter2" not in done.stderr
 
 
-def test_a_render_whose_messages_were_lost_is_requeued_and_paid_once(
+def test_renders_whose_messages_were_lost_are_requeued_and_paid_once(
         tmp_path: Path, pg_url: str, s3: S3, broker: Broker,
         monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in CREDENTIALS.items():
         monkeypatch.setenv(name, value)
     env = stack_env(database_url=pg_url, broker=broker, s3=s3, bucket=s3.new_bucket(),
-                    local_dir=tmp_path / "vendor")
+                    local_dir=tmp_path / "vendor", SHOTLINE_VISIBILITY_TIMEOUT="6")
     settings = _settings(env, tmp_path / "api")
     db, _ = open_store(settings)
     tenant = tenants.create_key(db, "acme").tenant
     db.close()
-    render_id = queue_render(settings, tenant)
-    assert broker.keys()  # its start task waits in Redis...
-    for key in broker.keys():  # ...and is lost, as in a Redis flushed with no worker up
+    by_hand, by_watchdog = (queue_render(settings, tenant, seed=n) for n in (1, 2))
+    assert broker.keys()  # their start tasks wait in Redis...
+    for key in broker.keys():  # ...and are lost, as in a Redis flushed with no worker up
         redis.Redis.from_url(broker.url).delete(key)
     cli_env = {**os.environ, **env, "SHOTLINE_HOME": str(tmp_path / "cli")}
-    done = subprocess.run([sys.executable, "-m", "shotline", "requeue", render_id, "--json"],
+    done = subprocess.run([sys.executable, "-m", "shotline", "requeue", by_hand, "--json"],
                           env=cli_env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+    # The other is found by the workers' watchdog: silent for two visibility timeouts.
     with celery_worker(tmp_path / "w", env, tmp_path / "w.log"):
-        wait_until(lambda: render_view(settings, render_id)["status"] == "awaiting_review",
-                   90, "the requeued render")
-    assert len(read_journal(settings.journal_path)) == 2
+        for render_id in (by_hand, by_watchdog):
+            wait_until(lambda r=render_id: render_view(settings, r)["status"] == "awaiting_review",
+                       90, f"the requeued render {render_id}")
+    assert f"render {by_watchdog} made no progress" in (tmp_path / "w.log").read_text()
+    assert len(read_journal(settings.journal_path)) == 4  # two shots each, once
     # A render that is over cannot be requeued; the answer says which can.
-    again = subprocess.run([sys.executable, "-m", "shotline", "requeue", render_id],
+    again = subprocess.run([sys.executable, "-m", "shotline", "requeue", by_hand],
                            env=cli_env, capture_output=True, text=True, timeout=60)
     assert again.returncode == 2 and "only a service render that is queued" in again.stderr
