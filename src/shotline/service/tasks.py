@@ -24,6 +24,9 @@ worker (:class:`~shotline.engine.renderer.Renderer`), one step per task:
   ``awaiting_review`` happens once, so nothing is stitched, announced or settled twice.
 * ``shotline.webhooks`` sends due webhooks; each worker's embedded beat runs it every
   second (two beats only double the ticks: deliveries are claimed with SKIP LOCKED).
+* ``shotline.watchdog`` (also on the beat) sends again the unfinished shots of a render
+  that wrote no event for two visibility timeouts: Redis can lose a message outright (see
+  :func:`watchdog_task`), and then no redelivery would ever come.
 
 Every task is idempotent at its effect: a submit only after the singleflight claim in the
 calls table, a charge only once per vendor job (the ledger's unique key), a clip and an
