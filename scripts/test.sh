@@ -14,7 +14,8 @@ if [ ! -x /usr/bin/chromium ]; then
     $sudo apt-get update -qq
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 fi
-# Postgres is part of the test run (every race test runs on it too): start it if it is
-# installed but stopped, and stop here with the reason if it cannot be reached.
+# Postgres and Redis are part of the test run (every race test runs on Postgres too, the
+# scale-out tests on both): start them if they are installed but stopped, and stop here
+# with the reason if one cannot be reached.
 bash scripts/services.sh
 .venv/bin/pytest "$@"

@@ -3,9 +3,10 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -112,3 +113,62 @@ def any_db(db_url: str) -> Iterator[Database]:
     database = Database(db_url)
     yield database
     database.close()
+
+
+# --- the scale-out stack: S3 (moto), Redis, Postgres and Celery worker processes ------------
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One S3-compatible server (moto's server mode) on loopback for the session; each
+    test makes a bucket of its own."""
+    from .scaleout import s3_server
+
+    with s3_server(tmp_path_factory.mktemp("moto") / "moto.log") as server:
+        yield server
+
+
+@pytest.fixture
+def broker() -> Iterator[Any]:
+    """The machine's Redis under a key prefix of this test's own (deleted afterwards)."""
+    from .scaleout import redis_broker
+
+    with redis_broker() as found:
+        yield found
+
+
+@pytest.fixture(params=["embedded", "scaleout"])
+def stack(request: pytest.FixtureRequest, tmp_path: Path,
+          monkeypatch: pytest.MonkeyPatch) -> Callable[..., Any]:
+    """Runs the service the way a test asks, once on the embedded default (SQLite, local
+    files, the worker inside the API process) and once scaled out (Postgres, Redis, S3, the
+    API only enqueuing, and a Celery worker process with an empty home of its own).
+
+    ``stack(**settings)`` is a context manager giving a ``tests.service.Server``.
+    """
+    from .scaleout import CREDENTIALS, celery_worker, stack_env
+    from .service import running, service_settings
+
+    if request.param == "embedded":
+        return lambda **kw: running(service_settings(tmp_path / "h", **kw))
+    if request.param == "embedded-postgres":
+        url = request.getfixturevalue("pg_url")
+        return lambda **kw: running(service_settings(tmp_path / "h", database_url=url, **kw))
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    s3, found = request.getfixturevalue("s3"), request.getfixturevalue("broker")
+    env = stack_env(database_url=request.getfixturevalue("pg_url"), broker=found, s3=s3,
+                    bucket=s3.new_bucket(), local_dir=tmp_path / "vendor")
+
+    @contextmanager
+    def scaled(**kw: Any) -> Iterator[Any]:
+        for name, value in kw.items():
+            env["SHOTLINE_" + name.upper()] = str(value)
+        values = {k.removeprefix("SHOTLINE_").lower(): v for k, v in env.items()
+                  if k.startswith("SHOTLINE_")}
+        settings = service_settings(tmp_path / "api", **values)
+        with celery_worker(tmp_path / "w1", env, tmp_path / "worker.log"), \
+                running(settings) as server:
+            yield server
+
+    return scaled

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,19 +16,16 @@ from standardwebhooks.webhooks import Webhook
 from shotline.api import open_store
 from shotline.providers.local import read_journal
 from shotline.service import tenants
-from shotline.store.db import renders, reservations
+from shotline.store.db import calls, renders, reservations
 
 from .service import BRIEF, receiver, running, service_settings, wait_status, wait_until
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize("database", ["sqlite", "postgres"])
-def test_post_to_published_with_signed_webhooks(tmp_path: Path, database: str,
-                                                request: pytest.FixtureRequest) -> None:
-    url = request.getfixturevalue("pg_url") if database == "postgres" else None
-    settings = service_settings(tmp_path / "h", database_url=url)
-    with running(settings) as server, receiver() as hook:
+@pytest.mark.parametrize("stack", ["embedded", "embedded-postgres", "scaleout"], indirect=True)
+def test_post_to_published_with_signed_webhooks(stack: Callable[..., Any]) -> None:
+    with stack() as server, receiver() as hook:
         key = server.new_key()
         api = server.client(key.key)
         answer = api.post("/v1/renders", json={"brief": BRIEF, "seconds": 4, "size": "640x360",
@@ -148,8 +146,8 @@ def test_tenants_see_only_their_own(tmp_path: Path) -> None:
         assert b.get("/v1/renders").status_code == 401
 
 
-def test_media_supports_range_requests_and_unguessable_keys(tmp_path: Path) -> None:
-    with running(service_settings(tmp_path / "h")) as server:
+def test_media_supports_range_requests_and_unguessable_keys(stack: Callable[..., Any]) -> None:
+    with stack() as server:
         api = server.client(server.new_key().key)
         rid = api.post("/v1/renders", json={"brief": BRIEF, "seconds": 4,
                                             "size": "640x360"}).json()["id"]
@@ -198,8 +196,8 @@ def test_render_view_has_an_etag_and_quality_flags(tmp_path: Path) -> None:
         assert other.get(f"/v1/renders/{rid}", headers={"If-None-Match": tag}).status_code == 404
 
 
-def test_events_stream_every_step_and_resume(tmp_path: Path) -> None:
-    with running(service_settings(tmp_path / "h")) as server:
+def test_events_stream_every_step_and_resume(stack: Callable[..., Any]) -> None:
+    with stack() as server:
         api = server.client(server.new_key().key)
         rid = api.post("/v1/renders", json={"brief": BRIEF, "seconds": 4,
                                             "size": "640x360"}).json()["id"]
@@ -226,9 +224,9 @@ def test_events_stream_every_step_and_resume(tmp_path: Path) -> None:
         assert later.text.count("id: ") == 1 and f"id: {ids[-1]}" in later.text
 
 
-def test_reroll_bills_only_the_rerolled_shot(tmp_path: Path) -> None:
-    settings = service_settings(tmp_path / "h")
-    with running(settings) as server:
+def test_reroll_bills_only_the_rerolled_shot(stack: Callable[..., Any]) -> None:
+    with stack() as server:
+        settings = server.settings
         api = server.client(server.new_key().key)
         rid = api.post("/v1/renders", json={"brief": BRIEF, "seconds": 8, "model": "local/sim",
                                             "size": "640x360"}).json()["id"]
@@ -278,9 +276,9 @@ def test_reject_needs_a_reason_and_is_final(tmp_path: Path) -> None:
         assert conflict.status_code == 409 and "rejected" in conflict.json()["error"]["message"]
 
 
-def test_cancel_stops_the_render_and_its_vendor_jobs(tmp_path: Path) -> None:
-    settings = service_settings(tmp_path / "h", local_latency=30)
-    with running(settings) as server, receiver() as hook:
+def test_cancel_stops_the_render_and_its_vendor_jobs(stack: Callable[..., Any]) -> None:
+    with stack(local_latency=30) as server, receiver() as hook:
+        settings = server.settings
         api = server.client(server.new_key().key)
         rid = api.post("/v1/renders", json={"brief": BRIEF, "seconds": 8, "model": "local/sim",
                                             "webhook_url": hook.url}).json()["id"]
@@ -294,12 +292,12 @@ def test_cancel_stops_the_render_and_its_vendor_jobs(tmp_path: Path) -> None:
         db, _ = open_store(settings)
         with db.read() as conn:
             assert conn.execute(sa.select(reservations.c.state)).scalar_one() == "settled"
-            states = conn.execute(sa.text("SELECT state, error, job FROM calls")).all()
+            states = conn.execute(sa.select(calls.c.state, calls.c.error, calls.c.job)).all()
         db.close()
         assert states and all(s.state == "failed" and "cancelled" in s.error for s in states)
         # The vendor's jobs were stopped too, not merely forgotten.
-        jobs = [json.loads(s.job)["job_id"] for s in states]
-        assert all(json.loads((settings.home / "local" / "jobs" / f"{j}.json").read_text())
+        jobs = [s.job["job_id"] for s in states]
+        assert all(json.loads((settings.local_root / "jobs" / f"{j}.json").read_text())
                    ["cancelled_at"] for j in jobs)
         assert api.get(f"/v1/renders/{rid}").json()["status"] == "cancelled"
         assert api.post(f"/v1/renders/{rid}/cancel").status_code == 409
@@ -379,10 +377,10 @@ def test_listing_health_metrics_and_openapi(tmp_path: Path) -> None:
         assert {"/v1/renders", "/v1/renders/{render_id}/reroll", "/v1/media/{token}"} <= set(paths)
 
 
-def test_two_renders_in_one_worker_share_a_shot_and_pay_once(tmp_path: Path) -> None:
+def test_two_renders_in_one_worker_share_a_shot_and_pay_once(stack: Callable[..., Any]) -> None:
     # One worker process runs both renders at once; their second shots are the same call.
-    settings = service_settings(tmp_path / "h", local_latency=1.0, worker_renders=2)
-    with running(settings) as server:
+    with stack(local_latency=1.0, worker_renders=2) as server:
+        settings = server.settings
         api = server.client(server.new_key().key)
         ids = [api.post("/v1/renders", json={
             "brief": f"Shot 1: A {colour} kite climbs.\n\nShot 2: The string snaps.",

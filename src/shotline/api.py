@@ -182,9 +182,13 @@ def estimate(brief: BriefSource, **kwargs: Unpack[Options]) -> Estimate:
 
 
 def open_store(settings: Settings) -> tuple[Database, Store]:
-    """The database and file store under ``settings.home`` (or the configured URL)."""
+    """The database (``settings.database_url``, else SQLite under ``settings.home``) and the
+    store (``settings.storage``, else files under ``settings.home``)."""
+    from .store.blobs import open_blobs
+
+    blobs = open_blobs(settings)  # a malformed SHOTLINE_STORAGE is refused before the database
     db = Database.for_home(settings.home, settings.database_url)
-    return db, Store(db, settings.home / "store")
+    return db, Store(db, blobs, settings.scratch)
 
 
 def stored_keys(settings: Settings, keys: list[str]) -> frozenset[str]:

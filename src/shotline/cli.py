@@ -716,8 +716,9 @@ def spend_cmd(
 @app.command("renders")
 def renders_cmd(json_out: JsonOpt = False) -> None:
     """Recent renders, newest first (ids whole: paste them into `show` or `reroll`)."""
-    _, db, _ = _open()
-    rows = lifecycle.list_renders(db)
+    _, db, store = _open()
+    rows = [{**r, "output": r["output"] and store.blobs.address(r["output"])}
+            for r in lifecycle.list_renders(db)]
     if json_out:
         _dump(rows)
         return
@@ -732,22 +733,26 @@ def renders_cmd(json_out: JsonOpt = False) -> None:
 def show_cmd(render_id: Annotated[str, typer.Argument(help="A render id (r_...).")],
              json_out: JsonOpt = False) -> None:
     """Reopen a render: its output and cost, with zero provider calls."""
-    _, db, _ = _open()
+    from .store.cache import still_name
+
+    _, db, store = _open()
     row = lifecycle.get_render(db, render_id)
     if row is None:
         raise BriefError(f"no render {render_id!r}; `shotline renders` lists them")
     row.pop("brief", None)
     for shot in row["shots"]:  # numbered from 1, as everywhere else
         shot["index"] = shot.pop("idx") + 1
+    name = row["output"]
+    if name:  # where the file is: a path, or an s3:// URL
+        row["output"] = store.blobs.address(name)
     if json_out:
         _dump(row)
         return
-    video = Path(row["output"]) if row["output"] else None
     lines = [f"render:  {row['id']} ({row['status']})", f"model:   {row['model']}",
-             f"video:   {video or '-'}"]
-    if video is not None:
-        lines += [f"poster:  {video.with_name(video.stem + '.poster.jpg')}",
-                  f"shots:   {video.with_name(video.stem + '.contact.jpg')}"]
+             f"video:   {row['output'] or '-'}"]
+    if name:
+        lines += [f"poster:  {store.blobs.address(still_name(name, 'poster'))}",
+                  f"shots:   {store.blobs.address(still_name(name, 'contact'))}"]
     lines += [f"length:  {row['seconds'] or 0:.3f} s",
               f"cost:    ${row['cost_usd']:.2f} (estimate ${row['estimate_usd']:.2f})"]
     if row["error"]:
@@ -965,21 +970,42 @@ def serve_cmd(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8000,
 ) -> None:
-    """Run the HTTP API with a worker in the same process."""
+    """Run the HTTP API (with a worker in the same process unless SHOTLINE_QUEUE=celery)."""
+    from .service.checks import check
     from .service.server import serve
 
-    serve(Settings(), host, port)
+    settings = Settings()
+    check(settings)
+    serve(settings, host, port)
 
 
 @app.command("worker")
-def worker_cmd() -> None:
-    """Run a worker alone against the same database (as many as you like)."""
+def worker_cmd(
+    concurrency: Annotated[int | None, typer.Option(
+        min=1, help="Tasks run at once (SHOTLINE_QUEUE=celery), or renders (inline).",
+        show_default="celery: the number of CPUs; inline: $SHOTLINE_WORKER_RENDERS")] = None,
+) -> None:
+    """Run a worker alone against the same database (as many as you like).
+
+    With SHOTLINE_QUEUE=celery this is a Celery worker taking render tasks from the broker.
+    """
     import logging
 
+    from .service.checks import check
+
+    settings = Settings()
+    check(settings)  # before logging is set up: a bad setting is one line, nothing else
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if settings.queue == "celery":
+        from .service.tasks import run_worker
+
+        run_worker(settings, concurrency)
+        return
     from .service.worker import run_forever
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    run_forever(Settings())
+    if concurrency:
+        settings = settings.model_copy(update={"worker_renders": concurrency})
+    run_forever(settings)
 
 
 RenderIdArg = Annotated[str, typer.Argument(help="A render id (r_...).", show_default=False)]
@@ -1091,6 +1117,15 @@ def cancel_cmd(render_id: RenderIdArg, json_out: JsonOpt = False) -> None:
 
     _review(lambda s, db, _: asyncio.run(actions.cancel(
         db, s, load_table(s.overrides_path), None, render_id, operator=True)), json_out)
+
+
+@app.command("requeue")
+def requeue_cmd(render_id: RenderIdArg, json_out: JsonOpt = False) -> None:
+    """Send an unfinished service render to the workers again (after the task queue lost
+    its messages); nothing already submitted or stored is paid for again."""
+    from .service import actions
+
+    _review(lambda s, db, _: actions.requeue(db, s, None, render_id, operator=True), json_out)
 
 
 def run(argv: list[str] | None = None) -> int:

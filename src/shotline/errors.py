@@ -155,6 +155,18 @@ class MediaError(ShotlineError):
     exit_code = 5
 
 
+class QueueError(ShotlineError):
+    """The task queue's broker did not take a message; nothing was queued."""
+
+    http_status = 503
+
+
+class StorageError(ShotlineError):
+    """The object store failed an operation that may succeed if tried again."""
+
+    http_status = 503
+
+
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C during a render. A ``KeyboardInterrupt``, so ``except Exception`` never hides
     it; ``in_flight`` counts the shots the vendor was making (paid for, job ids stored)."""

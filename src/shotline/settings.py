@@ -137,7 +137,12 @@ class Settings(BaseSettings):
         "", description="Local provider: scripted faults, see docs (e.g. 'shot1:429,shot2:fail')."
     )
     local_journal: Path | None = Field(
-        None, description="Local provider: JSON-lines journal of submits (default: HOME/...)."
+        None, description="Local provider: JSON-lines journal of submits (default: "
+        "LOCAL_DIR/journal.jsonl)."
+    )
+    local_dir: Path | None = Field(
+        None, description="Local provider: where its jobs live (default: HOME/local). Point "
+        "several workers at one shared directory to use it as one remote vendor."
     )
     max_image_bytes: int = Field(
         10_000_000, gt=0, description="Largest image a brief may name (a cast picture, a first "
@@ -176,6 +181,38 @@ class Settings(BaseSettings):
         "heartbeat, so another worker can resume it.",
     )
 
+    # --- scale-out: the task queue and object storage (docs/deploy.md) ---------------------
+    queue: Literal["inline", "celery"] = Field(
+        "inline", description="inline: `shotline serve` renders in its own process. celery: "
+        "serve only queues; `shotline worker` processes render (needs BROKER_URL).",
+    )
+    broker_url: str | None = Field(
+        None, description="Celery broker for QUEUE=celery, e.g. redis://redis:6379/0."
+    )
+    broker_prefix: str = Field(
+        "", description="Prefix of every key the queue writes in Redis, to share one Redis "
+        "database between deployments.",
+    )
+    visibility_timeout: float = Field(
+        3600, gt=0, description="Seconds before Redis hands a task a dead worker took to "
+        "another worker; must exceed the longest task (a stitch, a download) and poll delay.",
+    )
+    storage: str = Field(
+        "", description="Where clips and outputs are kept: empty for HOME/store, or "
+        "s3://BUCKET/PREFIX for any S3-compatible store (AWS_* variables for credentials).",
+    )
+    s3_endpoint_url: str | None = Field(
+        None, description="Endpoint of an S3-compatible store other than AWS S3 (MinIO, R2, "
+        "Ceph...), e.g. http://minio:9000.",
+    )
+    media_redirect: bool = Field(
+        False, description="With S3 storage, answer media requests with a redirect to a "
+        "presigned URL instead of streaming the bytes through the API.",
+    )
+    media_url_seconds: int = Field(
+        3600, ge=60, le=604800, description="How long a presigned media URL stays valid."
+    )
+
     @field_validator("overrides")
     @classmethod
     def _overrides_exist(cls, path: Path | None) -> Path | None:
@@ -193,8 +230,17 @@ class Settings(BaseSettings):
         return self.overrides or self.home / "overrides.toml"
 
     @property
+    def local_root(self) -> Path:
+        return self.local_dir or self.home / "local"
+
+    @property
     def journal_path(self) -> Path:
-        return self.local_journal or self.home / "local" / "journal.jsonl"
+        return self.local_journal or self.local_root / "journal.jsonl"
+
+    @property
+    def scratch(self) -> Path:
+        """A worker's own disk: temporary files and copies, never the only copy of anything."""
+        return self.home / "scratch"
 
     def limit_for(self, provider: str) -> int:
         return self.provider_concurrency.get(provider, self.concurrency)

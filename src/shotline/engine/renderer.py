@@ -3,7 +3,12 @@
 Invariants (see also calls.py for the recovery points and ledger.py for money):
 
 * A shot whose key is stored is served from the store: no provider call, cost 0.
-* Shots run concurrently, at most ``settings.limit_for(provider)`` in flight per provider.
+* A shot is made in explicit steps (:class:`Step`: claim, authorize and submit; poll once;
+  download, probe, store and bill), each one committed before the next. The inline loop
+  (:meth:`Renderer.run_shot`) and the queue's tasks (``service/tasks.py``) take the same
+  steps; between two of them a shot is plain data any worker can carry on from.
+* Shots run concurrently, at most ``settings.limit_for(provider)`` in flight per provider
+  across every worker (leased slots in the database, ``store/slots.py``).
 * Only ``RetryableError`` is retried, with exponential backoff and jitter, honouring the
   vendor's Retry-After, under ``max_attempts`` and the per-shot deadline.
 * A submit whose outcome is unknown (``AmbiguousSubmitError``, or a claim left by a
@@ -18,16 +23,20 @@ Invariants (see also calls.py for the recovery points and ledger.py for money):
   have settled (they are being paid for; their clips are kept for the next run).
 * Each clip is made into its segment (:mod:`.assembly`) as soon as it is stored, while the
   other shots still render; once all are there the output is joined by copy. Segments are
-  kept by key, so a resumed render or a re-roll makes only what is new.
+  kept by key (on the machine that made them; any other makes them again from the stored
+  clip), so a resumed render or a re-roll makes only what is new.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
+import shutil
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -39,7 +48,7 @@ from sqlalchemy.engine import Connection
 from ..core.capabilities import Capabilities, parse_size
 from ..core.keys import planned_key, render_key
 from ..core.planner import Plan, PlannedShot
-from ..core.pricing import ShotCost, call_cost
+from ..core.pricing import call_cost
 from ..errors import (
     AmbiguousSubmitError,
     BudgetError,
@@ -48,11 +57,12 @@ from ..errors import (
     ProviderError,
     RetryableError,
     ShotlineError,
+    StorageError,
     UserError,
 )
 from ..providers.base import JobRef, JobStatus, Provider, ShotRequest
 from ..settings import Settings
-from ..store import calls, ledger, lifecycle
+from ..store import calls, ledger, lifecycle, slots
 from ..store import images as stored_images
 from ..store.cache import Store, copy_atomic
 from ..store.db import Database, renders
@@ -83,6 +93,7 @@ class ShotResult:
     job_id: str | None = None
     error: str | None = None
     over_budget: bool = False  # stopped before an attempt the budget could not cover
+    stored: str | None = None  # the clip's name in the store (``clip`` is its local file)
     segment: Prepared | None = None
     flags: list[quality.Flag] = field(default_factory=list)
     retake: int | None = None  # the take the quality gate's automatic re-roll made
@@ -165,14 +176,17 @@ def stitch_settings(plan: Plan, settings: Settings, loudness: float | None) -> d
     }
 
 
-def _utc(when: float) -> str:
-    return datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 def assembly_for(plan: Plan, settings: Settings, store: Store, loudness: float | None) -> Assembly:
+    """What makes a plan's segments and joins them (bad encoder settings: refused here)."""
     fmt = Format(size=parse_size(plan.size), fps=plan.fps, audio=plan.audio, fit=settings.fit,
                  preset=settings.encode_preset)
     return Assembly([s.frames for s in plan.shots], fmt, store.pieces(),
                     crossfade=plan.crossfade_frames, loudness=loudness,
                     true_peak=settings.true_peak, encoders=settings.normalise_concurrency)
+
+
+def _utc(when: float) -> str:
+    return datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def backoff(attempt: int, base: float, retry_after: float | None) -> float:
@@ -181,12 +195,66 @@ def backoff(attempt: int, base: float, retry_after: float | None) -> float:
     return max(delay, retry_after or 0.0)
 
 
+StepAction = Literal["claim", "poll", "fetch", "done", "failed"]
+
+
+@dataclass(frozen=True)
+class Step:
+    """Where the making of one shot stands between two engine calls, as plain data.
+
+    A shot is made by calling :meth:`Renderer.advance` with the last step until it is
+    ``done`` or ``failed``: ``claim`` (serve it from the store, or claim the key and
+    authorize and submit, or follow the job another render submitted), ``poll`` (ask once;
+    the answer's hint is the next step's ``delay``), ``fetch`` (download, probe, store, bill).
+    The inline worker loops over the steps in one coroutine; the queue's tasks carry a step
+    from one task to the next (``to_json``), so any worker can take the next one.
+    """
+
+    action: StepAction = "claim"
+    delay: float = 0.0  # seconds to wait before this action: a poll hint, a backoff
+    job: dict[str, Any] | None = None  # the JobRef, from poll on
+    attempt: int = 0  # the claim's attempt number, for retries
+    started: float = 0.0  # when this run began the shot: the deadline counts from here
+    renewed: float = 0.0  # when the shot's provider slot was last renewed
+    billed_seconds: float | None = None  # what the finished job said it billed
+    error: str | None = None
+    over_budget: bool = False
+    cached: bool = False
+    cost_usd: str = "0"
+
+    @property
+    def final(self) -> bool:
+        return self.action in ("done", "failed")
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Step:
+        # Fields a newer version added are left out: a message outlives a rolling upgrade.
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in known})
+
+
+class _Again(Exception):  # control flow inside this module only
+    """A transient failure: claim the shot again after ``delay`` seconds."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+
+
 class Renderer:
-    """Makes the clips of one render through one provider."""
+    """Makes the clips of one render through one provider, one step at a time.
+
+    ``requests`` are every shot of the render. ``on_stored`` runs after a clip is stored,
+    before its shot is done: the place for per-clip work (normalising a clip as it
+    arrives), on whichever worker fetched it.
+    """
 
     def __init__(self, provider: Provider, caps: Capabilities, settings: Settings,
                  db: Database, store: Store, render_id: str, listener: Listener,
-                 limits: ledger.Limits) -> None:
+                 limits: ledger.Limits, requests: list[ShotRequest],
+                 on_stored: Callable[[ShotRequest, str], Awaitable[None]] | None = None) -> None:
         self.provider = provider
         self.caps = caps
         self.settings = settings
@@ -194,115 +262,173 @@ class Renderer:
         self.store = store
         self.render_id = render_id
         self.emit = listener
-        self.limit = asyncio.Semaphore(settings.limit_for(caps.provider))
-        self.owner = calls.new_owner()
-        # Two shots of one brief can be identical (same key): the second waits for the first.
-        self.key_locks: dict[str, asyncio.Lock] = {}
         self.limits = limits
-        # What one more attempt at each shot not finished yet would cost: with what the
-        # render has billed, the least its reservation must cover before any submit.
-        self.open: dict[int, Decimal] = {}
+        self.requests = {r.index: r for r in requests}
+        self.costs = {r.index: call_cost(caps, r.seconds, r.size, r.audio) for r in requests}
+        self.on_stored = on_stored
+        self.owner = calls.new_owner()
+        # In-process gates of the inline loop: per-render concurrency, and two identical
+        # shots of one brief (same key), the second waiting for the first.
+        self.limit = asyncio.Semaphore(settings.limit_for(caps.provider))
+        self.key_locks: dict[str, asyncio.Lock] = {}
+        self.last: dict[int, Step] = {}
+        # How long to wait for a provider slot another worker holds.
+        self.slot_wait = max(0.2, min(1.0, settings.poll_interval))
 
-    def expect(self, requests: list[ShotRequest]) -> None:
-        """Note the shots this run will make, before any of them starts."""
-        for r in requests:
-            self.open[r.index] = call_cost(self.caps, r.seconds, r.size, r.audio).cost_usd
-
-    def allow_retake(self, index: int, cost: Decimal) -> None:
-        """Reserve one more try at shot ``index`` (the quality gate's automatic re-roll), or
-        raise BudgetError if the caps cannot cover it; nothing is spent here."""
+    def allow_retake(self, again: ShotRequest) -> None:
+        """Reserve one more try at shot ``again.index`` as a new take (the quality gate's
+        automatic re-roll), and make it the shot this renderer makes next; BudgetError if
+        the caps cannot cover it. Nothing is spent here."""
+        cost = call_cost(self.caps, again.seconds, again.size, again.audio)
         with self.db.write() as conn:
-            need = ledger.billed(conn, self.render_id) + sum(self.open.values(), cost)
+            others = [i for i in lifecycle.unfinished_shots(conn, self.render_id)
+                      if i != again.index and i in self.costs]
+            need = ledger.billed(conn, self.render_id) + cost.cost_usd + sum(
+                (self.costs[i].cost_usd for i in others), Decimal(0))
             ledger.reserve(conn, self.render_id, need, self.limits, grow_only=True)
-        self.open[index] = cost
+            lifecycle.begin_shots(conn, self.render_id, [again.index])
+        self.requests[again.index] = again
+        self.costs[again.index] = cost
+
+    # --- the inline driver -----------------------------------------------------------
 
     async def run_shot(self, request: ShotRequest) -> ShotResult:
-        async with self.key_locks.setdefault(request.key, asyncio.Lock()):
-            return await self._run_shot(request)
-
-    async def _run_shot(self, request: ShotRequest) -> ShotResult:
-        result = ShotResult(request.index, request.key)
-        cost = call_cost(self.caps, request.seconds, request.size, request.audio)
-        if self._serve_stored(result, cost):
-            return result
-        async with self.limit:
+        """Make one shot here and now, step after step (the embedded worker and the CLI)."""
+        async with self.key_locks.setdefault(request.key, asyncio.Lock()), self.limit:
             try:
-                await asyncio.wait_for(self._make(request, result, cost),
-                                       self.settings.render_deadline)
+                step = await asyncio.wait_for(self._drive(request.index),
+                                              self.settings.render_deadline)
             except TimeoutError:
-                result.error = (
-                    f"did not finish within {self.settings.render_deadline:g} s (job "
-                    f"{result.job_id}); the job was left with the provider, not resubmitted")
-            except ProviderError as exc:  # the vendor's own words go to the user
-                result.error = str(exc) if exc.reason in str(exc) else f"{exc} ({exc.reason})"
-            except BudgetError as exc:
-                result.error, result.over_budget = str(exc), True
-            except (MediaError, UserError) as exc:
-                result.error = str(exc)
-        self.open.pop(request.index, None)
+                step = Step("failed", error=self._late(self.last.get(request.index)))
+        return self.settle(request.index, step)
+
+    async def _drive(self, index: int) -> Step:
+        step = Step()
+        while not step.final:
+            if step.delay:
+                await asyncio.sleep(step.delay)
+            step = self.last[index] = await self.advance(index, step)
+        return step
+
+    # --- the steps, shared by every driver --------------------------------------------
+
+    async def advance(self, index: int, step: Step) -> Step:
+        """Take one step for shot ``index``; the next step (``final`` when it is over)."""
+        request = self.requests[index]
+        now = time.time()
+        if step.started and now - step.started > self.settings.render_deadline:
+            return Step("failed", error=self._late(step))
+        step = replace(step, delay=0.0, started=step.started or now)
+        try:
+            if step.action == "claim":
+                return await self._claim(request, step)
+            if step.action == "poll":
+                return await self._poll(request, step)
+            if step.action == "fetch":
+                return await self._fetch(request, step)
+        except _Again as again:
+            return Step("claim", delay=again.delay, started=step.started)
+        except ProviderError as exc:  # the vendor's own words go to the user
+            error = str(exc) if exc.reason in str(exc) else f"{exc} ({exc.reason})"
+            return replace(step, action="failed", error=error)
+        except BudgetError as exc:
+            return replace(step, action="failed", error=str(exc), over_budget=True)
+        except (MediaError, UserError) as exc:
+            return replace(step, action="failed", error=str(exc))
+        return step
+
+    def settle(self, index: int, step: Step) -> ShotResult:
+        """Record a shot's final state (once its last step is taken) and its result."""
+        request = self.requests[index]
+        stored = None if step.error else self.store.clip_name(request.key)
+        result = ShotResult(
+            index, request.key, clip=self.store.blobs.local(stored) if stored else None,
+            stored=stored, cached=step.cached, cost_usd=Decimal(step.cost_usd),
+            job_id=(step.job or {}).get("job_id"), error=step.error,
+            over_budget=step.over_budget)
         state = "failed" if result.error else ("cached" if result.cached else "done")
         # A shot served from the store keeps what it cost when this render paid for it.
         paid = {} if result.cached else {"cost_usd": result.cost_usd}
         with self.db.write() as conn:
-            lifecycle.set_shot(conn, self.render_id, request.index, state=state, cached=result.cached,
-                          error=result.error, progress=None if result.error else 1.0, **paid)
+            lifecycle.set_shot(conn, self.render_id, index, state=state, cached=result.cached,
+                               error=result.error, progress=None if result.error else 1.0,
+                               **paid)
         if result.error:
-            result.error = f"shot {request.index + 1}: {result.error}"
-            self.emit(ShotEvent(request.index, "failed", message=result.error))
+            result.error = f"shot {index + 1}: {result.error}"
+            self.emit(ShotEvent(index, "failed", message=result.error))
         return result
 
-    def _serve_stored(self, result: ShotResult, cost: ShotCost) -> bool:
-        stored = self.store.clip(result.key)
-        if stored is None:
-            return False
-        self.open.pop(result.index, None)
-        result.clip, result.cached = stored.path, True
-        with self.db.write() as conn:
-            self.store.touch(conn, result.key)
-            lifecycle.set_shot(conn, self.render_id, result.index, state="cached", cached=True)
-            ledger.record_saving(conn, self.render_id, result.key, self.caps.provider,
-                                 self.caps.model, cost.cost_usd)
-        self.emit(ShotEvent(result.index, "cached"))
-        return True
+    def _late(self, step: Step | None) -> str:
+        job = (step.job or {}).get("job_id") if step else None
+        return (f"did not finish within {self.settings.render_deadline:g} s (job {job}); the "
+                "job was left with the provider, not resubmitted")
 
-    async def _make(self, request: ShotRequest, result: ShotResult, cost: ShotCost) -> None:
-        """Claim, submit or follow, poll, download, store: until done or out of attempts."""
-        while True:
-            with self.db.write() as conn:
-                c = calls.claim(conn, request.key, self.caps.provider, self.caps.model, self.owner)
-            ref: JobRef | None
-            if c.action == "wait":  # another process is submitting this very shot
-                self.emit(ShotEvent(request.index, "queued", message="shared with another render"))
-                await asyncio.sleep(0.2)
-                continue
-            if c.action == "done":
-                if self._serve_stored(result, cost):
-                    return
-                # Made before, but the file was pruned since: making it again is a new call.
-                calls.set_call(self.db, request.key, "failed", error="clip no longer stored")
-                continue
-            if c.action == "reconcile":  # a claim whose owner died: submitted or not?
-                ref = await self._reconcile(request, c.since)
-            elif c.action == "lead":
-                ref = await self._submit(request, c.attempts)
+    def _serve_stored(self, request: ShotRequest) -> Step | None:
+        if self.store.clip(request.key) is None:
+            return None
+        with self.db.write() as conn:
+            self.store.touch(conn, request.key)
+            lifecycle.set_shot(conn, self.render_id, request.index, state="cached", cached=True)
+            ledger.record_saving(conn, self.render_id, request.key, self.caps.provider,
+                                 self.caps.model, self.costs[request.index].cost_usd)
+        self.emit(ShotEvent(request.index, "cached"))
+        return Step("done", cached=True)
+
+    async def _claim(self, request: ShotRequest, step: Step) -> Step:
+        """Serve the shot from the store, or claim it and submit, follow or reconcile."""
+        if (served := self._serve_stored(request)) is not None:
+            return served
+        with self.db.write() as conn:
+            # A slot first: the provider's limit counts jobs in flight on every worker.
+            if not slots.acquire(conn, self.caps.provider, request.key,
+                                 self.settings.limit_for(self.caps.provider),
+                                 self.settings.lease_seconds):
+                c = None
             else:
-                assert c.job is not None
-                ref = JobRef.from_json(c.job)
-            if ref is None:
-                continue  # nothing is in flight for this key: claim it again
-            result.job_id = ref.job_id
-            if await self._finish(ref, request, result, cost, c.attempts):
-                return
+                c = calls.claim(conn, request.key, self.caps.provider, self.caps.model,
+                                self.owner)
+                if c.action == "done":
+                    slots.release(conn, request.key)
+        if c is None:
+            self.emit(ShotEvent(request.index, "queued", message="waiting for a provider slot"))
+            # Jittered, so shots waiting for the same provider do not all ask at once.
+            return replace(step, delay=self.slot_wait * random.uniform(1.0, 2.0))
+        ref: JobRef | None
+        if c.action == "wait":  # another process is submitting this very shot
+            self.emit(ShotEvent(request.index, "queued", message="shared with another render"))
+            return replace(step, delay=0.2)
+        if c.action == "done":
+            if (served := self._serve_stored(request)) is not None:
+                return served
+            # Made before, but the file was pruned since: making it again is a new call.
+            calls.set_call(self.db, request.key, "failed", error="clip no longer stored")
+            return step
+        if c.action == "reconcile":  # a claim whose owner died: submitted or not?
+            ref = await self._reconcile(request, c.since)
+        elif c.action == "lead":
+            ref = await self._submit(request, c.attempts)
+        else:
+            assert c.job is not None
+            ref = JobRef.from_json(c.job)
+        if ref is None:
+            return step  # nothing is in flight for this key: claim it again
+        return replace(step, action="poll", job=ref.to_json(), attempt=c.attempts,
+                       renewed=time.time())
 
     def _authorize(self, request: ShotRequest) -> None:
         """Make sure the reservation covers this submit, growing it within every cap.
 
-        Raises BudgetError (and frees the claim) if it cannot: the attempts already made
-        stay in the ledger and the clips already made stay stored.
+        What it must cover: what the render has billed, plus one attempt at every shot not
+        finished yet (this one included), read from the render's shot states so that every
+        worker making a shot of this render sees the same figure. Raises BudgetError (and
+        frees the claim) if it cannot: the attempts already made stay in the ledger and
+        the clips already made stay stored.
         """
         try:
             with self.db.write() as conn:
-                need = ledger.billed(conn, self.render_id) + sum(self.open.values(), Decimal(0))
+                still = lifecycle.unfinished_shots(conn, self.render_id)
+                need = ledger.billed(conn, self.render_id) + sum(
+                    (self.costs[i].cost_usd for i in still if i in self.costs), Decimal(0))
                 ledger.reserve(conn, self.render_id, need, self.limits, grow_only=True)
         except BudgetError as exc:
             calls.set_call(self.db, request.key, "failed", error="stopped by the budget")
@@ -318,8 +444,8 @@ class Renderer:
         except AmbiguousSubmitError:
             return await self._reconcile(request, sent_at)
         except RetryableError as exc:
-            await self._failed_attempt(request, attempt, exc.reason, exc.retry_after)
-            return None
+            raise _Again(self._failed_attempt(request, attempt, exc.reason,
+                                              exc.retry_after)) from None
         except PermanentError as exc:
             calls.set_call(self.db, request.key, "failed", error=exc.reason)
             raise
@@ -363,28 +489,53 @@ class Renderer:
             f"{request.key}); run the render again to look again, or render with a new "
             "--take to make this shot anew and pay again")
 
-    async def _failed_attempt(self, request: ShotRequest, attempt: int, reason: str,
-                              retry_after: float | None) -> None:
+    def _failed_attempt(self, request: ShotRequest, attempt: int, reason: str,
+                        retry_after: float | None) -> float:
+        """Free the claim after a failed attempt; how long to wait before the next one."""
         calls.set_call(self.db, request.key, "failed", error=reason)
         if attempt >= self.settings.max_attempts:
             raise PermanentError(f"gave up after {attempt} attempts: {reason}", reason=reason)
         delay = backoff(attempt - 1, self.settings.backoff_base, retry_after)
         self.emit(ShotEvent(request.index, "queued", message=f"retry in {delay:.1f} s: {reason}"))
-        await asyncio.sleep(delay)
+        return delay
 
-    async def _finish(self, ref: JobRef, request: ShotRequest, result: ShotResult,
-                      cost: ShotCost, attempt: int) -> bool:
-        status = await self._wait(ref, request.index)
+    def _renew_slot(self, request: ShotRequest, step: Step) -> Step:
+        """Keep the shot's provider slot while its job runs (a few writes per lease)."""
+        now = time.time()
+        if now - step.renewed < self.settings.lease_seconds / 4:
+            return step
+        with self.db.write() as conn:
+            slots.renew(conn, self.caps.provider, request.key, self.settings.lease_seconds, now)
+        return replace(step, renewed=now)
+
+    async def _poll(self, request: ShotRequest, step: Step) -> Step:
+        """Ask the provider once; the next step and when to take it."""
+        assert step.job is not None
+        ref = JobRef.from_json(step.job)
+        step = self._renew_slot(request, step)
+        try:
+            status = await self.provider.poll(ref)
+        except RetryableError as exc:  # a dropped poll costs nothing: just poll again
+            return replace(step, delay=backoff(0, self.settings.poll_interval, exc.retry_after))
         if status.state == "failed":
             reason = status.error or "the provider reported a failed job"
             if self.caps.billed_on_failure:
                 with self.db.write() as conn:
-                    ledger.record(conn, self._charge(ref, request, cost, status, "failed"))
+                    ledger.record(conn, self._charge(ref, request, status, "failed"))
             if not status.retryable:
                 calls.set_call(self.db, request.key, "failed", error=reason)
                 raise PermanentError(f"job {ref.job_id} failed: {reason}", reason=reason)
-            await self._failed_attempt(request, attempt, reason, None)
-            return False
+            raise _Again(self._failed_attempt(request, step.attempt, reason, None))
+        if status.state == "succeeded":
+            return replace(step, action="fetch", billed_seconds=status.billed_seconds)
+        self.emit(ShotEvent(request.index, "rendering", status.progress))
+        return replace(step, delay=status.next_poll or self.settings.poll_interval)
+
+    async def _fetch(self, request: ShotRequest, step: Step) -> Step:
+        """Download, probe and store the clip, and bill it, in one transaction with its state."""
+        assert step.job is not None
+        ref = JobRef.from_json(step.job)
+        status = JobStatus("succeeded", billed_seconds=step.billed_seconds)
         self.emit(ShotEvent(request.index, "downloading"))
         try:
             tmp, seconds = await self._download(ref, request)
@@ -392,26 +543,36 @@ class Renderer:
             # The vendor made (and billed) the clip even if we could not fetch it. The call
             # stays 'submitted', so a later run tries this job's file again for free.
             with self.db.write() as conn:
-                ledger.record(conn, self._charge(ref, request, cost, status, "undelivered"))
+                ledger.record(conn, self._charge(ref, request, status, "undelivered"))
             raise
         checkpoint("downloaded")
         try:
-            with self.db.write() as conn:
-                result.clip = self.store.put_clip(conn, request.key, tmp, seconds=seconds,
-                                                  provider=self.caps.provider,
-                                                  model=self.caps.model, cost_usd=cost.cost_usd)
-                paid = ledger.record(conn, self._charge(ref, request, cost, status, "succeeded"))
-                calls.set_call_in(conn, request.key, "done")
-        finally:
-            tmp.unlink(missing_ok=True)  # moved into place, or not wanted: never left behind
+            saved = await asyncio.to_thread(self.store.save_clip, request.key, tmp)
+        except StorageError as exc:  # the store hiccuped: fetching again is free
+            tmp.unlink(missing_ok=True)
+            self.emit(ShotEvent(request.index, "downloading", message=str(exc)))
+            return replace(step, delay=backoff(1, self.settings.backoff_base, None))
+        except BaseException:  # a cancel included: no partial file stays behind
+            tmp.unlink(missing_ok=True)
+            raise
+        cost = self.costs[request.index]
+        with self.db.write() as conn:
+            self.store.record_clip(conn, request.key, saved, seconds=seconds,
+                                   provider=self.caps.provider, model=self.caps.model,
+                                   cost_usd=cost.cost_usd)
+            paid = ledger.record(conn, self._charge(ref, request, status, "succeeded"))
+            calls.set_call_in(conn, request.key, "done")
         checkpoint("done")
-        result.cost_usd = cost.cost_usd if paid else Decimal(0)
-        result.cached = not paid  # another render's call, shared: no charge here
+        if self.on_stored is not None:
+            await self.on_stored(request, saved.name)
         self.emit(ShotEvent(request.index, "done"))
-        return True
+        # Another render's call, shared: no charge here, and the clip counts as cached.
+        return replace(step, action="done", cost_usd=str(cost.cost_usd if paid else 0),
+                       cached=not paid)
 
-    def _charge(self, ref: JobRef, request: ShotRequest, cost: ShotCost, status: JobStatus,
+    def _charge(self, ref: JobRef, request: ShotRequest, status: JobStatus,
                 outcome: str) -> ledger.Charge:
+        cost = self.costs[request.index]
         seconds = cost.billed_seconds
         if status.billed_seconds is not None:  # what the vendor says it billed wins
             seconds = int(-(-status.billed_seconds // 1))
@@ -421,21 +582,9 @@ class Renderer:
             audio=request.audio, unit_price=cost.unit_price, amount=cost.unit_price * seconds,
             outcome=outcome)
 
-    async def _wait(self, ref: JobRef, index: int) -> JobStatus:
-        while True:
-            try:
-                status = await self.provider.poll(ref)
-            except RetryableError as exc:  # a dropped poll costs nothing: just poll again
-                await asyncio.sleep(backoff(0, self.settings.poll_interval, exc.retry_after))
-                continue
-            if status.state in ("succeeded", "failed"):
-                return status
-            self.emit(ShotEvent(index, "rendering", status.progress))
-            await asyncio.sleep(status.next_poll or self.settings.poll_interval)
-
     async def _download(self, ref: JobRef, request: ShotRequest) -> tuple[Path, float]:
         """Download to a temporary name and probe it; vendor URLs expire, so fetch now."""
-        tmp = self.store.temp_path(self.store.clip_path(request.key), ref.job_id)
+        tmp = self.store.temp_path(self.store.clip_name(request.key), ref.job_id)
         last: Exception | None = None
         try:
             for _ in range(2):  # CDNs drop connections; a second fetch is free, a resubmit is not
@@ -485,17 +634,18 @@ class RenderJob:
 
 def _reopen(job: RenderJob, plan: Plan, key: str, requests: list[ShotRequest],
             stored: dict[str, Any]) -> RenderResult:
-    shots = [ShotResult(r.index, r.key, cached=True) for r in requests]
-    output, poster, sheet = _deliver(Path(stored["path"]), job.output)
+    shots = [ShotResult(r.index, r.key, cached=True, stored=job.store.clip_name(r.key))
+             for r in requests]
+    output, poster, sheet = deliver(job.store, stored["path"], job.output)
     with job.db.read() as conn:
-        flags = _output_flags(conn, stored["render_id"])
+        flags = output_flags(conn, stored["render_id"])
     return RenderResult(
         render_id=stored["render_id"], output=output, seconds=stored["seconds"],
         cost_usd=Decimal(0), shots=shots, poster=poster, contact_sheet=sheet, key=key,
         plan=plan, reopened=True, flags=flags)
 
 
-def _output_flags(conn: Connection, render_id: str) -> list[quality.Flag]:
+def output_flags(conn: Connection, render_id: str) -> list[quality.Flag]:
     """The quality flags recorded on a render's output."""
     return [quality.Flag.from_json(f) for f in lifecycle.output_quality(conn, render_id)]
 
@@ -504,20 +654,31 @@ def _still(output: Path, kind: str) -> Path:
     return output.with_name(f"{output.stem}.{kind}.jpg")
 
 
-def _deliver(stored: Path, dest: Path | None) -> tuple[Path, Path, Path]:
-    """Copy a stored output and its stills to where the user asked, if anywhere."""
+def deliver(store: Store, name: str, dest: Path | None) -> tuple[Path, Path, Path]:
+    """Files with a stored output and its stills: copied to where the user asked, if
+    anywhere, else the store's own files (or this machine's copies of them)."""
+    files = store.output_files(name)
     if dest is None:
-        return stored, _still(stored, "poster"), _still(stored, "contact")
-    for kind in ("poster", "contact"):
-        copy_atomic(_still(stored, kind), _still(dest, kind))
-    return copy_atomic(stored, dest), _still(dest, "poster"), _still(dest, "contact")
+        return files
+    video, poster, sheet = files
+    copy_atomic(poster, _still(dest, "poster"))
+    copy_atomic(sheet, _still(dest, "contact"))
+    return copy_atomic(video, dest), _still(dest, "poster"), _still(dest, "contact")
+
+
+def plan_requests(plan: Plan, caps: Capabilities, settings: Settings, loudness: float | None,
+                  images: Mapping[str, bytes] | None = None) -> tuple[list[ShotRequest], str]:
+    """The provider calls of a plan (with the bytes of its images, when given) and the
+    render key they make."""
+    requests = [request_for(plan, s, caps, images) for s in plan.shots]
+    return requests, render_key([r.key for r in requests],
+                                stitch_settings(plan, settings, loudness))
 
 
 async def render_plan(plan: Plan, job: RenderJob) -> RenderResult:
     """Render every shot of ``plan``, segment each as it arrives, join, verify, store, settle."""
     blobs = inputs.gather(job.db, plan, job.images)
-    requests = [request_for(plan, s, job.caps, blobs) for s in plan.shots]
-    key = render_key([r.key for r in requests], stitch_settings(plan, job.settings, job.target))
+    requests, key = plan_requests(plan, job.caps, job.settings, job.target, blobs)
     if job.render_id is None and (stored := job.store.output(key)) is not None:
         return _reopen(job, plan, key, requests, stored)
     assembly = assembly_for(plan, job.settings, job.store, job.target)  # bad settings: nothing written
@@ -536,66 +697,98 @@ async def render_plan(plan: Plan, job: RenderJob) -> RenderResult:
                                               plan.model_dump(mode="json"),
                                               [r.key for r in requests], todo,
                                               max_usd=job.max_usd)
-            limits = _limits(conn, job, render_id)
+            limits = limits_of(conn, job, render_id)
             ledger.reserve(conn, render_id, ledger.billed(conn, render_id) + todo, limits)
+            lifecycle.begin_shots(conn, render_id, [r.index for r in to_make])
     else:
         render_id = job.render_id
         with job.db.read() as conn:
-            limits = _limits(conn, job, render_id)
-        _move(job, render_id, "rendering")
+            limits = limits_of(conn, job, render_id)
+        _move(job, render_id, "rendering",
+              also=lambda conn: lifecycle.begin_shots(conn, render_id, [r.index for r in to_make]))
+    segments: dict[str, Prepared] = {}  # by shot key: made as each clip is stored
+
+    async def on_stored(request: ShotRequest, name: str) -> None:
+        segments[request.key] = await segment(job.db, job.store, render_id, assembly, request,
+                                              name)
+
     renderer = Renderer(job.provider, job.caps, job.settings, job.db, job.store, render_id,
-                        job.listener, limits)
-    renderer.expect(to_make)
+                        job.listener, limits, requests, on_stored)
 
     async def shot(request: ShotRequest) -> ShotResult:
-        result = await _shot(renderer, assembly, request)
+        result = await _shot(renderer, assembly, segments, request)
         if job.settings.quality_reroll and result.segment and quality.failing(result.flags):
-            return await _retake(job, plan, renderer, assembly, request, result, blobs)
+            return await _retake(job, plan, renderer, assembly, segments, request, result, blobs)
         return result
 
     shots = list(await asyncio.gather(*(shot(r) for r in requests)))
     this_run = sum((s.cost_usd for s in shots), Decimal(0))
     if failed := [s for s in shots if s.error]:
-        message = "; ".join(s.error or "" for s in failed) + (
-            f" ({sum(1 for s in shots if s.clip)} of {len(shots)} clips are stored and will "
-            "not be paid for again)")
+        message = failure_message([s.error or "" for s in failed],
+                                  sum(1 for s in shots if s.stored), len(shots))
         _move(job, render_id, "failed", error=message, settle=True)
         if any(s.over_budget for s in failed):
             raise BudgetError(f"render {render_id} stopped: {message}")
         raise RenderFailed(message, render_id, shots)
     if any(s.retake for s in shots):
         plan, key = _retaken(job, plan, render_id, shots)
-    result = await _stitch(plan, job, render_id, key, shots, this_run, assembly)
-    result.estimate_usd = todo
+    prepared = [s.segment for s in shots if s.segment is not None]
+    name, seconds, flags = await stitch(plan, job, render_id, key, [s.key for s in shots],
+                                        prepared if len(prepared) == len(shots) else None)
+    output, poster, sheet = deliver(job.store, name, job.output)
+    return RenderResult(
+        render_id=render_id, output=output, seconds=seconds, cost_usd=this_run, shots=shots,
+        poster=poster, contact_sheet=sheet, key=key, plan=plan, estimate_usd=todo, flags=flags)
+
+
+async def segment(db: Database, store: Store, render_id: str, assembly: Assembly,
+                  request: ShotRequest, name: str) -> Prepared:
+    """Shot ``request``'s segment, made from its stored clip ``name`` (or found made), with its
+    quality flags recorded on its shot: what every driver does as a clip arrives."""
+    clip = await asyncio.to_thread(store.file, name)
+    made = await asyncio.to_thread(assembly.prepare, request.index, clip, request.key,
+                                   asked=request.seconds)
+    with db.write() as conn:
+        lifecycle.set_shot(conn, render_id, request.index,
+                           quality=[f.to_json() for f in made.flags])
+    return made
+
+
+async def _shot(renderer: Renderer, assembly: Assembly, segments: dict[str, Prepared],
+                request: ShotRequest) -> ShotResult:
+    """One shot from request to segment. A clip made now got its segment as it was stored
+    (``on_stored``); one served from the store gets it here, while other shots still render."""
+    result = await renderer.run_shot(request)
+    if result.stored is None or result.error:
+        return result
+    try:
+        made = segments.get(request.key) or await segment(
+            renderer.db, renderer.store, renderer.render_id, assembly, request, result.stored)
+    except MediaError as exc:
+        result.error = f"shot {request.index + 1}: {exc}"
+        return result
+    result.segment, result.flags = made, list(made.flags)
+    renderer.emit(ShotEvent(request.index, "cached" if result.cached else "done",
+                            message="segment ready"))
     return result
 
 
-def _limits(conn: Connection, job: RenderJob, render_id: str) -> ledger.Limits:
-    """The caps on this render: its own (max_usd), its tenant's, and the operator's."""
-    row = conn.execute(sa.select(renders.c.tenant_id, renders.c.max_usd)
-                       .where(renders.c.id == render_id)).one()
-    return ledger.limits(conn, tenant=row.tenant_id, per_render=row.max_usd,
-                         daily=job.settings.daily_budget_usd,
-                         monthly=job.settings.monthly_budget_usd)
-
-
 async def _retake(job: RenderJob, plan: Plan, renderer: Renderer, assembly: Assembly,
-                  request: ShotRequest, first: ShotResult, blobs: Mapping[str, bytes],
-                  ) -> ShotResult:
+                  segments: dict[str, Prepared], request: ShotRequest, first: ShotResult,
+                  blobs: Mapping[str, bytes]) -> ShotResult:
     """The quality gate failed a shot: render it once more as a new take, if the budget allows,
-    and keep that take unless it fails more checks than the first."""
+    and keep that take unless it fails more checks than the first (inline renders only)."""
     shot = plan.shots[request.index]
     again = request_for(plan, shot.model_copy(update={"take": shot.take + 1}), job.caps, blobs)
-    cost = call_cost(job.caps, again.seconds, again.size, again.audio).cost_usd
     try:
-        renderer.allow_retake(request.index, cost)
+        renderer.allow_retake(again)
     except BudgetError as exc:
         renderer.emit(ShotEvent(request.index, "done", message=f"not re-rolled: {exc}"))
         return first
     why = "; ".join(f.message for f in quality.failing(first.flags))
     renderer.emit(ShotEvent(request.index, "queued",
                             message=f"re-rolling as take {again.take}: {why}"))
-    second = await _shot(renderer, assembly, again)
+    second = await _shot(renderer, assembly, segments, again)
     keep = second.error is None and second.segment is not None and \
         len(quality.failing(second.flags)) <= len(quality.failing(first.flags))
     chosen, other = (second, first) if keep else (first, second)
@@ -616,31 +809,24 @@ def _retaken(job: RenderJob, plan: Plan, render_id: str,
     updated = tuple(p.model_copy(update={"take": s.retake}) if s.retake else p
                     for p, s in zip(plan.shots, shots, strict=True))
     plan = plan.model_copy(update={"shots": updated})
-    requests = [request_for(plan, p, job.caps) for p in plan.shots]
-    key = render_key([r.key for r in requests], stitch_settings(plan, job.settings, job.target))
+    _, key = plan_requests(plan, job.caps, job.settings, job.target)
     with job.db.write() as conn:
         lifecycle.set_render(conn, render_id, plan=plan.model_dump(mode="json"), key=key)
     return plan, key
 
 
-async def _shot(renderer: Renderer, assembly: Assembly, request: ShotRequest) -> ShotResult:
-    """One shot from request to segment: the segment is made while other shots still render."""
-    result = await renderer.run_shot(request)
-    if result.clip is None or result.error:
-        return result
-    try:
-        result.segment = await asyncio.to_thread(
-            assembly.prepare, request.index, result.clip, request.key, asked=request.seconds)
-    except MediaError as exc:
-        result.error = f"shot {request.index + 1}: {exc}"
-        return result
-    result.flags = list(result.segment.flags)
-    with renderer.db.write() as conn:
-        lifecycle.set_shot(conn, renderer.render_id, request.index,
-                           quality=[f.to_json() for f in result.flags])
-    renderer.emit(ShotEvent(request.index, "cached" if result.cached else "done",
-                            message="segment ready"))
-    return result
+def failure_message(errors: list[str], stored: int, total: int) -> str:
+    return "; ".join(errors) + (f" ({stored} of {total} clips are stored and will not be paid "
+                                "for again)")
+
+
+def limits_of(conn: Connection, job: RenderJob, render_id: str) -> ledger.Limits:
+    """The caps on this render: its own (max_usd), its tenant's, and the operator's."""
+    row = conn.execute(sa.select(renders.c.tenant_id, renders.c.max_usd)
+                       .where(renders.c.id == render_id)).one()
+    return ledger.limits(conn, tenant=row.tenant_id, per_render=row.max_usd,
+                         daily=job.settings.daily_budget_usd,
+                         monthly=job.settings.monthly_budget_usd)
 
 
 def _move(job: RenderJob, render_id: str, status: str, *, settle: bool = False,
@@ -663,35 +849,65 @@ def _move(job: RenderJob, render_id: str, status: str, *, settle: bool = False,
         raise RenderStopped(f"render {render_id} was cancelled or taken over by another worker")
 
 
-async def _stitch(plan: Plan, job: RenderJob, render_id: str, key: str,
-                  shots: list[ShotResult], cost: Decimal, assembly: Assembly) -> RenderResult:
+async def make_output(plan: Plan, store: Store, settings: Settings, key: str,
+                      clip_keys: list[str], loudness: float | None,
+                      prepared: list[Prepared] | None = None,
+                      ) -> tuple[str, float, bool, list[quality.Flag]]:
+    """The stored output for render key ``key``: (its name, seconds, whether made now, its
+    quality flags).
+
+    Made from the segments of the stored clips of ``clip_keys`` if no render made it before:
+    ``prepared`` when the caller made them as the clips arrived, else made (or found made)
+    here; joined by copy and verified in a scratch directory of its own, its stills cut,
+    then all three stored. Its row is the caller's to write (with the render's state change).
+    """
+    if (stored := store.output(key)) is not None:  # made before, by a twin render
+        with store.db.read() as conn:
+            flags = output_flags(conn, str(stored["render_id"]))
+        return str(stored["path"]), float(stored["seconds"]), False, flags
+    assembly = assembly_for(plan, settings, store, loudness)
+    if prepared is None:
+        prepared = []
+        for index, clip_key in enumerate(clip_keys):
+            clip = store.clip(clip_key)
+            if clip is None:
+                raise MediaError(f"the clip of shot {index + 1} is no longer stored; render "
+                                 "again to make it (it will be paid for again)")
+            local = await asyncio.to_thread(store.file, clip.name)
+            prepared.append(await asyncio.to_thread(
+                assembly.prepare, index, local, clip_key, asked=plan.shots[index].seconds))
+    work = store.scratch / "stitch" / uuid.uuid4().hex  # two stitches never share files
+    output = work / Path(store.output_name(key)).name
+    try:
+        work.mkdir(parents=True)
+        joined = await asyncio.to_thread(assembly.join, prepared, output)
+        await asyncio.to_thread(_stills, output, prepared)
+        checkpoint("stitched")
+        name = await asyncio.to_thread(store.save_output, key, output)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return name, joined.probe.duration, True, list(joined.flags)
+
+
+async def stitch(plan: Plan, job: RenderJob, render_id: str, key: str, clip_keys: list[str],
+                 prepared: list[Prepared] | None = None,
+                 ) -> tuple[str, float, list[quality.Flag]]:
+    """Join a render whose clips are all stored and move it to awaiting_review; the output's
+    name in the store, its length and its quality flags. Every driver ends a render here."""
     _move(job, render_id, "stitching")
     job.listener(ShotEvent(-1, "stitching"))
     started = time.monotonic()
-    also = None
-    flags: list[quality.Flag]
-    if (stored := job.store.output(key)) is not None:  # made before, by a twin render
-        output, seconds = Path(stored["path"]), float(stored["seconds"])
-        with job.db.read() as conn:
-            flags = _output_flags(conn, stored["render_id"])
-    else:
-        output = job.store.output_path(key)
-        segments = [s.segment for s in shots if s.segment is not None]
-        joined = await asyncio.to_thread(assembly.join, segments, output)
-        job.listener(ShotEvent(-1, "stitched", message=f"{time.monotonic() - started:.2f} s"))
-        await asyncio.to_thread(_stills, output, segments)
-        seconds, flags = joined.probe.duration, list(joined.flags)
-        checkpoint("stitched")
+    name, seconds, made, flags = await make_output(plan, job.store, job.settings, key,
+                                                   clip_keys, job.target, prepared)
 
-        def also(conn: Connection) -> None:
-            job.store.put_output(conn, key, output, seconds, render_id)
+    def also(conn: Connection) -> None:
+        if made:
+            job.store.put_output(conn, key, name, seconds, render_id)
 
-    _move(job, render_id, "awaiting_review", settle=True, also=also, output=str(output),
+    job.listener(ShotEvent(-1, "stitched", message=f"{time.monotonic() - started:.2f} s"))
+    _move(job, render_id, "awaiting_review", settle=True, also=also, output=name,
           seconds=seconds, quality=[f.to_json() for f in flags])
-    final, poster, sheet = _deliver(output, job.output)
-    return RenderResult(
-        render_id=render_id, output=final, seconds=seconds, cost_usd=cost, shots=shots,
-        poster=poster, contact_sheet=sheet, key=key, plan=plan, flags=flags)
+    return name, seconds, flags
 
 
 def _stills(output: Path, segments: list[Prepared]) -> None:

@@ -5,9 +5,11 @@ job queued, then running, until ``settings.local_latency`` seconds have passed s
 submit, then renders the clip (see :mod:`.local_render`) and reports it succeeded;
 ``download`` copies the file. Invariants:
 
-* Jobs persist. ``submit`` writes ``HOME/local/jobs/<job_id>.json`` (request, submit time,
+* Jobs persist. ``submit`` writes ``LOCAL_DIR/jobs/<job_id>.json`` (request, submit time,
   latency, scripted fault) before it returns; everything else reads only that file and
-  ``HOME/local/out``, so any process, after a restart too, can carry on another's job.
+  ``LOCAL_DIR/out``, so any process, after a restart too, can carry on another's job.
+  ``LOCAL_DIR`` (``settings.local_root``, default ``HOME/local``) and the journal may be on
+  a disk several workers share: it then stands in for one remote vendor.
   Readiness is wall-clock time against the job file, never in-process state.
 * A job renders at most once: under a per-job ``flock``, into a temporary file that is
   ``os.replace``-d into place, so concurrent polls from several processes are safe.
@@ -29,7 +31,7 @@ Scripted faults, for tests (``settings.local_faults``, env ``SHOTLINE_LOCAL_FAUL
 
     SPEC  = RULE {"," RULE}                 e.g.  shot2:429/2:x1,prompt~storm:fail,*:fps=30
     RULE  = WHEN ":" WHAT [":x" N]          ":xN": only the first N submits the rule picks,
-                                            counted across processes (HOME/local/faults.json)
+                                            counted across processes (LOCAL_DIR/faults.json)
     WHEN  = "*"                             every request
           | "shot" N                        the shot numbered N, 1-based (request.index N-1)
           | "prompt~" WORD                  prompts containing WORD (any case; no "," or ":")
@@ -271,7 +273,7 @@ class LocalProvider(BaseProvider):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.rules = parse_faults(settings.local_faults)
-        self.root = settings.home / "local"
+        self.root = settings.local_root
         self.jobs = self.root / "jobs"
         self.out = self.root / "out"
         scratch.sweep_once(self.root)  # what a killed process was writing

@@ -41,10 +41,10 @@ from ..providers.base import JobRef
 from ..providers.plugins import load_provider
 from ..settings import Settings
 from ..store import images as stored_images
-from ..store import ledger, lifecycle
+from ..store import ledger, lifecycle, slots
 from ..store.cache import Store
 from ..store.db import Database, calls, render_shots, renders
-from . import ssrf
+from . import queue, ssrf
 
 MAX_PROMPT = inputs.MAX_PROMPT_CHARS
 log = logging.getLogger(__name__)
@@ -162,6 +162,7 @@ async def submit(db: Database, settings: Settings, table: ModelTable, tenant: st
                     auto_approve=req.auto_approve, max_usd=req.max_usd)
                 ledger.reserve(conn, render_id, todo,
                                _limits(conn, settings, tenant, req.max_usd))
+                queue.dispatch(settings, render_id, key)  # last: a refusal rolls all back
                 view, created = lifecycle.describe(conn, render_id, settings.public_url), True
             if also is not None:
                 also(conn, view)
@@ -287,10 +288,27 @@ def reroll(db: Database, settings: Settings, table: ModelTable, tenant: str | No
                              seconds=None, error=None, review_note=None, quality=None)
         lifecycle.append_event(conn, render_id, "reroll", {
             "shots": chosen, "prompts": {str(k): v for k, v in req.prompts.items()}})
+        if row.options is not None:  # a service render: its workers restitch it
+            queue.dispatch(settings, render_id, key)
         view = lifecycle.describe(conn, render_id, settings.public_url)
         if also is not None:
             also(conn, view)
         return view
+
+
+def requeue(db: Database, settings: Settings, tenant: str | None, render_id: str, *,
+            operator: bool = False) -> dict[str, Any]:
+    """Send an unfinished service render to the workers again: after its task messages
+    were lost (a Redis flushed or restored from an old copy). Nothing is paid twice: its
+    calls and stored clips carry on from where they are."""
+    with db.write() as conn:
+        row = _row(conn, tenant, render_id, operator, lock=True)
+        if row.options is None or row.status not in lifecycle.ACTIVE:
+            raise StateError(f"render {render_id} is {row.status}: only a service render that "
+                             "is queued, rendering or stitching can be requeued")
+        lifecycle.append_event(conn, render_id, "requeue", {"reason": "operator"})
+        queue.dispatch(settings, render_id, row.key, resume=True)
+        return lifecycle.describe(conn, render_id, settings.public_url)
 
 
 def _check_reroll(req: RerollRequest, n_shots: int) -> list[int]:
@@ -308,11 +326,16 @@ def _check_reroll(req: RerollRequest, n_shots: int) -> list[int]:
 
 async def cancel(db: Database, settings: Settings, table: ModelTable, tenant: str | None,
                  render_id: str, *, operator: bool = False) -> dict[str, Any]:
-    """Stop a render and cancel its vendor jobs that no other live render shares."""
+    """Stop a render, drop its queued tasks, and cancel its vendor jobs that no other live
+    render shares."""
     view = await asyncio.to_thread(
         _act, db, tenant, render_id, "cancelled", "cancelled",
         allowed="queued, rendering or stitching", base_url=settings.public_url,
         operator=operator)
+    try:
+        await asyncio.to_thread(queue.revoke, settings, render_id)
+    except Exception:  # the tasks see the render is cancelled and stop by themselves
+        log.warning("could not revoke the queued tasks of render %s", render_id, exc_info=True)
     await cancel_vendor_jobs(db, settings, table, render_id)
     return view
 
@@ -352,5 +375,7 @@ def _jobs_to_cancel(db: Database, render_id: str) -> list[Any]:
 
 def _cancelled(db: Database, key: str) -> None:
     with db.write() as conn:
-        conn.execute(calls.update().where(calls.c.key == key, calls.c.state == "submitted")
-                     .values(state="failed", error="cancelled by the user"))
+        done = conn.execute(calls.update().where(calls.c.key == key, calls.c.state == "submitted")
+                            .values(state="failed", error="cancelled by the user")).rowcount
+        if done:
+            slots.release(conn, key)

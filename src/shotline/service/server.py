@@ -35,11 +35,18 @@ from decimal import Decimal
 from importlib import resources
 from pathlib import Path as FilePath
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from fastapi import Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    StreamingResponse,
+)
 from fastapi.security import HTTPBearer
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import ValidationError
@@ -54,7 +61,8 @@ from ..core.capabilities import ModelTable, table_for
 from ..errors import InvalidRequest, NotFoundError, ShotlineError, UserError
 from ..settings import Settings
 from ..store import ledger, lifecycle
-from ..store.db import Database, media, renders
+from ..store.blobs import Blobs, LocalBlobs
+from ..store.db import Database
 from . import actions, idempotency, metrics, schemas, ssrf, tenants, webhooks
 from .schemas import errors
 from .worker import Background
@@ -183,6 +191,11 @@ def create_app(settings: Settings | None = None, *, with_worker: bool = True,
     """The API; ``resolver`` replaces the system's DNS for webhook URLs (tests use a fake)."""
     settings = settings or Settings()
     service = Service(settings, resolver)
+    if settings.queue == "celery":  # workers are Celery's: this process only enqueues
+        from .tasks import configure
+
+        configure(settings)
+        with_worker = False
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -303,6 +316,8 @@ NOT_MODIFIED: dict[int | str, dict[str, Any]] = {
 MEDIA: dict[int | str, dict[str, Any]] = {
     200: {"description": "The file (video/mp4 or image/jpeg); Range requests welcome.",
           "content": {"video/mp4": {}, "image/jpeg": {}}},
+    307: {"description": "With SHOTLINE_MEDIA_REDIRECT: the file at a presigned URL of the "
+                         "object store."},
     206: {"description": "The part of the file the Range asked for.",
           "content": {"video/mp4": {}, "image/jpeg": {}, "multipart/byteranges": {}}}}
 
@@ -310,8 +325,8 @@ MEDIA: dict[int | str, dict[str, Any]] = {
 def owned(request: Request, render_id: RenderId, tenant: Tenant) -> str:
     """The render id, if the render is this tenant's; 404 as if absent otherwise."""
     with request.app.state.service.db.read() as conn:
-        row = conn.execute(sa.select(renders.c.tenant_id).where(renders.c.id == render_id)).first()
-    if row is None or row.tenant_id != tenant:
+        exists, owner = lifecycle.tenant_of(conn, render_id)
+    if not exists or owner != tenant:
         raise NotFoundError(f"no render {render_id!r}")
     return render_id
 
@@ -378,18 +393,9 @@ def _routes(app: FastAPI, service: Service) -> None:  # noqa: C901 - one place l
                      cursor: Annotated[str | None, Query(max_length=64)] = None) -> dict[str, Any]:
         """The tenant's renders, newest first; pass ``next_cursor`` back for the next page."""
         with db.read() as conn:
-            query = (sa.select(renders.c.id, renders.c.created_at)
-                     .where(renders.c.tenant_id == tenant)
-                     .order_by(renders.c.created_at.desc(), renders.c.id.desc()).limit(limit + 1))
-            if cursor:
-                after = conn.execute(sa.select(renders.c.created_at).where(
-                    renders.c.id == cursor, renders.c.tenant_id == tenant)).first()
-                if after is None:
-                    raise NotFoundError(f"no render {cursor!r} to continue after")
-                query = query.where(sa.or_(
-                    renders.c.created_at < after.created_at,
-                    sa.and_(renders.c.created_at == after.created_at, renders.c.id < cursor)))
-            ids = [r.id for r in conn.execute(query)]
+            ids = lifecycle.page(conn, tenant, limit, cursor)
+            if ids is None:
+                raise NotFoundError(f"no render {cursor!r} to continue after")
             page = [lifecycle.describe(conn, i, base) for i in ids[:limit]]
         return {"data": page, "next_cursor": ids[limit - 1] if len(ids) > limit else None}
 
@@ -485,8 +491,9 @@ def _routes(app: FastAPI, service: Service) -> None:  # noqa: C901 - one place l
                    range: Annotated[str | None, Header(
                        max_length=4096, description="bytes=FIRST-LAST[, ...]")] = None,
                    if_none_match: Annotated[str | None, Header(max_length=4096)] = None,
-                   _: Bearer = None) -> FileResponse:
-        """A stored video or still; supports Range requests, ETag and If-None-Match (304)."""
+                   _: Bearer = None) -> Response:
+        """A stored video or still; supports Range requests, ETag and If-None-Match (304),
+        or with SHOTLINE_MEDIA_REDIRECT a redirect to a presigned URL of the object store."""
         return _media(service, token, request, range)
 
     @app.get("/v1/ledger", tags=["money"], response_model=schemas.LedgerPage,
@@ -531,15 +538,15 @@ def _routes(app: FastAPI, service: Service) -> None:  # noqa: C901 - one place l
     def healthz() -> Any:
         """Liveness and the database's reachability (no key needed)."""
         try:
-            with db.read() as conn:
-                conn.execute(sa.text("SELECT 1"))
+            db.ping()
         except sa.exc.SQLAlchemyError as exc:
             log.warning("health check: the database cannot be reached: %s", type(exc).__name__)
             return error(503, "database_unreachable", "the database cannot be reached")
         return {"status": "ok", "database": "ok", "version": __version__,
+                "queue": settings.queue,
                 "worker": bool(service.worker and service.worker.alive())}
 
-    page, page_headers = review_page()
+    page, page_headers = review_page(_media_origin(service))
 
     @app.get("/review", include_in_schema=False)
     def review() -> HTMLResponse:
@@ -625,8 +632,7 @@ class Once:
 def _events(db: Database, render_id: str, after: int) -> tuple[list[dict[str, Any]], str]:
     with db.read() as conn:
         rows = lifecycle.events_after(conn, render_id, after)
-        status = conn.execute(sa.select(renders.c.status)
-                              .where(renders.c.id == render_id)).scalar_one()
+        status = lifecycle.status_of(conn, render_id)
     return rows, str(status)
 
 
@@ -655,44 +661,108 @@ class MediaResponse(FileResponse):
         await super().__call__(scope, receive, send)
 
 
-def _media(service: Service, token: str, request: Request, range_: str | None) -> FileResponse:
+def _media(service: Service, token: str, request: Request, range_: str | None) -> Response:
     missing = NotFoundError("no such file")
     key = _bearer(request)
     row = None
     with service.db.read() as conn:  # the key and the file in one transaction
         who = tenants.lookup(conn, key) if key else None
         if who is not None and TOKEN.fullmatch(token):
-            row = conn.execute(sa.select(media).where(media.c.token == token)).first()
+            row = lifecycle.media_item(conn, token)
     tenant = tenants.settle_use(service.db, who)
     if tenant is None:
         raise _unauthorized()
     if row is None or row.tenant_id != tenant:
         raise missing
-    path = FilePath(row.path).resolve()
-    if not path.is_relative_to(service.store.root.resolve()) or not path.is_file():
-        raise missing  # only files of our own store are ever served
-    check_range(range_, path.stat().st_size)
-    # private: the file is only ever served to its tenant's key.
-    return MediaResponse(path, media_type=MEDIA_TYPES.get(path.suffix, "application/octet-stream"),
-                         filename=f"{row.render_id}-{row.kind}{path.suffix}",
-                         content_disposition_type="inline",
-                         headers={"Cache-Control": "private, max-age=31536000, immutable"})
+    blobs, settings = service.store.blobs, service.settings
+    suffix = FilePath(row.path).suffix
+    filename = f"{row.render_id}-{row.kind}{suffix}"
+    kind = MEDIA_TYPES.get(suffix, "application/octet-stream")
+    if isinstance(blobs, LocalBlobs):
+        path = blobs.path(row.path).resolve()
+        if not path.is_relative_to(blobs.root.resolve()) or not path.is_file():
+            raise missing  # only files of our own store are ever served
+        check_range(range_, path.stat().st_size)
+        # private: the file is only ever served to its tenant's key.
+        return MediaResponse(path, media_type=kind, filename=filename,
+                             content_disposition_type="inline",
+                             headers={"Cache-Control": "private, max-age=31536000, immutable"})
+    if settings.media_redirect:
+        url = blobs.presign(row.path, settings.media_url_seconds, filename)
+        if url is not None:
+            return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"})
+    size = blobs.size(row.path)
+    if size is None:
+        raise missing
+    check_range(range_, size)
+    return _stream(blobs, row.path, kind, filename, range_, missing)
 
 
-def review_page() -> tuple[str, dict[str, str]]:
+def _stream(blobs: Blobs, name: str, kind: str, filename: str, range_header: str | None,
+            missing: Exception) -> Response:
+    """An object's bytes through the API, whole or one requested range (RFC 9110)."""
+    size = blobs.size(name)
+    if size is None:
+        raise missing
+    headers = {"Accept-Ranges": "bytes", "Content-Disposition": f'inline; filename="{filename}"'}
+    wanted = _byte_range(range_header, size)
+    if isinstance(wanted, str):
+        return Response(status_code=416, headers={**headers, "Content-Range": f"bytes */{size}"})
+    start, end = wanted or (0, size - 1)
+    if wanted:
+        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    headers["Content-Length"] = str(end - start + 1)
+    body = blobs.read(name, start, end) if size else iter(())
+    return StreamingResponse(body, status_code=206 if wanted else 200, media_type=kind,
+                             headers=headers)
+
+
+RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+
+
+def _byte_range(header: str | None, size: int) -> tuple[int, int] | str | None:
+    """The one range a ``Range`` header asks for; None for the whole object (no header,
+    several ranges, or one we do not read), or "unsatisfiable"."""
+    match = RANGE.fullmatch((header or "").strip())
+    if match is None or (not match[1] and not match[2]):
+        return None
+    if not match[1]:  # the last N bytes
+        length = int(match[2])
+        return (max(size - length, 0), size - 1) if length and size else "unsatisfiable"
+    start = int(match[1])
+    end = min(int(match[2]), size - 1) if match[2] else size - 1
+    if start >= size or end < start:
+        return "unsatisfiable"
+    return start, end
+
+
+def _media_origin(service: Service) -> str:
+    """The object store's origin when media requests are redirected there (else "")."""
+    if not service.settings.media_redirect:
+        return ""
+    url = service.store.blobs.presign("origin-probe", 60, "probe")
+    if url is None:
+        return ""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def review_page(media_origin: str = "") -> tuple[str, dict[str, str]]:
     """The packaged review page, and headers that only let its own inline script run.
 
     The page holds an API key, so the policy pins its one script by hash: text from the API
-    that ever slipped into the DOM as markup still could not run.
+    that ever slipped into the DOM as markup still could not run. ``media_origin`` is where
+    media redirects lead (the object store), allowed for videos and images only.
     """
     page = resources.files("shotline").joinpath("data/review.html").read_text("utf-8")
     script = re.search(r"<script>(.*?)</script>", page, re.S)
     if script is None:
         raise RuntimeError("the packaged data/review.html has no inline <script>")
     digest = base64.b64encode(hashlib.sha256(script.group(1).encode()).digest()).decode()
+    store = f" {media_origin}" if media_origin else ""
     policy = (f"default-src 'none'; script-src 'sha256-{digest}'; style-src 'unsafe-inline'; "
-              "connect-src 'self'; img-src 'self'; media-src 'self'; base-uri 'none'; "
-              "form-action 'none'; frame-ancestors 'none'")
+              f"connect-src 'self'; img-src 'self'{store}; media-src 'self'{store}; "
+              "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
     return page, {"Content-Security-Policy": policy, "Referrer-Policy": "no-referrer",
                   "X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"}
 
@@ -705,7 +775,7 @@ def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def serve(settings: Settings, host: str, port: int) -> None:
-    """``shotline serve``: the API and a worker in one process."""
+    """``shotline serve``: the API, and with the inline queue a worker in the same process."""
     import uvicorn
 
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info")

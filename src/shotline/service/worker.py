@@ -29,7 +29,7 @@ from ..errors import BudgetError, ShotlineError
 from ..providers.plugins import load_provider
 from ..settings import Settings
 from ..store import calls, ledger, lifecycle
-from ..store.db import renders
+from ..store.db import Database, renders
 from . import actions, webhooks
 
 log = logging.getLogger(__name__)
@@ -39,8 +39,8 @@ TICK = 0.25  # seconds between looks at the queue when idle
 class ProgressLog:
     """Writes shot progress for the event stream, at most about once a second per shot."""
 
-    def __init__(self, worker: Worker, render_id: str) -> None:
-        self.worker = worker
+    def __init__(self, db: Database, render_id: str) -> None:
+        self.db = db
         self.render_id = render_id
         self.last: dict[int, tuple[str, float, float]] = {}
 
@@ -51,7 +51,7 @@ class ProgressLog:
         if not changed and now - at < 1.0:
             return
         self.last[event.index] = (event.state, event.progress or 0, now)
-        with self.worker.db.write() as conn:
+        with self.db.write() as conn:
             if event.index < 0:
                 lifecycle.append_event(conn, self.render_id, "stitch",
                                        {"state": event.state, "message": event.message})
@@ -167,7 +167,7 @@ class Worker:
         provider = load_provider(caps.provider, self.settings)
         job = RenderJob(
             caps=caps, provider=provider, settings=self.settings, db=self.db, store=self.store,
-            brief_text=row.brief, max_usd=row.max_usd, listener=ProgressLog(self, row.id),
+            brief_text=row.brief, max_usd=row.max_usd, listener=ProgressLog(self.db, row.id),
             render_id=row.id, owner=self.owner, base_url=self.settings.public_url,
             loudness=(row.options or {}).get("loudness"))
         try:

@@ -1,10 +1,17 @@
 """The content-addressed store: clips by shot key, stitched outputs by render key, and the
 pieces outputs are joined from (:class:`Pieces`, by the key of what each is made of).
 
-Files live under ``$SHOTLINE_HOME/store``; a row in ``clips`` or ``outputs`` says the file
-is complete (it is written to a temporary name, probed, then renamed before the row is
-committed). A row whose file has gone is a miss, never an error, and the file is simply
-made again. Vendor URLs are never the cache: they expire; the bytes are.
+Bytes live in :mod:`.blobs` (``HOME/store`` by default, or an S3-compatible bucket); rows
+in ``clips`` and ``outputs`` say an object is complete. An object is written whole (a
+temporary file probed, then renamed or uploaded) before its row is committed. A row whose
+object has gone is a miss, never an error, and the object is simply made again. Vendor URLs
+are never the cache: they expire; the bytes are.
+
+Names (what the ``path`` columns hold): ``clips/ab/<digest>.mp4`` for a shot key,
+``outputs/ab/<digest>.mp4`` for a render key, and beside an output its stills
+``<digest>.poster.jpg`` and ``<digest>.contact.jpg``. A worker's scratch directory holds
+temporary files and copies of objects (content-addressed, so a copy never goes stale);
+nothing is only there.
 
 Pieces are derived from clips and can always be made again; a piece is complete once its
 metadata JSON is there, which is written after its files.
@@ -30,7 +37,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from .. import scratch
+from .blobs import Blobs, LocalBlobs
 from .db import Database, Money, clips, outputs, upsert
+
+STILLS = ("poster", "contact")
 
 
 def sha256_file(path: Path) -> str:
@@ -41,81 +51,138 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def still_name(output: str, kind: str) -> str:
+    """The name of an output's still (``poster`` or ``contact``), beside the output."""
+    base, _, _ = output.rpartition(".")
+    return f"{base}.{kind}.jpg"
+
+
 @dataclass(frozen=True)
 class StoredClip:
     key: str
-    path: Path
+    name: str
     cost_usd: Decimal
+
+
+@dataclass(frozen=True)
+class SavedClip:
+    """A clip's object, written; its row is still to be committed."""
+
+    name: str
+    sha256: str
+    bytes: int
 
 
 class Store:
     """Where clips and outputs are kept, and the rows that say they are complete."""
 
-    def __init__(self, db: Database, root: Path) -> None:
+    def __init__(self, db: Database, blobs: Blobs, scratch: Path) -> None:
         self.db = db
-        self.root = root
+        self.blobs = blobs
+        self.scratch = scratch
 
     def pieces(self) -> Pieces:
-        return Pieces(self.root / "pieces")
+        """The segments made from clips (engine/assembly.py): this machine's, in scratch,
+        since any worker can make them again from the stored clips."""
+        return Pieces(self.scratch / "pieces")
 
-    def clip_path(self, key: str) -> Path:
+    @staticmethod
+    def clip_name(key: str) -> str:
         digest = key.split(":", 1)[1]
-        return self.root / "clips" / digest[:2] / f"{digest}.mp4"
+        return f"clips/{digest[:2]}/{digest}.mp4"
 
-    def output_path(self, key: str) -> Path:
+    @staticmethod
+    def output_name(key: str) -> str:
         digest = key.split(":", 1)[1]
-        return self.root / "outputs" / digest[:2] / f"{digest}.mp4"
+        return f"outputs/{digest[:2]}/{digest}.mp4"
 
-    def temp_path(self, final: Path, tag: str) -> Path:
-        """A temporary name beside ``final``, unique to this call (see scratch.py).
+    def scratch_path(self, name: str) -> Path:
+        """Where this machine keeps its copy of object ``name`` (an absolute legacy name too)."""
+        return self.scratch / "objects" / name.lstrip("/")
+
+    def temp_path(self, name: str, tag: str) -> Path:
+        """A temporary file for object ``name`` in scratch, unique to this call (scratch.py).
 
         ``tag`` (a vendor's job id) is hashed, never trusted as a name. The name is unique
         per call, not per process: a worker runs several renders in one process, and two of
         them may fetch the same shared job at once.
         """
+        final = self.scratch_path(name)
         safe = hashlib.sha256(tag.encode()).hexdigest()[:16]
-        return scratch.beside(final.with_name(f"{final.stem}.{safe}"))
+        return scratch.beside(final.with_name(f"{final.name.split('.')[0]}.{safe}"), ".mp4")
 
     def sweep(self) -> int:
-        """Remove what processes killed mid-write left in the store (once per process)."""
-        return scratch.sweep_once(self.root)
+        """Remove what processes killed mid-write left in scratch and in a local store (once
+        per process)."""
+        swept = scratch.sweep_once(self.scratch)
+        if isinstance(self.blobs, LocalBlobs):
+            swept += scratch.sweep_once(self.blobs.root)
+        return swept
+
+    def file(self, name: str) -> Path:
+        """A file on this machine with object ``name``'s bytes: the object itself on local
+        storage, else a copy in scratch (fetched once; names are content-addressed)."""
+        own = self.blobs.local(name)
+        if own is not None:
+            return own
+        copy = self.scratch_path(name)
+        if not copy.is_file() or copy.stat().st_size != self.blobs.size(name):
+            self.blobs.fetch(name, copy)
+        return copy
+
+    def forget_copy(self, name: str) -> None:
+        """Drop this machine's scratch copy of ``name`` (never the object itself)."""
+        if self.blobs.local(name) is None:
+            self.scratch_path(name).unlink(missing_ok=True)
 
     def clip(self, key: str, conn: Connection | None = None) -> StoredClip | None:
-        """The stored clip for ``key``, if its row and its file are both there."""
+        """The stored clip for ``key``, if its row and its object are both there."""
         query = sa.select(clips).where(clips.c.key == key)
         if conn is not None:
             row = conn.execute(query).first()
         else:
             with self.db.read() as c:
                 row = c.execute(query).first()
-        if row is None or not Path(row.path).exists():
+        if row is None or not self.blobs.exists(row.path):
             return None
-        return StoredClip(key, Path(row.path), Decimal(row.cost_usd))
+        return StoredClip(key, row.path, Decimal(row.cost_usd))
 
     def stored(self, keys: Iterable[str]) -> frozenset[str]:
-        """Which of ``keys`` have a stored clip (row and file): what a render gets for free."""
+        """Which of ``keys`` have a stored clip (row and object): what a render gets for free."""
         wanted = sorted(set(keys))
         if not wanted:
             return frozenset()
         with self.db.read() as conn:
             rows = conn.execute(sa.select(clips.c.key, clips.c.path)
                                 .where(clips.c.key.in_(wanted))).all()
-        return frozenset(r.key for r in rows if Path(r.path).exists())
+        return frozenset(r.key for r in rows if self.blobs.exists(r.path))
 
-    def put_clip(self, conn: Connection, key: str, tmp: Path, *, seconds: float, provider: str,
-                 model: str, cost_usd: Decimal) -> Path:
-        """Move a probed file into place and record it, in the caller's transaction."""
-        final = self.clip_path(key)
-        digest = sha256_file(tmp)
-        size = tmp.stat().st_size
-        os.replace(tmp, final)
+    def save_clip(self, key: str, tmp: Path) -> SavedClip:
+        """Write a probed file as ``key``'s object (before its row: see :meth:`record_clip`).
+
+        On S3 a copy stays in scratch, so the stitch on this machine need not fetch it back.
+        """
+        name = self.clip_name(key)
+        saved = SavedClip(name, sha256_file(tmp), tmp.stat().st_size)
+        if isinstance(self.blobs, LocalBlobs):
+            self.blobs.put(name, tmp)
+        else:
+            copy = self.scratch_path(name)
+            os.replace(tmp, copy)  # both in scratch
+            spare = scratch.beside(copy)
+            shutil.copyfile(copy, spare)
+            self.blobs.put(name, spare)
+        return saved
+
+    def record_clip(self, conn: Connection, key: str, saved: SavedClip, *, seconds: float,
+                    provider: str, model: str, cost_usd: Decimal) -> None:
+        """Record a saved clip, in the caller's transaction."""
         now = time.time()
         # Several renders following one shared job each store its clip: one row either way.
-        upsert(conn, clips, dict(key=key, path=str(final), sha256=digest, bytes=size,
-                                 seconds=seconds, provider=provider, model=model,
-                                 cost_usd=cost_usd, created_at=now, used_at=now),
+        upsert(conn, clips, dict(key=key, path=saved.name, sha256=saved.sha256,
+                                 bytes=saved.bytes, seconds=seconds, provider=provider,
+                                 model=model, cost_usd=cost_usd, created_at=now, used_at=now),
                keep=("created_at",))
-        return final
 
     def touch(self, conn: Connection, key: str) -> None:
         conn.execute(clips.update().where(clips.c.key == key).values(used_at=time.time()))
@@ -123,14 +190,28 @@ class Store:
     def output(self, key: str) -> dict[str, Any] | None:
         with self.db.read() as conn:
             row = conn.execute(sa.select(outputs).where(outputs.c.key == key)).first()
-        if row is None or not Path(row.path).exists():
+        if row is None or not self.blobs.exists(row.path):
             return None
         return dict(row._mapping)
 
-    def put_output(self, conn: Connection, key: str, path: Path, seconds: float,
+    def save_output(self, key: str, video: Path) -> str:
+        """Write a verified output and its stills (beside it, named as :func:`still_name`
+        says) as ``key``'s objects, stills first; the name of the output's object."""
+        name = self.output_name(key)
+        for kind in STILLS:
+            self.blobs.put(still_name(name, kind), Path(still_name(str(video), kind)))
+        self.blobs.put(name, video)
+        return name
+
+    def put_output(self, conn: Connection, key: str, name: str, seconds: float,
                    render_id: str) -> None:
-        upsert(conn, outputs, dict(key=key, path=str(path), seconds=seconds,
+        upsert(conn, outputs, dict(key=key, path=name, seconds=seconds,
                                    render_id=render_id, created_at=time.time()))
+
+    def output_files(self, name: str) -> tuple[Path, Path, Path]:
+        """Files on this machine with an output's bytes and its stills (see :meth:`file`)."""
+        return (self.file(name), self.file(still_name(name, "poster")),
+                self.file(still_name(name, "contact")))
 
     # --- shotline cache stats | ls | prune ---------------------------------------------
 
@@ -141,12 +222,13 @@ class Store:
                 sa.func.sum(clips.c.cost_usd, type_=Money()))).one()
             n_out = conn.execute(sa.select(sa.func.count()).select_from(outputs)).scalar_one()
         return {"clips": n, "bytes": int(size), "clips_value_usd": value or Decimal(0),
-                "outputs": n_out, "root": str(self.root)}
+                "outputs": n_out, "root": self.blobs.where}
 
     def ls(self) -> list[dict[str, Any]]:
         with self.db.read() as conn:
-            return [dict(r._mapping) for r in conn.execute(
+            rows = [dict(r._mapping) for r in conn.execute(
                 sa.select(clips).order_by(clips.c.used_at.desc()))]
+        return [{**r, "path": self.blobs.address(r["path"])} for r in rows]
 
     def prune(self, older_than_days: float, dry_run: bool = False) -> list[dict[str, Any]]:
         """Remove clips not used for ``older_than_days``; returns what was (or would be) removed."""
@@ -158,8 +240,9 @@ class Store:
                 conn.execute(clips.delete().where(clips.c.key.in_([v["key"] for v in victims])))
         if not dry_run:
             for v in victims:
-                Path(v["path"]).unlink(missing_ok=True)
-        return victims
+                self.blobs.delete(v["path"])
+                self.forget_copy(v["path"])
+        return [{**v, "path": self.blobs.address(v["path"])} for v in victims]
 
 
 class Pieces:

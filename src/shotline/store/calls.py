@@ -10,6 +10,8 @@ process allowed to call ``submit``; everyone else follows the job it records.
 * The claim is a read-then-write under the ``call:<key>`` lock (see db.py): on SQLite the
   file's write lock, on Postgres an advisory lock per key, so exactly one process reads
   "no row" or "failed" and becomes the leader.
+* Moving a call to ``done`` or ``failed`` gives back its provider slot (slots.py) in the
+  same transaction: no job of that key is in flight any more.
 * ``submitting`` whose owner is gone (killed between the claim and the job ref) is
   *ambiguous*: the vendor may or may not have the job. It is reconciled by asking the
   provider for a job with this key, never by submitting again blindly.
@@ -27,6 +29,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from . import slots
 from .db import Database, calls, clips, lock, render_shots
 
 LEASE_SECONDS = 120.0
@@ -122,3 +125,5 @@ def set_call(db: Database, key: str, state: str, **values: Any) -> None:
 def set_call_in(conn: Connection, key: str, state: str, **values: Any) -> None:
     conn.execute(calls.update().where(calls.c.key == key)
                  .values(**{"state": state, "heartbeat": time.time(), **values}))
+    if state in ("done", "failed"):  # no job of this key is in flight any more
+        slots.release(conn, key)

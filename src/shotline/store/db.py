@@ -23,6 +23,7 @@ Invariants:
   ``budget:tenant:<id>``      a tenant's daily and monthly caps (``ledger.reserve``)
   ``budget:global``           the operator's daily and monthly caps (``ledger.reserve``)
   ``endpoints:<tenant>``      the count of a tenant's webhook endpoints
+  ``slots:<provider>``        a provider's concurrency slots (``slots.acquire``)
   ==========================  =====================================================
 
   A row that several processes may write at once (a clip several renders fetched, an
@@ -54,7 +55,7 @@ from sqlalchemy.engine import Connection, Engine
 MIGRATIONS = Path(__file__).parent / "migrations"
 # The newest migration. A database at this version needs no migrating, and opening one
 # costs a single query; tests check it against the scripts.
-HEAD = "0006"
+HEAD = "0007"
 # Applied steps of the schema_migrations table used before Alembic, and the Alembic
 # revision each set stands for.
 LEGACY = {"m001_initial": "0001", "m002_vendor_events": "0002", "m003_service": "0003"}
@@ -200,6 +201,14 @@ images = sa.Table(
     sa.Column("bytes", sa.Integer, nullable=False),
     sa.Column("data", sa.LargeBinary, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
+)
+
+# Per-provider concurrency across workers: one leased row per shot key in flight (0007).
+slots = sa.Table(
+    "slots", meta,
+    sa.Column("holder", sa.String(80), primary_key=True),
+    sa.Column("provider", sa.String(40), nullable=False, index=True),
+    sa.Column("lease_until", sa.Float, nullable=False),
 )
 
 # Inbound vendor webhook deliveries already seen, so a redelivery is recognised.
@@ -416,6 +425,11 @@ class Database:
         """A read-only transaction (a consistent snapshot under WAL)."""
         with self.engine.connect().execution_options(shotline_read=True) as conn, conn.begin():
             yield conn
+
+    def ping(self) -> None:
+        """One round trip to the database (raises if it cannot be reached)."""
+        with self.read() as conn:
+            conn.execute(sa.text("SELECT 1"))
 
     def migrate(self) -> None:
         """Bring the schema to :data:`HEAD`, once, whichever process gets there first."""

@@ -53,17 +53,22 @@ WEBHOOK_EVENTS = {
     "cancelled": "render.cancelled",
 }
 MEDIA_KINDS = {"output": "", "poster": ".poster.jpg", "contact_sheet": ".contact.jpg"}
+FINAL_SHOT_STATES = ("done", "cached", "failed")
 
 
 def transition(conn: Connection, render_id: str, status: str, *, owner: str | None = None,
-               base_url: str = "", now: float | None = None, **values: Any) -> bool:
-    """Move a render to ``status`` if that move is allowed; False (and no change) if not."""
+               base_url: str = "", now: float | None = None,
+               only_from: tuple[str, ...] | None = None, **values: Any) -> bool:
+    """Move a render to ``status`` if that move is allowed (and, with ``only_from``, the
+    render is in one of those states); False (and no change) if not."""
     now = now or time.time()
     # The row lock makes the check and the move one step: a cancel and a worker's move
     # cannot both pass the check against the same old status.
     row = conn.execute(sa.select(renders).where(renders.c.id == render_id)
                        .with_for_update()).first()
     if row is None or status not in MOVES[row.status]:
+        return False
+    if only_from is not None and row.status not in only_from:
         return False
     if owner is not None and row.lease_owner != owner:
         return False  # our lease lapsed and another worker took the render over
@@ -90,11 +95,26 @@ def append_event(conn: Connection, render_id: str, kind: str, data: dict[str, An
                                                created_at=now or time.time()))
 
 
+def has_event(conn: Connection, render_id: str, kind: str, data: dict[str, Any]) -> bool:
+    """Whether the render's log has an event of ``kind`` whose data includes ``data``."""
+    rows = conn.execute(sa.select(render_events.c.data).where(
+        render_events.c.render_id == render_id, render_events.c.type == kind))
+    return any(all((r.data or {}).get(k) == v for k, v in data.items()) for r in rows)
+
+
 def shot_progress(conn: Connection, render_id: str, index: int, state: str,
                   progress: float | None, message: str = "") -> None:
-    """Record a shot's state and progress, and log it for the event stream."""
-    if state not in ("done", "cached", "failed"):  # the renderer writes final states itself
-        set_shot(conn, render_id, index, state=state, progress=progress)
+    """Record a shot's state and progress, and log it for the event stream.
+
+    A final state is the renderer's to write (``set_shot``), and progress never moves a
+    shot out of one: a second task making the same shot (a redelivered step) cannot make a
+    finished shot look unfinished to the fan-in.
+    """
+    if state not in FINAL_SHOT_STATES:
+        conn.execute(render_shots.update().where(
+            render_shots.c.render_id == render_id, render_shots.c.idx == index,
+            render_shots.c.state.not_in(FINAL_SHOT_STATES)).values(state=state,
+                                                                   progress=progress))
     append_event(conn, render_id, "shot", {"index": index + 1, "state": state,
                                            "progress": progress, "message": message})
 
@@ -107,12 +127,15 @@ def events_after(conn: Connection, render_id: str, after: int) -> list[dict[str,
 
 
 def _publish_media(conn: Connection, row: Any, output: Path, now: float) -> None:
-    """Give the output and its stills random tokens to be served under (once per file)."""
+    """Give the output and its stills random tokens to be served under (once per object).
+
+    ``output`` is the output's name in the store; its stills were stored before it.
+    """
     have = {r.path for r in conn.execute(sa.select(media.c.path)
                                          .where(media.c.render_id == row.id))}
     for kind, suffix in MEDIA_KINDS.items():
         path = output.with_name(output.stem + suffix) if suffix else output
-        if str(path) in have or not path.exists():
+        if str(path) in have:
             continue
         conn.execute(media.insert().values(
             token="m_" + secrets.token_urlsafe(32), tenant_id=row.tenant_id, render_id=row.id,
@@ -154,6 +177,21 @@ def set_shot(conn: Connection, render_id: str, idx: int, **values: Any) -> None:
                                              render_shots.c.idx == idx).values(**values))
 
 
+def begin_shots(conn: Connection, render_id: str, indices: list[int]) -> None:
+    """Mark the shots a run is about to make as pending (their earlier errors are over)."""
+    if indices:
+        conn.execute(render_shots.update().where(render_shots.c.render_id == render_id,
+                                                 render_shots.c.idx.in_(indices))
+                     .values(state="pending", progress=None, error=None))
+
+
+def unfinished_shots(conn: Connection, render_id: str) -> list[int]:
+    """The shots of a render still being made (what its reservation must still cover)."""
+    return [r.idx for r in conn.execute(
+        sa.select(render_shots.c.idx).where(render_shots.c.render_id == render_id,
+                                            render_shots.c.state.not_in(FINAL_SHOT_STATES)))]
+
+
 def set_render(conn: Connection, render_id: str, **values: Any) -> None:
     conn.execute(renders.update().where(renders.c.id == render_id)
                  .values(updated_at=time.time(), **values))
@@ -171,6 +209,39 @@ def finish_shared(conn: Connection, render_id: str, status: str, **values: Any) 
     return bool(conn.execute(renders.update().where(renders.c.id == render_id,
                                                     renders.c.status.not_in(closed))
                              .values(status=status, updated_at=time.time(), **values)).rowcount)
+
+
+def tenant_of(conn: Connection, render_id: str) -> tuple[bool, str | None]:
+    """(whether the render exists, its tenant)."""
+    row = conn.execute(sa.select(renders.c.tenant_id).where(renders.c.id == render_id)).first()
+    return (False, None) if row is None else (True, row.tenant_id)
+
+
+def status_of(conn: Connection, render_id: str) -> str | None:
+    status = conn.execute(sa.select(renders.c.status).where(renders.c.id == render_id)).scalar()
+    return None if status is None else str(status)
+
+
+def page(conn: Connection, tenant: str, limit: int, cursor: str | None) -> list[str] | None:
+    """Ids of a tenant's renders, newest first, after ``cursor`` (None if no such cursor);
+    one more than ``limit`` when there is a next page."""
+    query = (sa.select(renders.c.id, renders.c.created_at)
+             .where(renders.c.tenant_id == tenant)
+             .order_by(renders.c.created_at.desc(), renders.c.id.desc()).limit(limit + 1))
+    if cursor:
+        after = conn.execute(sa.select(renders.c.created_at).where(
+            renders.c.id == cursor, renders.c.tenant_id == tenant)).first()
+        if after is None:
+            return None
+        query = query.where(sa.or_(
+            renders.c.created_at < after.created_at,
+            sa.and_(renders.c.created_at == after.created_at, renders.c.id < cursor)))
+    return [r.id for r in conn.execute(query)]
+
+
+def media_item(conn: Connection, token: str) -> Any:
+    """The media row a token names (render, tenant, kind and object name), or None."""
+    return conn.execute(sa.select(media).where(media.c.token == token)).first()
 
 
 def list_renders(db: Database, limit: int = 100) -> list[dict[str, Any]]:
@@ -338,6 +409,46 @@ def renew(conn: Connection, render_id: str, owner: str, lease: float,
         return None
     return str(conn.execute(sa.select(renders.c.status)
                             .where(renders.c.id == render_id)).scalar_one())
+
+
+def claim_stitch(conn: Connection, render_id: str, owner: str, lease: float,
+                 now: float | None = None) -> float | None:
+    """Take the right to stitch a render whose shots are all stored: one conditional
+    update, so of two tasks racing (a redelivered one, say) one gets it. None if we have
+    it; else when the holder's lease runs out (a task should look again then)."""
+    now = now or time.time()
+    got = conn.execute(renders.update().where(
+        renders.c.id == render_id, renders.c.status.in_(("rendering", "stitching")),
+        sa.or_(renders.c.lease_owner.is_(None), renders.c.lease_until < now))
+        .values(lease_owner=owner, lease_until=now + lease)).rowcount
+    if got:
+        return None
+    until = conn.execute(sa.select(renders.c.lease_until)
+                         .where(renders.c.id == render_id)).scalar()
+    return float(until or now)
+
+
+def stalled(conn: Connection, before: float) -> list[str]:
+    """Unfinished service renders whose last event is older than ``before`` (a render
+    being made writes events at every step, so silence means its tasks were lost)."""
+    last = sa.func.max(render_events.c.created_at)
+    return [r.id for r in conn.execute(
+        sa.select(renders.c.id).join(render_events, render_events.c.render_id == renders.c.id)
+        .where(renders.c.status.in_(ACTIVE), renders.c.options.is_not(None))
+        .group_by(renders.c.id).having(last < before))]
+
+
+def take_stalled(conn: Connection, render_id: str, before: float) -> str | None:
+    """Mark a stalled render as being sent again, once: under its row lock, if it is still
+    silent, log a ``requeue`` event (so the next look finds it live) and return its key."""
+    row = conn.execute(sa.select(renders.c.key, renders.c.status).where(
+        renders.c.id == render_id).with_for_update()).first()
+    last = conn.execute(sa.select(sa.func.max(render_events.c.created_at))
+                        .where(render_events.c.render_id == render_id)).scalar()
+    if row is None or row.status not in ACTIVE or (last or 0) >= before:
+        return None
+    append_event(conn, render_id, "requeue", {"reason": "no progress"})
+    return str(row.key)
 
 
 def release(conn: Connection, render_id: str, owner: str) -> None:
