@@ -47,7 +47,7 @@ def test_cache_stats_ls_prune_and_spend(tmp_path: Path) -> None:
     dry = cli(tmp_path, "cache", "prune", "--older-than", "0", "--dry-run")
     assert len(dry["removed"]) == 3 and all(Path(c["path"]).exists() for c in dry["removed"])
     # Each clip's video piece, its piece of sound and its loudness reading (3 renders' worth).
-    pieces = sorted((tmp_path / "store" / "pieces").rglob("*.json"))
+    pieces = sorted((tmp_path / "scratch" / "pieces").rglob("*.json"))
     assert dry["pieces_removed"] == len(pieces) >= 3 and all(p.exists() for p in pieces)
     assert cli(tmp_path, "cache", "stats")["clips"] == 3
     done = cli(tmp_path, "cache", "prune", "--older-than", "0")

@@ -221,6 +221,7 @@ class Step:
     over_budget: bool = False
     cached: bool = False
     cost_usd: str = "0"
+    waiting: str = ""  # what the shot last said it waits for: each wait is told once
 
     @property
     def final(self) -> bool:
@@ -390,13 +391,12 @@ class Renderer:
                 if c.action == "done":
                     slots.release(conn, request.key)
         if c is None:
-            self.emit(ShotEvent(request.index, "queued", message="waiting for a provider slot"))
+            step = self._waiting(request, step, "waiting for a provider slot")
             # Jittered, so shots waiting for the same provider do not all ask at once.
             return replace(step, delay=self.slot_wait * random.uniform(1.0, 2.0))
         ref: JobRef | None
         if c.action == "wait":  # another process is submitting this very shot
-            self.emit(ShotEvent(request.index, "queued", message="shared with another render"))
-            return replace(step, delay=0.2)
+            return replace(self._waiting(request, step, "shared with another render"), delay=0.2)
         if c.action == "done":
             if (served := self._serve_stored(request)) is not None:
                 return served
@@ -413,7 +413,13 @@ class Renderer:
         if ref is None:
             return step  # nothing is in flight for this key: claim it again
         return replace(step, action="poll", job=ref.to_json(), attempt=c.attempts,
-                       renewed=time.time())
+                       renewed=time.time(), waiting="")
+
+    def _waiting(self, request: ShotRequest, step: Step, why: str) -> Step:
+        """Tell a shot's wait once, not on every look (a slot can take a lease to free)."""
+        if step.waiting != why:
+            self.emit(ShotEvent(request.index, "queued", message=why))
+        return replace(step, waiting=why)
 
     def _authorize(self, request: ShotRequest) -> None:
         """Make sure the reservation covers this submit, growing it within every cap.

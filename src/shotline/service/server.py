@@ -641,6 +641,10 @@ def _tags(header: str) -> set[str]:
     return {t.strip().removeprefix("W/") for t in header.split(",")}
 
 
+# A media token's file never changes; private: it is only ever served to its tenant's key.
+IMMUTABLE = "private, max-age=31536000, immutable"
+
+
 class MediaResponse(FileResponse):
     """A stored file: large chunks, immutable caching, and 304 for a matching If-None-Match.
 
@@ -683,10 +687,8 @@ def _media(service: Service, token: str, request: Request, range_: str | None) -
         if not path.is_relative_to(blobs.root.resolve()) or not path.is_file():
             raise missing  # only files of our own store are ever served
         check_range(range_, path.stat().st_size)
-        # private: the file is only ever served to its tenant's key.
         return MediaResponse(path, media_type=kind, filename=filename,
-                             content_disposition_type="inline",
-                             headers={"Cache-Control": "private, max-age=31536000, immutable"})
+                             content_disposition_type="inline", headers={"Cache-Control": IMMUTABLE})
     if settings.media_redirect:
         url = blobs.presign(row.path, settings.media_url_seconds, filename)
         if url is not None:
@@ -695,16 +697,26 @@ def _media(service: Service, token: str, request: Request, range_: str | None) -
     if size is None:
         raise missing
     check_range(range_, size)
-    return _stream(blobs, row.path, kind, filename, range_, missing)
+    return _stream(blobs, row.path, kind, filename, range_, request.headers.get("if-none-match"),
+                   missing)
 
 
 def _stream(blobs: Blobs, name: str, kind: str, filename: str, range_header: str | None,
-            missing: Exception) -> Response:
-    """An object's bytes through the API, whole or one requested range (RFC 9110)."""
+            if_none_match: str | None, missing: Exception) -> Response:
+    """An object's bytes through the API, whole or one requested range (RFC 9110).
+
+    Objects are named by their content, so the name's digest is a strong entity tag that
+    never goes stale, and the same caching applies as to a local file.
+    """
     size = blobs.size(name)
     if size is None:
         raise missing
-    headers = {"Accept-Ranges": "bytes", "Content-Disposition": f'inline; filename="{filename}"'}
+    tag = f'"{hashlib.sha256(name.encode()).hexdigest()[:32]}"'
+    cached = {"ETag": tag, "Cache-Control": IMMUTABLE}
+    if if_none_match is not None and tag in _tags(if_none_match):
+        return Response(status_code=304, headers=cached)
+    headers = {"Accept-Ranges": "bytes", "Content-Disposition": f'inline; filename="{filename}"',
+               **cached}
     wanted = _byte_range(range_header, size)
     if isinstance(wanted, str):
         return Response(status_code=416, headers={**headers, "Content-Range": f"bytes */{size}"})

@@ -49,7 +49,7 @@ import time
 import uuid
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import sqlalchemy as sa
@@ -226,7 +226,15 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
 
-class ShotlineTask(Task[Any, Any]):
+if TYPE_CHECKING:
+    # celery-types makes Task generic for the type checker; Celery's class is not subscriptable
+    # at run time in every release.
+    _TaskBase = Task[Any, Any]
+else:
+    _TaskBase = Task
+
+
+class ShotlineTask(_TaskBase):
     """Runs a task body; an unexpected error is retried, then fails the render."""
 
     max_retries = 5
