@@ -1,0 +1,150 @@
+"""Takes: several candidates of a shot rendered side by side, billed and stored; the one
+picked is stitched, and a pick restitches from the stored clips without a vendor call."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import av
+import pytest
+import sqlalchemy as sa
+
+from shotline import api
+from shotline.core.capabilities import load_table
+from shotline.core.planner import Plan
+from shotline.core.takes import candidates, extras, pick, slot_owner
+from shotline.errors import BriefError, StateError
+from shotline.providers.local import read_journal
+from shotline.service import actions
+from shotline.settings import Settings
+from shotline.store import lifecycle
+from shotline.store.db import clips, ledger, renders
+
+BRIEF = "Shot 1: A red kite rises over the dunes.\n\nShot 2: The kite dips toward the sea."
+
+
+def settings(home: Path, **kw: object) -> Settings:
+    return Settings(home=home, poll_interval=0.05, backoff_base=0.05, **kw)  # type: ignore[arg-type]
+
+
+def test_estimate_shows_n_times(tmp_path: Path) -> None:
+    s = settings(tmp_path)
+    one = api.estimate(BRIEF, model="local/sim", seconds=8, size="640x360", settings=s)
+    three = api.estimate(BRIEF, model="local/sim", seconds=8, size="640x360", takes=3,
+                         settings=s)
+    assert one.cost_usd == Decimal("0.8")  # two 4 s calls at $0.10 a second
+    assert three.cost_usd == 3 * one.cost_usd and three.billed_seconds == 3 * one.billed_seconds
+    assert [c.takes for c in three.shots] == [3, 3]
+    assert three.shots[0].cost_usd == 3 * one.shots[0].cost_usd
+
+
+def test_takes_are_laid_out_after_the_shots() -> None:
+    plan = api.plan(BRIEF, model="local/sim", seconds=8, takes=3)
+    assert [candidates(s) for s in plan.shots] == [(1, 2, 3), (1, 2, 3)]
+    assert [(s.index, s.take) for s in extras(plan)] == [(2, 2), (3, 3), (4, 2), (5, 3)]
+    assert [slot_owner(plan, k) for k in range(6)] == [0, 1, 0, 0, 1, 1]
+    picked = pick(plan, 2, 3)
+    assert picked.shots[1].take == 3 and [(s.index, s.take) for s in extras(picked)] == [
+        (2, 2), (3, 3), (4, 1), (5, 2)]
+    with pytest.raises(BriefError, match="shot 2 has no take 4: its takes are 1, 2, 3"):
+        pick(plan, 2, 4)
+    with pytest.raises(BriefError, match="no shot 3: this render has shots 1 to 2"):
+        pick(plan, 3, 1)
+
+
+@pytest.mark.parametrize("takes", [0, 5])
+def test_too_many_or_too_few_takes_are_refused(tmp_path: Path, takes: int) -> None:
+    with pytest.raises(Exception, match="takes") as caught:
+        api.render(BRIEF, model="local/sim", seconds=8, takes=takes, settings=settings(tmp_path))
+    assert "1 to" in str(caught.value) or "at least 1" in str(caught.value)
+    assert not (tmp_path / "local" / "journal.jsonl").exists()
+    assert not (tmp_path / "shotline.db").exists() or _ledger(settings(tmp_path)) == []
+
+
+def _ledger(s: Settings) -> list[dict[str, object]]:
+    db, _ = api.open_store(s)
+    try:
+        with db.read() as conn:
+            return [dict(r._mapping) for r in conn.execute(sa.select(ledger))]
+    finally:
+        db.close()
+
+
+def corner(path: Path, at: float) -> tuple[float, float, float]:
+    """The mean colour of a frame's top-left corner (the local animatic's background)."""
+    with av.open(str(path)) as box:
+        stream = box.streams.video[0]
+        for frame in box.decode(stream):
+            if frame.time is not None and frame.time >= at:
+                plane = frame.reformat(format="rgb24").planes[0]
+                data = bytes(plane)
+                px = [data[y * plane.line_size + 3 * x:y * plane.line_size + 3 * x + 3]
+                      for y in range(16) for x in range(16)]
+                return (sum(p[0] for p in px) / len(px), sum(p[1] for p in px) / len(px),
+                        sum(p[2] for p in px) / len(px))
+    raise AssertionError(f"{path} has no frame at {at} s")
+
+
+def near(a: tuple[float, float, float], b: tuple[float, float, float]) -> bool:
+    return max(abs(x - y) for x, y in zip(a, b, strict=True)) < 12
+
+
+@pytest.mark.slow
+def test_render_with_takes_bills_every_take_and_stitches_the_picked_one(tmp_path: Path) -> None:
+    s = settings(tmp_path)
+    result = api.render(BRIEF, model="local/sim", seconds=8, size="640x360", takes=3,
+                        settings=s, output=tmp_path / "out.mp4")
+    assert result.estimate_usd == Decimal("2.4") and result.cost_usd == Decimal("2.4")
+    assert len(result.shots) == 2 and len(result.takes) == 4
+    journal = read_journal(tmp_path / "local" / "journal.jsonl", accepted_only=True)
+    assert sorted(j["take"] for j in journal) == [1, 1, 2, 2, 3, 3]
+    rows = _ledger(s)
+    assert len(rows) == 6 and len({r["shot_key"] for r in rows}) == 6
+    assert sum((Decimal(str(r["amount"])) for r in rows), Decimal(0)) == Decimal("2.4")
+    db, store = api.open_store(s)
+    with db.read() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(clips)).scalar() == 6
+        view = lifecycle.describe(conn, result.render_id)
+    assert view["status"] == "awaiting_review" and len(view["shots"]) == 2
+    takes = view["shots"][1]["takes"]
+    assert [(t["take"], t["picked"], t["cost_usd"]) for t in takes] == [
+        (1, True, "0.4"), (2, False, "0.4"), (3, False, "0.4")]
+    clip = {t["take"]: store.file(store.clip_name(t["key"])) for t in takes}
+    # Shot 2 fills 4-8 s of the output: it shows take 1, not the others.
+    assert near(corner(result.output, 6.0), corner(clip[1], 2.0))
+    assert not near(corner(result.output, 6.0), corner(clip[2], 2.0))
+    before = result.output.read_bytes()
+
+    table = load_table(s.overrides_path)
+    with pytest.raises(BriefError, match="shot 2 has no take 7"):
+        actions.pick(db, s, table, None, result.render_id, 2, actions.PickRequest(take=7),
+                     store=store, operator=True)
+    with db.read() as conn:
+        assert lifecycle.describe(conn, result.render_id) == view  # nothing changed
+    picked = actions.pick(db, s, table, None, result.render_id, 2, actions.PickRequest(take=2),
+                          store=store, operator=True)
+    assert picked["status"] == "rendering"
+    with pytest.raises(StateError, match="awaits review"):
+        actions.pick(db, s, table, None, result.render_id, 2, actions.PickRequest(take=3),
+                     store=store, operator=True)
+    db.close()
+    again = api.resume(result.render_id, settings=s, output=tmp_path / "picked.mp4")
+    assert again.cost_usd == 0
+    assert len(read_journal(tmp_path / "local" / "journal.jsonl")) == 6  # no vendor call
+    assert len(_ledger(s)) == 6  # nothing billed, every take still in the ledger
+    assert abs(again.seconds - 8) < 1 / 24
+    assert near(corner(again.output, 6.0), corner(clip[2], 2.0))
+    assert not near(corner(again.output, 6.0), corner(clip[1], 2.0))
+    assert near(corner(again.output, 2.0), corner(result.output, 2.0))  # shot 1 unchanged
+    assert again.output.read_bytes() != before
+    db, _ = api.open_store(s)
+    with db.read() as conn:
+        view = lifecycle.describe(conn, result.render_id)
+        plan = Plan.model_validate(conn.execute(sa.select(renders.c.plan).where(
+            renders.c.id == result.render_id)).scalar())
+    db.close()
+    assert plan.shots[1].take == 2 and view["status"] == "awaiting_review"
+    assert [(t["take"], t["picked"]) for t in view["shots"][1]["takes"]] == [
+        (1, False), (2, True), (3, False)]
+    assert view["cost_usd"] == "2.4"
