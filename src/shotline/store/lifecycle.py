@@ -136,8 +136,10 @@ def _publish_media(conn: Connection, row: Any, output: Path, now: float) -> None
                                          .where(media.c.render_id == row.id))}
     wanted = [(kind, str(output.with_name(output.stem + suffix) if suffix else output))
               for kind, suffix in MEDIA_KINDS.items()]
-    # A shot with takes shows each of them to the reviewer: its clip, as stored.
-    wanted += [("take", Store.clip_name(k)) for k in _keys_with_takes(conn, row.id)]
+    # The reviewer plays every shot on its own, and every take of a shot with several.
+    wanted += [("clip", Store.clip_name(r.key)) for r in conn.execute(
+        sa.select(render_shots.c.key).where(render_shots.c.render_id == row.id)
+        .order_by(render_shots.c.idx))]
     for kind, path in wanted:
         if path in have:
             continue
@@ -153,18 +155,6 @@ def _slots(plan: dict[str, Any] | None) -> list[tuple[int, int]]:
     out = [(i, s["take"]) for i, s in enumerate(shots)]
     out += [(i, t) for i, s in enumerate(shots) for t in s.get("takes") or () if t != s["take"]]
     return out
-
-
-def _keys_with_takes(conn: Connection, render_id: str) -> list[str]:
-    """The keys of every take of the render's shots that have several."""
-    plan = conn.execute(sa.select(renders.c.plan).where(renders.c.id == render_id)).scalar()
-    slots = _slots(plan)
-    several = {i for i, s in enumerate((plan or {}).get("shots", [])) if s.get("takes")}
-    if not several:
-        return []
-    rows = conn.execute(sa.select(render_shots.c.idx, render_shots.c.key)
-                        .where(render_shots.c.render_id == render_id))
-    return [r.key for r in rows if r.idx < len(slots) and slots[r.idx][0] in several]
 
 
 def lay_out(conn: Connection, render_id: str, keys: list[str]) -> None:
@@ -358,23 +348,26 @@ def view(conn: Connection, render_id: str, base_url: str = "") -> tuple[str | No
                             else None) for kind in MEDIA_KINDS}
     shots = [r for r in rows if r.shot_idx is not None]
     slots = _slots(row.plan)
+    # Each shot's clip, and each take's, get a link once the render is stitched.
+    tokens = {m.path: m.token for m in conn.execute(
+        sa.select(media.c.path, media.c.token).where(media.c.render_id == row.id,
+                                                     media.c.kind == "clip"))}
+
+    def clip_url(key: str) -> str | None:
+        token = tokens.get(Store.clip_name(key))
+        return f"{base_url}/v1/media/{token}" if token else None
+
     takes: dict[int, list[dict[str, Any]]] = {}
-    if any(s.get("takes") for s in planned):
-        tokens = {m.path: m.token for m in conn.execute(
-            sa.select(media.c.path, media.c.token).where(media.c.render_id == row.id,
-                                                         media.c.kind == "take"))}
-        for s in shots:
-            if s.shot_idx >= len(slots) or not planned[slots[s.shot_idx][0]].get("takes"):
-                continue
-            index, take = slots[s.shot_idx]
-            token = tokens.get(Store.clip_name(s.shot_key))
-            takes.setdefault(index, []).append({
-                "take": take, "picked": s.shot_idx < len(planned), "state": s.shot_state,
-                "cached": s.shot_cached, "cost_usd": money(s.shot_cost_usd),
-                "error": s.shot_error, "key": s.shot_key,
-                "url": f"{base_url}/v1/media/{token}" if token else None})
-        for listed in takes.values():
-            listed.sort(key=lambda t: t["take"])
+    for s in shots:
+        if s.shot_idx >= len(slots) or not planned[slots[s.shot_idx][0]].get("takes"):
+            continue
+        index, take = slots[s.shot_idx]
+        takes.setdefault(index, []).append({
+            "take": take, "picked": s.shot_idx < len(planned), "state": s.shot_state,
+            "cached": s.shot_cached, "cost_usd": money(s.shot_cost_usd),
+            "error": s.shot_error, "key": s.shot_key, "url": clip_url(s.shot_key)})
+    for listed in takes.values():
+        listed.sort(key=lambda t: t["take"])
     return row.tenant_id, {
         "id": row.id, "status": row.status, "model": row.model,
         "created_at": row.created_at, "updated_at": row.updated_at,
@@ -390,6 +383,7 @@ def view(conn: Connection, render_id: str, base_url: str = "") -> tuple[str | No
             "seconds": planned[s.shot_idx]["seconds"] if s.shot_idx < len(planned) else None,
             "take": planned[s.shot_idx]["take"] if s.shot_idx < len(planned) else None,
             "quality": s.shot_quality or [],
+            "clip_url": clip_url(s.shot_key),
             "takes": takes.get(s.shot_idx, []),
         } for s in shots if s.shot_idx < len(planned) or not planned],
         "links": links,
