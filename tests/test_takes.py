@@ -3,8 +3,10 @@ picked is stitched, and a pick restitches from the stored clips without a vendor
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import av
 import pytest
@@ -20,6 +22,8 @@ from shotline.service import actions
 from shotline.settings import Settings
 from shotline.store import lifecycle
 from shotline.store.db import clips, ledger, renders
+
+from .service import wait_status
 
 BRIEF = "Shot 1: A red kite rises over the dunes.\n\nShot 2: The kite dips toward the sea."
 
@@ -148,3 +152,58 @@ def test_render_with_takes_bills_every_take_and_stitches_the_picked_one(tmp_path
     assert [(t["take"], t["picked"]) for t in view["shots"][1]["takes"]] == [
         (1, False), (2, True), (3, False)]
     assert view["cost_usd"] == "2.4"
+
+
+def _journal(path: Path) -> list[dict[str, object]]:
+    return read_journal(path) if path.exists() else []
+
+
+@pytest.mark.slow
+def test_takes_and_picks_over_the_api(stack: Callable[..., Any]) -> None:
+    with stack() as server:
+        api_ = server.client(server.new_key().key)
+        journal = server.settings.journal_path
+        body = {"brief": BRIEF, "seconds": 8, "model": "local/sim", "size": "640x360"}
+        # Bad input: refused with what is allowed, and nothing is made, reserved or billed.
+        over = api_.post("/v1/renders", json={**body, "takes": 5})
+        assert over.status_code == 422, over.text
+        assert "1 to 4 takes" in over.json()["error"]["message"]
+        assert api_.post("/v1/renders", json={**body, "takes": 0}).status_code == 422
+        assert api_.get("/v1/renders").json()["data"] == [] and _journal(journal) == []
+
+        rid = api_.post("/v1/renders", json={**body, "takes": 3}).json()["id"]
+        first = wait_status(api_, rid, "awaiting_review")
+        assert first["estimate_usd"] == "2.4" and first["cost_usd"] == "2.4"
+        assert len(api_.get("/v1/ledger").json()["data"]) == 6 and len(_journal(journal)) == 6
+        takes = first["shots"][1]["takes"]
+        assert [(t["take"], t["picked"], t["cost_usd"]) for t in takes] == [
+            (1, True, "0.4"), (2, False, "0.4"), (3, False, "0.4")]
+        assert all(api_.get(t["url"]).status_code == 200 for t in takes)
+        assert first["shots"][0]["clip_url"] == first["shots"][0]["takes"][0]["url"]
+
+        missing = api_.post(f"/v1/renders/{rid}/shots/2/pick", json={"take": 7})
+        assert missing.status_code == 422
+        assert "shot 2 has no take 7: its takes are 1, 2, 3" in missing.json()["error"]["message"]
+        assert api_.post(f"/v1/renders/{rid}/shots/3/pick", json={"take": 1}).status_code == 422
+        assert api_.post(f"/v1/renders/{rid}/shots/2/pick", json={"take": "x"}).status_code == 422
+        assert api_.get(f"/v1/renders/{rid}").json() == first  # nothing changed
+
+        picked = api_.post(f"/v1/renders/{rid}/shots/2/pick", json={"take": 3})
+        assert picked.status_code == 202 and picked.json()["status"] == "rendering"
+        busy = api_.post(f"/v1/renders/{rid}/shots/2/pick", json={"take": 2})
+        assert busy.status_code == 409
+        second = wait_status(api_, rid, "awaiting_review")
+        assert second["shots"][1]["take"] == 3 and second["output_url"] != first["output_url"]
+        assert [t["picked"] for t in second["shots"][1]["takes"]] == [False, False, True]
+        assert len(_journal(journal)) == 6  # no vendor call
+        assert len(api_.get("/v1/ledger").json()["data"]) == 6 and second["cost_usd"] == "2.4"
+
+        rolled = api_.post(f"/v1/renders/{rid}/reroll", json={"shots": [1], "takes": 2})
+        assert rolled.status_code == 202
+        third = wait_status(api_, rid, "awaiting_review")
+        assert [(t["take"], t["picked"]) for t in third["shots"][0]["takes"]] == [
+            (4, True), (5, False)]
+        assert third["shots"][1]["take"] == 3 and third["cost_usd"] == "3.2"
+        assert len(api_.get("/v1/ledger").json()["data"]) == 8 and len(_journal(journal)) == 8
+        assert api_.post(f"/v1/renders/{rid}/approve").json()["status"] == "published"
+        assert api_.post(f"/v1/renders/{rid}/shots/2/pick", json={"take": 1}).status_code == 409
