@@ -3,6 +3,8 @@ picked is stitched, and a pick restitches from the stored clips without a vendor
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
@@ -207,3 +209,43 @@ def test_takes_and_picks_over_the_api(stack: Callable[..., Any]) -> None:
         assert len(api_.get("/v1/ledger").json()["data"]) == 8 and len(_journal(journal)) == 8
         assert api_.post(f"/v1/renders/{rid}/approve").json()["status"] == "published"
         assert api_.post(f"/v1/renders/{rid}/shots/2/pick", json={"take": 1}).status_code == 409
+
+
+@pytest.mark.slow
+def test_cli_estimate_reroll_with_takes_and_pick(tmp_path: Path) -> None:
+    from .test_cli import run
+
+    home = Path(os.environ["SHOTLINE_HOME"])
+    journal = home / "local" / "journal.jsonl"
+    brief = tmp_path / "kite.txt"
+    brief.write_text(BRIEF)
+    common = ["--model", "local/sim", "--seconds", "8", "--size", "640x360"]
+    est = json.loads(run("estimate", str(brief), *common, "--takes", "3", "--json").stdout)
+    assert est["cost_usd"] == "2.4" and [s["takes"] for s in est["shots"]] == [3, 3]
+    too_many = run("render", str(brief), *common, "--takes", "9")
+    assert too_many.returncode == 2 and "--takes" in too_many.stderr
+    assert "9" in too_many.stderr and "1 to" in too_many.stderr
+    assert not journal.exists()
+
+    made = run("render", str(brief), *common, "--json")
+    assert made.returncode == 0, made.stderr
+    rid = json.loads(made.stdout)["render_id"]
+    assert len(read_journal(journal)) == 2
+    rolled = run("reroll", rid, "--shot", "2", "--takes", "3", "--json")
+    assert rolled.returncode == 0, rolled.stderr
+    assert json.loads(rolled.stdout)["cost_usd"] == "1.2"  # three new takes of shot 2
+    assert sorted(j["take"] for j in read_journal(journal)) == [1, 1, 2, 3, 4]
+    s = Settings(home=home)
+    shown = json.loads(run("show", rid, "--json").stdout)
+    assert [(t["take"], t["picked"]) for t in shown["shots"][1]["takes"]] == [
+        (2, True), (3, False), (4, False)]
+    assert shown["cost_usd"] == "2" and len(_ledger(s)) == 5
+
+    bad = run("pick", rid, "--shot", "2", "--take", "1")  # take 1 was re-rolled away
+    assert bad.returncode == 2 and "shot 2 has no take 1: its takes are 2, 3, 4" in bad.stderr
+    picked = run("pick", rid, "--shot", "2", "--take", "4", "--json")
+    assert picked.returncode == 0, picked.stderr
+    assert json.loads(picked.stdout)["cost_usd"] == "0"
+    assert len(read_journal(journal)) == 5 and len(_ledger(s)) == 5  # no call, nothing billed
+    after = json.loads(run("show", rid, "--json").stdout)
+    assert after["status"] == "awaiting_review" and after["shots"][1]["take"] == 4

@@ -747,6 +747,12 @@ def show_cmd(render_id: Annotated[str, typer.Argument(help="A render id (r_...).
     if row is None:
         raise BriefError(f"no render {render_id!r}; `shotline renders` lists them")
     row.pop("brief", None)
+    with db.read() as conn:
+        seen = lifecycle.describe(conn, render_id)["shots"]
+    # The rows past the shots are the takes not picked: listed under their shot instead.
+    row["shots"] = row["shots"][:len(seen)] if seen else row["shots"]
+    for shot, view in zip(row["shots"], seen, strict=False):
+        shot.update(take=view["take"], takes=view["takes"])
     for shot in row["shots"]:  # numbered from 1, as everywhere else
         shot["index"] = shot.pop("idx") + 1
     name = row["output"]
@@ -764,6 +770,11 @@ def show_cmd(render_id: Annotated[str, typer.Argument(help="A render id (r_...).
               f"cost:    ${row['cost_usd']:.2f} (estimate ${row['estimate_usd']:.2f})"]
     if row["error"]:
         lines.append(f"error:   {row['error']}")
+    for shot in row["shots"]:
+        if shot.get("takes"):
+            listed = ", ".join(f"{t['take']}{' (picked)' if t['picked'] else ''}"
+                               for t in shot["takes"])
+            lines.append(f"takes:   shot {shot['index']}: {listed}")
     # soft_wrap: a long path stays one line, so it can be copied whole.
     out.print("\n".join(lines), highlight=False, markup=False, soft_wrap=True)
     _print_flags(row.get("quality") or [])
