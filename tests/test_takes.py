@@ -3,9 +3,12 @@ picked is stitched, and a pick restitches from the stored clips without a vendor
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -13,11 +16,14 @@ from typing import Any
 import av
 import pytest
 import sqlalchemy as sa
+from rich.console import Console
 
 from shotline import api
 from shotline.core.capabilities import load_table
 from shotline.core.planner import Plan
 from shotline.core.takes import candidates, extras, pick, slot_owner
+from shotline.display import RenderDisplay
+from shotline.engine.renderer import ShotEvent
 from shotline.errors import BriefError, StateError
 from shotline.providers.local import read_journal
 from shotline.service import actions
@@ -249,3 +255,45 @@ def test_cli_estimate_reroll_with_takes_and_pick(tmp_path: Path) -> None:
     assert len(read_journal(journal)) == 5 and len(_ledger(s)) == 5  # no call, nothing billed
     after = json.loads(run("show", rid, "--json").stdout)
     assert after["status"] == "awaiting_review" and after["shots"][1]["take"] == 4
+
+
+def test_the_live_display_names_each_take() -> None:
+    plan = api.plan(BRIEF, model="local/sim", seconds=8, takes=3)
+    sink = io.StringIO()
+    display = RenderDisplay(plan, Console(file=sink, force_terminal=False, width=100))
+    for index in (1, 2, 5, -1):
+        display(ShotEvent(index, "done"))
+    assert sink.getvalue().split("\n")[:4] == [
+        "shot 2: done", "shot 1 take 2: done", "shot 2 take 3: done", "stitch: done"]
+
+
+@pytest.mark.slow
+def test_two_picks_at_once_one_wins(db_url: str, tmp_path: Path) -> None:
+    s = settings(tmp_path / "h", database_url=db_url)
+    made = api.render(BRIEF, model="local/sim", seconds=8, size="640x360", takes=2, settings=s,
+                      output=tmp_path / "out.mp4")
+    db, store = api.open_store(s)
+    table = load_table(s.overrides_path)
+    gate = threading.Barrier(2)
+
+    def pick_one(shot: int) -> str:
+        gate.wait()
+        try:
+            actions.pick(db, s, table, None, made.render_id, shot, actions.PickRequest(take=2),
+                         store=store, operator=True)
+        except StateError:
+            return "refused"
+        return "picked"
+
+    with ThreadPoolExecutor(2) as pool:
+        outcomes = sorted(pool.map(pick_one, [1, 2]))
+    assert outcomes == ["picked", "refused"]
+    with db.read() as conn:
+        plan = Plan.model_validate(conn.execute(sa.select(renders.c.plan).where(
+            renders.c.id == made.render_id)).scalar())
+        view = lifecycle.describe(conn, made.render_id)
+    db.close()
+    assert sorted(s.take for s in plan.shots) == [1, 2]  # exactly one pick took
+    assert view["status"] == "rendering" and len(_ledger(s)) == 4
+    again = api.resume(made.render_id, settings=s)
+    assert again.cost_usd == 0 and len(_ledger(s)) == 4
