@@ -23,7 +23,7 @@ from shotline.core.capabilities import load_table
 from shotline.core.planner import Plan
 from shotline.core.takes import candidates, extras, pick, slot_owner
 from shotline.display import RenderDisplay
-from shotline.engine.renderer import ShotEvent
+from shotline.engine.renderer import ShotEvent, plan_requests
 from shotline.errors import BriefError, StateError
 from shotline.providers.local import read_journal
 from shotline.service import actions
@@ -56,6 +56,16 @@ def test_takes_are_laid_out_after_the_shots() -> None:
     assert [candidates(s) for s in plan.shots] == [(1, 2, 3), (1, 2, 3)]
     assert [(s.index, s.take) for s in extras(plan)] == [(2, 2), (3, 3), (4, 2), (5, 3)]
     assert [slot_owner(plan, k) for k in range(6)] == [0, 1, 0, 0, 1, 1]
+    requests, key = plan_requests(plan, load_table(None).get("local/sim"), Settings(), None)
+    # Each call knows its shot (the animatic draws that number, faults match it)...
+    assert [(r.index, r.number, r.take) for r in requests] == [
+        (0, 1, 1), (1, 2, 1), (2, 1, 2), (3, 1, 3), (4, 2, 2), (5, 2, 3)]
+    # ...and a render with takes is not the twin of one without, though its output may be.
+    alone, _ = plan_requests(api.plan(BRIEF, model="local/sim", seconds=8), load_table(None)
+                             .get("local/sim"), Settings(), None)
+    assert [r.key for r in alone] == [r.key for r in requests[:2]]
+    assert key != plan_requests(api.plan(BRIEF, model="local/sim", seconds=8),
+                                load_table(None).get("local/sim"), Settings(), None)[1]
     picked = pick(plan, 2, 3)
     assert picked.shots[1].take == 3 and [(s.index, s.take) for s in extras(picked)] == [
         (2, 2), (3, 3), (4, 1), (5, 2)]

@@ -49,7 +49,7 @@ from ..core.capabilities import Capabilities, parse_size
 from ..core.keys import planned_key, render_key
 from ..core.planner import Plan, PlannedShot
 from ..core.pricing import call_cost
-from ..core.takes import extras
+from ..core.takes import extras, slot_owner
 from ..errors import (
     AmbiguousSubmitError,
     BudgetError,
@@ -683,7 +683,9 @@ def plan_requests(plan: Plan, caps: Capabilities, settings: Settings, loudness: 
     """The provider calls of a plan (with the bytes of its images, when given) and the
     render key they make: its shots in order, then the takes not picked (core/takes.py),
     whose index is their slot."""
-    requests = [request_for(plan, s, caps, images) for s in (*plan.shots, *extras(plan))]
+    requests = [request_for(plan, s, caps, images) for s in plan.shots]
+    requests += [replace(request_for(plan, s, caps, images), shot=slot_owner(plan, s.index))
+                 for s in extras(plan)]
     return requests, render_key([r.key for r in requests[:len(plan.shots)]],
                                 stitch_settings(plan, settings, loudness))
 
