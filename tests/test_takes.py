@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from rich.console import Console
 
 from shotline import api
+from shotline.cli import result_json
 from shotline.core.capabilities import load_table
 from shotline.core.planner import Plan
 from shotline.core.takes import candidates, extras, pick, slot_owner
@@ -119,6 +120,8 @@ def test_render_with_takes_bills_every_take_and_stitches_the_picked_one(tmp_path
                         settings=s, output=tmp_path / "out.mp4")
     assert result.estimate_usd == Decimal("2.4") and result.cost_usd == Decimal("2.4")
     assert len(result.shots) == 2 and len(result.takes) == 4
+    assert [(t["index"], t["take"], t["cost_usd"]) for t in result_json(result)["takes"]] == [
+        (1, 2, "0.4"), (1, 3, "0.4"), (2, 2, "0.4"), (2, 3, "0.4")]
     journal = read_journal(tmp_path / "local" / "journal.jsonl", accepted_only=True)
     assert sorted(j["take"] for j in journal) == [1, 1, 2, 2, 3, 3]
     rows = _ledger(s)
@@ -245,6 +248,7 @@ def test_cli_estimate_reroll_with_takes_and_pick(tmp_path: Path) -> None:
 
     made = run("render", str(brief), *common, "--json")
     assert made.returncode == 0, made.stderr
+    assert json.loads(made.stdout)["takes"] == []
     rid = json.loads(made.stdout)["render_id"]
     assert len(read_journal(journal)) == 2
     rolled = run("reroll", rid, "--shot", "2", "--takes", "3", "--json")

@@ -40,7 +40,7 @@ from .core.planner import Plan, PlanImage, PlannedShot
 from .core.planner import plan as make_plan
 from .core.pricing import Estimate, money
 from .core.pricing import estimate as make_estimate
-from .core.takes import every_key
+from .core.takes import every_key, extras, slot_owner
 from .display import RenderDisplay
 from .errors import BriefError, Interrupted, InvalidRequest, ShotlineError
 from .providers import plugins
@@ -444,6 +444,12 @@ def result_json(result: RenderResult) -> dict[str, Any]:
              "cost_usd": money(s.cost_usd), "cached": s.cached, "key": s.key,
              "job_id": s.job_id, "hint": p.hint}
             for s, p in zip(result.shots, result.plan.shots, strict=True)
+        ],
+        # The takes not picked (`pick` swaps one in): made, billed and stored beside them.
+        "takes": [
+            {"index": slot_owner(result.plan, s.index) + 1, "take": t.take,
+             "cost_usd": money(s.cost_usd), "cached": s.cached, "key": s.key}
+            for s, t in zip(result.takes, extras(result.plan), strict=False)
         ],
     }
 
