@@ -219,6 +219,9 @@ def test_takes_and_picks_over_the_api(stack: Callable[..., Any]) -> None:
         assert len(_journal(journal)) == 6  # no vendor call
         assert len(api_.get("/v1/ledger").json()["data"]) == 6 and second["cost_usd"] == "2.4"
 
+        over = api_.post(f"/v1/renders/{rid}/reroll", json={"shots": [1], "takes": 5})
+        assert over.status_code == 422 and "1 to 4 takes" in over.json()["error"]["message"]
+        assert api_.get(f"/v1/renders/{rid}").json() == second  # nothing changed
         rolled = api_.post(f"/v1/renders/{rid}/reroll", json={"shots": [1], "takes": 2})
         assert rolled.status_code == 202
         third = wait_status(api_, rid, "awaiting_review")
@@ -311,3 +314,16 @@ def test_two_picks_at_once_one_wins(db_url: str, tmp_path: Path) -> None:
     assert view["status"] == "rendering" and len(_ledger(s)) == 4
     again = api.resume(made.render_id, settings=s)
     assert again.cost_usd == 0 and len(_ledger(s)) == 4
+
+
+@pytest.mark.slow
+def test_the_quality_gate_leaves_a_shot_with_takes_to_the_reviewer(tmp_path: Path) -> None:
+    # The "vendor" sends one take of shot 2 without the sound that was asked for.
+    s = settings(tmp_path, local_faults="shot2:noaudio:x1", quality_reroll=True)
+    result = api.render(BRIEF, model="local/sim", seconds=8, size="640x360", audio=True,
+                        takes=2, settings=s)
+    journal = read_journal(tmp_path / "local" / "journal.jsonl", accepted_only=True)
+    assert sorted((j["index"], j["take"]) for j in journal) == [(0, 1), (1, 1), (2, 2), (3, 2)]
+    assert [s.take for s in result.plan.shots] == [1, 1] and len(_ledger(s)) == 4
+    # Shot 2's first take (submitted first) is the silent one: flagged, and not re-rolled.
+    assert [(f.shot, f.kind) for f in result.flags] == [(2, "silent")]
