@@ -212,3 +212,59 @@ def test_the_page_shows_what_the_quality_gate_found(tmp_path: Path, browser: Bro
         expect(page.get_by_test_id("shot-checks-1")).to_have_text("ok")
         seen.clean_of(key)
         page.context.close()
+
+
+THREE = ("Shot 1: A red kite climbs over a green hill.\n\nShot 2: The kite string snaps.\n\n"
+         "Shot 3: The kite tumbles into the sea.")
+
+
+@pytest.mark.timeout(150)
+def test_pick_take_2_of_shot_3_and_approve(tmp_path: Path, browser: Browser) -> None:
+    from .test_takes import corner, near
+
+    with running(service_settings(tmp_path / "h")) as server:
+        key = server.new_key().key
+        api = server.client(key)
+        render_id = api.post("/v1/renders", json={
+            "brief": THREE, "seconds": 12, "size": "640x360", "model": "local/sim",
+            "takes": 3}).json()["id"]
+        page, seen = open_page(browser, f"{server.url}/review#{render_id}")
+        status = page.get_by_test_id("render-status")
+        sign_in(page, key)
+        expect(status).to_have_text("awaiting_review", timeout=60_000)
+        expect(page.get_by_test_id("estimate")).to_have_text("$3.60")  # 3 shots x 3 takes x $0.40
+        for n in (1, 2, 3):  # every take side by side, the first in the video
+            expect(page.get_by_test_id(f"shot-players-{n}").locator("video")).to_have_count(3)
+            expect(page.get_by_test_id(f"pick-{n}-1")).to_be_disabled()
+        page.wait_for_function("""() => [1, 2, 3].every(t => {
+            const v = document.querySelector(`[data-testid=take-video-3-${t}]`);
+            return v && v.readyState >= 1 && v.duration > 0; })""", timeout=20_000)
+        first = media_loaded(page)
+
+        page.get_by_role("button", name="Pick take 2 of shot 3").click()
+        expect(status).to_have_text("awaiting_review", timeout=45_000)
+        expect(page.get_by_test_id("pick-3-2")).to_have_text("In the video")
+        expect(page.get_by_test_id("take-3-2")).to_have_class(re.compile("picked"))
+        expect(page.get_by_test_id("pick-3-1")).to_be_enabled()
+        second = media_loaded(page)
+        assert second["src"] != first["src"]
+        page.get_by_role("button", name="Approve").click()
+        expect(status).to_have_text("published")
+        expect(page.get_by_test_id("pick-3-1")).to_be_disabled()
+        seen.clean_of(key)
+        page.context.close()
+
+        view = api.get(f"/v1/renders/{render_id}").json()
+        assert view["status"] == "published" and [s["take"] for s in view["shots"]] == [1, 1, 2]
+        takes = view["shots"][2]["takes"]
+        assert [(t["take"], t["picked"]) for t in takes] == [(1, False), (2, True), (3, False)]
+        files = {}
+        for name, url in [("output", view["output_url"])] + [(t["take"], t["url"]) for t in takes]:
+            files[name] = tmp_path / f"{name}.mp4"
+            files[name].write_bytes(api.get(url).content)
+        # Shot 3 fills 8-12 s of the published video: it holds take 2.
+        assert near(corner(files["output"], 10.0), corner(files[2], 2.0))
+        assert not near(corner(files["output"], 10.0), corner(files[1], 2.0))
+        rows = api.get("/v1/ledger", params={"render_id": render_id}).json()["data"]
+        assert {t["key"] for t in takes} <= {r["shot_key"] for r in rows}
+        assert len(rows) == 9 and view["cost_usd"] == "3.6"

@@ -31,11 +31,11 @@ from . import scratch
 from .core import inputs
 from .core.brief import Brief, parse_brief
 from .core.capabilities import Capabilities, ModelTable, load_table
-from .core.keys import planned_key
 from .core.planner import Plan, PlanOptions, parse_transition
 from .core.planner import plan as _plan
 from .core.pricing import Estimate
 from .core.pricing import estimate as _estimate
+from .core.takes import check_count, every_key
 from .errors import BriefError, Interrupted, UserError
 from .images import Reader, local_reader
 from .images import read as read_images
@@ -103,6 +103,7 @@ class Options(TypedDict, total=False):
     audio: bool | None
     seed: int | None
     take: int
+    takes: int
     transition: str
     settings: Settings | None
     table: ModelTable | None
@@ -119,6 +120,7 @@ def resolve(
     audio: bool | None = None,
     seed: int | None = None,
     take: int = 1,
+    takes: int = 1,
     transition: str = "none",
     settings: Settings | None = None,
     table: ModelTable | None = None,
@@ -138,7 +140,9 @@ def resolve(
     """
     settings = settings or Settings()
     inputs.check_options(spelling, model=model, seconds=seconds, size=size, fps=fps, audio=audio,
-                         seed=seed, take=take, transition=transition, yes=yes)
+                         seed=seed, take=take, takes=takes, transition=transition,
+                         yes=yes)
+    check_count(takes, settings.max_takes)
     parsed = read_brief(brief)
     check_brief(parsed)
     table = table or load_table(settings.overrides_path)
@@ -151,6 +155,7 @@ def resolve(
         audio=audio,
         seed=seed,
         take=take,
+        takes=takes,
         crossfade=parse_transition(transition),
         default_shot_seconds=settings.default_shot_seconds,
         max_target_seconds=settings.max_target_seconds,
@@ -177,7 +182,7 @@ def estimate(brief: BriefSource, **kwargs: Unpack[Options]) -> Estimate:
     settings = kwargs.get("settings") or Settings()
     req = resolve(brief, **kwargs)
     the_plan = _plan(req.brief, req.caps, req.options)
-    keys = [planned_key(the_plan, s, req.caps) for s in the_plan.shots]
+    keys = every_key(the_plan, req.caps)
     return _estimate(the_plan, req.caps, stored_keys(settings, keys), settings.max_attempts)
 
 
@@ -267,7 +272,7 @@ async def _run(job_in: _Prepared, listener: Listener | None) -> RenderResult:
     try:
         result = await render_plan(the_plan, job)
         if job_in.preview:  # what the real model would charge for this brief now
-            keys = [planned_key(the_plan, s, req.caps) for s in the_plan.shots]
+            keys = every_key(the_plan, req.caps)
             result.estimate_usd = _estimate(the_plan, req.caps, store.stored(keys)).cost_usd
     finally:
         await provider.aclose()
@@ -279,7 +284,7 @@ def _interrupted(job_in: _Prepared) -> Interrupted:
     """Ctrl-C: say how many shots the vendor is making (paid) and how to resume."""
     from .store import calls
 
-    keys = [planned_key(job_in.plan, s, job_in.drawing) for s in job_in.plan.shots]
+    keys = every_key(job_in.plan, job_in.drawing)
     try:
         db, _ = open_store(job_in.settings)
         try:

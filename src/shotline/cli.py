@@ -36,11 +36,11 @@ from .core.capabilities import (
     tier_of,
 )
 from .core.cast import full_stop
-from .core.keys import planned_key
 from .core.planner import Plan, PlanImage, PlannedShot
 from .core.planner import plan as make_plan
 from .core.pricing import Estimate, money
 from .core.pricing import estimate as make_estimate
+from .core.takes import every_key, extras, slot_owner
 from .display import RenderDisplay
 from .errors import BriefError, Interrupted, InvalidRequest, ShotlineError
 from .providers import plugins
@@ -176,7 +176,7 @@ def plan_json(plan: Plan, estimate: Estimate | None = None) -> dict[str, Any]:
         if estimate:
             cost = estimate.shots[shot.index]
             row.update(cost_usd=money(cost.cost_usd), full_usd=money(cost.full_usd),
-                       stored=cost.stored)
+                       stored=cost.stored, takes=cost.takes)
         shots.append(row)
     data: dict[str, Any] = {
         "model": plan.model,
@@ -249,6 +249,8 @@ def plan_table(plan: Plan, estimate: Estimate | None = None) -> Table:
         if estimate:
             c = estimate.shots[shot.index]
             cost = ["stored" if c.stored else f"${c.cost_usd:.2f}", f"${c.full_usd:.2f}"]
+            if c.takes > 1:
+                cost[0] += f" ({c.takes} takes)"
         table.add_row(
             str(shot.number), f"{shot.seconds}s", f"{shot.use_seconds:.2f}s", shot.hint or "",
             _prompt_shown(plan, shot), *([_images_cell(plan, shot)] if images else []), *cost,
@@ -263,7 +265,7 @@ def _plan_and_estimate(
     settings = _settings(overrides)
     req = api.resolve(read_source(brief, text), settings=settings, spelling="cli", **opts)
     plan = make_plan(req.brief, req.caps, req.options)
-    keys = [planned_key(plan, s, req.caps) for s in plan.shots]
+    keys = every_key(plan, req.caps)
     return plan, make_estimate(plan, req.caps, api.stored_keys(settings, keys),
                                settings.max_attempts)
 
@@ -302,6 +304,7 @@ def estimate_cmd(
     size: SizeOpt = None,
     fps: FpsOpt = None,
     transition: TransitionOpt = "none",
+    takes: TakesOpt = 1,
     yes: YesOpt = False,
     json_out: JsonOpt = False,
     overrides: OverridesOpt = None,
@@ -309,7 +312,7 @@ def estimate_cmd(
     """What rendering a brief would pay now, shot by shot: stored shots are free."""
     plan, est = _plan_and_estimate(
         brief, text, overrides, model=model, seconds=seconds, size=size, fps=fps,
-        audio=audio, transition=transition, yes=yes,
+        audio=audio, transition=transition, yes=yes, takes=takes,
     )
     if json_out:
         out.print_json(json.dumps(plan_json(plan, est)))
@@ -418,6 +421,9 @@ OutOpt = Annotated[Path | None, typer.Option(
 FitOpt = Annotated[str | None, typer.Option(help="letterbox or crop, for clips of another shape.",
                                             show_default="$SHOTLINE_FIT, else letterbox")]
 TakeOpt = Annotated[int, typer.Option(help="Take number: a new take renders a shot anew.")]
+TakesOpt = Annotated[int, typer.Option(
+    help="Candidates of every shot, rendered side by side and each billed; the first is in "
+    "the output until you `pick` another.", show_default=True)]
 
 
 def result_json(result: RenderResult) -> dict[str, Any]:
@@ -438,6 +444,12 @@ def result_json(result: RenderResult) -> dict[str, Any]:
              "cost_usd": money(s.cost_usd), "cached": s.cached, "key": s.key,
              "job_id": s.job_id, "hint": p.hint}
             for s, p in zip(result.shots, result.plan.shots, strict=True)
+        ],
+        # The takes not picked (`pick` swaps one in): made, billed and stored beside them.
+        "takes": [
+            {"index": slot_owner(result.plan, s.index) + 1, "take": t.take,
+             "cost_usd": money(s.cost_usd), "cached": s.cached, "key": s.key}
+            for s, t in zip(result.takes, extras(result.plan), strict=False)
         ],
     }
 
@@ -510,6 +522,7 @@ def render_cmd(
     audio: AudioOpt = None,
     seed: SeedOpt = None,
     take: TakeOpt = 1,
+    takes: TakesOpt = 1,
     transition: TransitionOpt = "none",
     fit: FitOpt = None,
     max_usd: Annotated[float | None, typer.Option(
@@ -522,7 +535,7 @@ def render_cmd(
     """Render a brief into one finished, verified MP4 (stored shots cost nothing)."""
     _render(brief, text, output, json_out, False, fit, overrides, max_usd, loudness, model=model,
             seconds=seconds, size=size, fps=fps, audio=audio, seed=seed, take=take,
-            transition=transition, yes=yes)
+            takes=takes, transition=transition, yes=yes)
 
 
 @app.command("preview")
@@ -740,6 +753,12 @@ def show_cmd(render_id: Annotated[str, typer.Argument(help="A render id (r_...).
     if row is None:
         raise BriefError(f"no render {render_id!r}; `shotline renders` lists them")
     row.pop("brief", None)
+    with db.read() as conn:
+        seen = lifecycle.describe(conn, render_id)["shots"]
+    # The rows past the shots are the takes not picked: listed under their shot instead.
+    row["shots"] = row["shots"][:len(seen)] if seen else row["shots"]
+    for shot, view in zip(row["shots"], seen, strict=False):
+        shot.update(take=view["take"], takes=view["takes"])
     for shot in row["shots"]:  # numbered from 1, as everywhere else
         shot["index"] = shot.pop("idx") + 1
     name = row["output"]
@@ -757,6 +776,11 @@ def show_cmd(render_id: Annotated[str, typer.Argument(help="A render id (r_...).
               f"cost:    ${row['cost_usd']:.2f} (estimate ${row['estimate_usd']:.2f})"]
     if row["error"]:
         lines.append(f"error:   {row['error']}")
+    for shot in row["shots"]:
+        if shot.get("takes"):
+            listed = ", ".join(f"{t['take']}{' (picked)' if t['picked'] else ''}"
+                               for t in shot["takes"])
+            lines.append(f"takes:   shot {shot['index']}: {listed}")
     # soft_wrap: a long path stays one line, so it can be copied whole.
     out.print("\n".join(lines), highlight=False, markup=False, soft_wrap=True)
     _print_flags(row.get("quality") or [])
@@ -1055,6 +1079,7 @@ def reroll_cmd(
     output: Annotated[Path | None, typer.Option(
         "-o", "--output", help="Where to write the new MP4 (renders made here only).",
         show_default="the store; `shotline show` prints where")] = None,
+    takes: TakesOpt = 1,
     json_out: JsonOpt = False,
 ) -> None:
     """Render some shots of any render again as new takes (only they are billed).
@@ -1072,7 +1097,7 @@ def reroll_cmd(
             raise BriefError(f"--prompt takes N=TEXT (a shot number, '=', the prompt), got {item!r}")
         prompts[int(number)] = text
     try:
-        request = actions.RerollRequest(shots=shot, prompts=prompts)
+        request = actions.RerollRequest(shots=shot, prompts=prompts, takes=takes)
     except ValidationError as exc:
         raise InvalidRequest(inputs.explain(exc.errors(), "cli")) from None
     settings, db, store = _open()
@@ -1084,7 +1109,46 @@ def reroll_cmd(
                               request, store=store, operator=True)
     finally:
         db.close()
-    if row is None or row["options"] is not None:  # the service's workers take it from here
+    _carry_on(settings, render_id, row, view, output, json_out)
+
+
+@app.command("pick")
+def pick_cmd(
+    render_id: RenderIdArg,
+    shot: Annotated[int, typer.Option("--shot", help="The shot's number, from 1.",
+                                      show_default=False)],
+    take: Annotated[int, typer.Option("--take", help="The take the output should hold.",
+                                      show_default=False)],
+    output: Annotated[Path | None, typer.Option(
+        "-o", "--output", help="Where to write the new MP4 (renders made here only).",
+        show_default="the store; `shotline show` prints where")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Make the output hold another take of a shot, restitched from the stored clips (no
+    vendor call). `shotline show` lists each shot's takes."""
+    from .service import actions
+
+    try:
+        request = actions.PickRequest(take=take)
+    except ValidationError as exc:
+        raise InvalidRequest(inputs.explain(exc.errors(), "cli")) from None
+    settings, db, store = _open()
+    try:
+        row = lifecycle.get_render(db, render_id)
+        if output is not None:
+            api.output_path(output)
+        view = actions.pick(db, settings, load_table(settings.overrides_path), None, render_id,
+                            shot, request, store=store, operator=True)
+    finally:
+        db.close()
+    _carry_on(settings, render_id, row, view, output, json_out)
+
+
+def _carry_on(settings: Settings, render_id: str, row: dict[str, Any] | None,
+              view: dict[str, Any], output: Path | None, json_out: bool) -> None:
+    """After a re-roll or a pick: a render made here is made again right here (its stored
+    shots from the store); the service's workers take theirs from here."""
+    if view["status"] != "rendering" or row is None or row["options"] is not None:
         if json_out:
             _dump(view)
         else:

@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .core.planner import Plan
+from .core.takes import extras, slot_owner
 
 if TYPE_CHECKING:  # the renderer pulls in the media stack; a display needs only the type
     from .engine.renderer import ShotEvent
@@ -52,9 +53,18 @@ class RenderDisplay:
         if self.live:
             self.live.update(self._table())
         elif changed or event.message:
-            name = "stitch" if event.index < 0 else f"shot {event.index + 1}"
+            name = self._name(event.index)
             self.console.print(f"{name}: {event.state} {detail}".rstrip(), highlight=False,
                                markup=False)
+
+    def _name(self, index: int) -> str:
+        """How a person knows a slot: a shot's number, and for a take not picked its take."""
+        if index < 0:
+            return "stitch"
+        n = len(self.plan.shots)
+        if index < n:
+            return f"shot {index + 1}"
+        return f"shot {slot_owner(self.plan, index) + 1} take {extras(self.plan)[index - n].take}"
 
     def _table(self) -> Table:
         table = Table(show_header=True, title=Text(f"{self.plan.model} · {self.plan.seconds:g} s"),

@@ -87,6 +87,10 @@ class Settings(BaseSettings):
     normalise_concurrency: int = Field(
         2, ge=1, description="Clips normalised at once while a render runs (each is one ffmpeg)."
     )
+    max_takes: int = Field(
+        4, ge=1, le=8, description="The most candidates of one shot a render or a re-roll may "
+        "ask for (--takes); each is billed.",
+    )
     quality_reroll: bool = Field(
         False, description="Render a shot the quality gate fails (black, frozen, silent, too "
         "short) once more as a new take, automatically, if the budget allows.",

@@ -43,6 +43,7 @@ MAX_SHOTS = 200  # written shots in a brief; a 600 s target is 3 s a shot
 MAX_SENTENCES = 1000  # in one written shot: a shot is split at sentence ends, never more
 MAX_SEED = 2**32 - 1
 MAX_TAKE = 1000
+MAX_TAKES = 8
 MAX_FPS = 120
 MAX_USD = Decimal(1_000_000_000)
 MAX_MODEL_CHARS = 120
@@ -119,6 +120,10 @@ Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False, description="Seconds
 Fps = Annotated[int, Field(ge=1, le=MAX_FPS, description="Frames a second, 1 to 120.")]
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED, description="A seed, 0 to 2**32-1.")]
 Take = Annotated[int, Field(ge=1, le=MAX_TAKE, description=f"A take number, 1 to {MAX_TAKE}.")]
+# How many candidates of each shot to render; the operator's SHOTLINE_MAX_TAKES is the real
+# limit (at most this), checked where the settings are known.
+Takes = Annotated[int, Field(ge=1, le=MAX_TAKES, description="Candidates of each shot, "
+                             f"rendered side by side (1 to SHOTLINE_MAX_TAKES, at most {MAX_TAKES}).")]
 Transition = Annotated[str, Field(max_length=40, pattern=r"^(none|cut|crossfade:[0-9.]{1,10})?$",
                                   description="none, or crossfade:SECONDS at every join.")]
 Usd = Annotated[Decimal, Field(ge=0, le=MAX_USD, allow_inf_nan=False,
@@ -136,6 +141,7 @@ ALLOWED = {
     "fps": f"a whole number of frames a second from 1 to {MAX_FPS}",
     "seed": f"a whole number from 0 to {MAX_SEED} (the range vendors take)",
     "take": f"a whole number from 1 to {MAX_TAKE}",
+    "takes": "a whole number of candidates per shot from 1 to SHOTLINE_MAX_TAKES (4 by default)",
     "transition": "none, or crossfade:SECONDS with 0 < SECONDS <= 2",
     "max_usd": f"a finite number of USD from 0 to {MAX_USD:,}",
     "audio": "true or false",
@@ -159,6 +165,7 @@ class RenderOptions(BaseModel):
     audio: bool | None = None
     seed: Seed | None = None
     take: Take = 1
+    takes: Takes = 1
     transition: Transition = "none"
     max_usd: Usd | None = None
     yes: bool = False

@@ -66,6 +66,7 @@ class PlanOptions:
     audio: bool | None = None
     seed: int | None = None
     take: int = 1
+    takes: int = 1  # candidates of every shot, numbered from ``take`` (core/takes.py)
     crossfade: float = 0.0
     style: str | None = None
     default_shot_seconds: int = 5
@@ -130,6 +131,9 @@ class PlannedShot(BaseModel):
     first_frame: PlanImage | None = None
     last_frame: PlanImage | None = None
     references_note: str | None = None
+    # Every candidate's take number when the shot has several (core/takes.py); ``take``
+    # is the one picked for the output.
+    takes: tuple[int, ...] = ()
 
     @property
     def number(self) -> int:
@@ -565,6 +569,7 @@ def _plan(brief: Brief, caps: Capabilities, opts: PlanOptions) -> Plan:
             source=source,
             fixed=group.fixed,
             take=opts.take,
+            takes=tuple(range(opts.take, opts.take + opts.takes)) if opts.takes > 1 else (),
             hint=group.hint,
             cast=tuple(m.name for m in members),
             references=tuple(ShotReference(name=name, sha256=_read(brief, src).sha256)

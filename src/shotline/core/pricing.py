@@ -25,6 +25,7 @@ from decimal import Decimal
 from .capabilities import Capabilities
 from .keys import planned_key
 from .planner import Plan, billed
+from .takes import candidates
 
 CENT = Decimal("0.01")
 
@@ -38,6 +39,7 @@ class ShotCost:
     unit_price: Decimal
     cost_usd: Decimal
     stored: bool = False
+    takes: int = 1  # candidates of the shot: ``billed_seconds`` and the costs cover them all
 
     @property
     def full_usd(self) -> Decimal:
@@ -85,15 +87,20 @@ def estimate(plan: Plan, caps: Capabilities, stored: Collection[str] = frozenset
     ``attempts`` is the most tries the renderer makes per shot (for ``worst_usd``).
     """
     shots = []
+    to_make = 0
     for s in plan.shots:
         c = call_cost(caps, s.seconds, plan.size, s.audio)
-        have = planned_key(plan, s, caps) in stored
-        shots.append(ShotCost(s.index, c.billed_seconds, c.unit_price,
-                              Decimal(0) if have else c.cost_usd, have))
+        # A shot with takes is that many calls (core/takes.py); each stored one is free.
+        takes = candidates(s)
+        missing = sum(1 for t in takes
+                      if planned_key(plan, s.model_copy(update={"take": t}), caps) not in stored)
+        to_make += c.billed_seconds * missing
+        shots.append(ShotCost(s.index, c.billed_seconds * len(takes), c.unit_price,
+                              c.cost_usd * missing, missing == 0, len(takes)))
     cost = sum((s.cost_usd for s in shots), Decimal(0))
     return Estimate(
         model=plan.model,
-        billed_seconds=sum(s.billed_seconds for s in shots if not s.stored),
+        billed_seconds=to_make,
         cost_usd=cost,
         shots=tuple(shots),
         price_source=caps.price_source,

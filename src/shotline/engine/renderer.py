@@ -49,6 +49,7 @@ from ..core.capabilities import Capabilities, parse_size
 from ..core.keys import planned_key, render_key
 from ..core.planner import Plan, PlannedShot
 from ..core.pricing import call_cost
+from ..core.takes import extras, slot_owner
 from ..errors import (
     AmbiguousSubmitError,
     BudgetError,
@@ -104,8 +105,8 @@ class RenderResult:
     render_id: str
     output: Path
     seconds: float
-    cost_usd: Decimal
-    shots: list[ShotResult]
+    cost_usd: Decimal  # every call of this run: the takes not picked included
+    shots: list[ShotResult]  # the shots of the output (a shot with takes: the picked one)
     poster: Path
     contact_sheet: Path
     key: str
@@ -113,6 +114,7 @@ class RenderResult:
     estimate_usd: Decimal = Decimal(0)
     reopened: bool = False
     flags: list[quality.Flag] = field(default_factory=list)  # the output's quality flags
+    takes: list[ShotResult] = field(default_factory=list)  # the takes not picked (core/takes.py)
 
 
 class RenderStopped(ShotlineError):
@@ -173,6 +175,10 @@ def stitch_settings(plan: Plan, settings: Settings, loudness: float | None) -> d
         "crossfade_frames": plan.crossfade_frames, "frames": [s.frames for s in plan.shots],
         "loudness": loudness, "true_peak": settings.true_peak if loudness is not None else None,
         "preset": settings.encode_preset,
+        # The candidates rendered beside the picked takes: a render with takes is not the
+        # twin of one without, though its output may be.
+        **({"takes": [list(s.takes) for s in plan.shots]} if any(s.takes for s in plan.shots)
+           else {}),
     }
 
 
@@ -675,9 +681,12 @@ def deliver(store: Store, name: str, dest: Path | None) -> tuple[Path, Path, Pat
 def plan_requests(plan: Plan, caps: Capabilities, settings: Settings, loudness: float | None,
                   images: Mapping[str, bytes] | None = None) -> tuple[list[ShotRequest], str]:
     """The provider calls of a plan (with the bytes of its images, when given) and the
-    render key they make."""
+    render key they make: its shots in order, then the takes not picked (core/takes.py),
+    whose index is their slot."""
     requests = [request_for(plan, s, caps, images) for s in plan.shots]
-    return requests, render_key([r.key for r in requests],
+    requests += [replace(request_for(plan, s, caps, images), shot=slot_owner(plan, s.index))
+                 for s in extras(plan)]
+    return requests, render_key([r.key for r in requests[:len(plan.shots)]],
                                 stitch_settings(plan, settings, loudness))
 
 
@@ -715,27 +724,33 @@ async def render_plan(plan: Plan, job: RenderJob) -> RenderResult:
     segments: dict[str, Prepared] = {}  # by shot key: made as each clip is stored
 
     async def on_stored(request: ShotRequest, name: str) -> None:
-        segments[request.key] = await segment(job.db, job.store, render_id, assembly, request,
-                                              name)
+        if request.index < len(plan.shots):  # a take not picked is only stored
+            segments[request.key] = await segment(job.db, job.store, render_id, assembly,
+                                                  request, name)
 
     renderer = Renderer(job.provider, job.caps, job.settings, job.db, job.store, render_id,
                         job.listener, limits, requests, on_stored)
 
     async def shot(request: ShotRequest) -> ShotResult:
+        if request.index >= len(plan.shots):  # a take not picked: made and stored, no segment
+            return await renderer.run_shot(request)
         result = await _shot(renderer, assembly, segments, request)
-        if job.settings.quality_reroll and result.segment and quality.failing(result.flags):
+        # A shot with takes is not re-rolled by the gate: the reviewer picks among them.
+        if job.settings.quality_reroll and result.segment and quality.failing(result.flags) \
+                and not plan.shots[request.index].takes:
             return await _retake(job, plan, renderer, assembly, segments, request, result, blobs)
         return result
 
-    shots = list(await asyncio.gather(*(shot(r) for r in requests)))
-    this_run = sum((s.cost_usd for s in shots), Decimal(0))
-    if failed := [s for s in shots if s.error]:
+    made = list(await asyncio.gather(*(shot(r) for r in requests)))
+    shots, others = made[:len(plan.shots)], made[len(plan.shots):]
+    this_run = sum((s.cost_usd for s in made), Decimal(0))
+    if failed := [s for s in made if s.error]:
         message = failure_message([s.error or "" for s in failed],
-                                  sum(1 for s in shots if s.stored), len(shots))
+                                  sum(1 for s in made if s.stored), len(made))
         _move(job, render_id, "failed", error=message, settle=True)
         if any(s.over_budget for s in failed):
             raise BudgetError(f"render {render_id} stopped: {message}")
-        raise RenderFailed(message, render_id, shots)
+        raise RenderFailed(message, render_id, made)
     if any(s.retake for s in shots):
         plan, key = _retaken(job, plan, render_id, shots)
     prepared = [s.segment for s in shots if s.segment is not None]
@@ -744,7 +759,8 @@ async def render_plan(plan: Plan, job: RenderJob) -> RenderResult:
     output, poster, sheet = deliver(job.store, name, job.output)
     return RenderResult(
         render_id=render_id, output=output, seconds=seconds, cost_usd=this_run, shots=shots,
-        poster=poster, contact_sheet=sheet, key=key, plan=plan, estimate_usd=todo, flags=flags)
+        poster=poster, contact_sheet=sheet, key=key, plan=plan, estimate_usd=todo, flags=flags,
+        takes=others)
 
 
 async def segment(db: Database, store: Store, render_id: str, assembly: Assembly,

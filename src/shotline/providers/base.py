@@ -110,6 +110,14 @@ class ShotRequest:
     last_frame: ImageInput | None = None
     references: tuple[ImageInput, ...] = ()
     cast: tuple[str, ...] = ()
+    # A take not picked (core/takes.py) is made in a slot of its own (``index``); ``shot``
+    # is then the index of the shot it is a take of.
+    shot: int | None = None
+
+    @property
+    def number(self) -> int:
+        """The shot's number as people see it (from 1), for a take not picked too."""
+        return (self.index if self.shot is None else self.shot) + 1
 
     def images(self) -> list[ImageInput]:
         """Every input image of the call: frames first, then references."""

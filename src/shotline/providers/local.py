@@ -33,7 +33,7 @@ Scripted faults, for tests (``settings.local_faults``, env ``SHOTLINE_LOCAL_FAUL
     RULE  = WHEN ":" WHAT [":x" N]          ":xN": only the first N submits the rule picks,
                                             counted across processes (LOCAL_DIR/faults.json)
     WHEN  = "*"                             every request
-          | "shot" N                        the shot numbered N, 1-based (request.index N-1)
+          | "shot" N                        the shot numbered N, 1-based, and each of its takes
           | "prompt~" WORD                  prompts containing WORD (any case; no "," or ":")
     WHAT  = ITEM {"+" ITEM}                 at most one fault, any number of variants
 
@@ -120,7 +120,7 @@ class Rule:
 
     def matches(self, request: ShotRequest) -> bool:
         if self.shot is not None:
-            return request.index + 1 == self.shot
+            return request.number == self.shot
         return self.word is None or self.word.casefold() in request.prompt.casefold()
 
 
@@ -503,7 +503,8 @@ def _look(job: dict[str, Any], images: Path) -> Look:
     def data(sha256: str | None) -> bytes | None:
         return (images / sha256.split(":", 1)[1]).read_bytes() if sha256 else None
 
-    look = Look(prompt=req["prompt"], number=req["index"] + 1, model=req["model"], seed=req["seed"],
+    shot = req["index"] if req.get("shot") is None else req["shot"]
+    look = Look(prompt=req["prompt"], number=shot + 1, model=req["model"], seed=req["seed"],
                 take=req["take"], seconds=req["seconds"], width=width, height=height,
                 fps=req["fps"], audio=req["audio"], cast=tuple(req.get("cast", ())),
                 first_frame=data(req.get("first_frame")), last_frame=data(req.get("last_frame")),

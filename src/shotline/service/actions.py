@@ -8,6 +8,10 @@ The HTTP service and the CLI call these; workers then do the rendering. Invarian
   as the operator and passes ``tenant=None`` with ``operator=True`` to reach every render.
 * A re-roll gives the chosen shots a new take, so they get new content keys: only they
   are paid for; the other shots come from the store when the worker restitches.
+* Takes (core/takes.py): a render or a re-roll may ask for several candidates of a shot;
+  each is reserved for and billed. A pick changes which one the output holds and
+  restitches from the stored clips: no vendor call, nothing billed (unless a clip was
+  pruned from the store since, which is then made again and reserved for like any shot).
 * A tenant's brief may name images only by http(s) URL, fetched once at submit through the
   SSRF guard (public hosts only, every redirect hop checked); a path is refused, since it
   would read the server's own disk. The images are stored with the render they belong to.
@@ -30,12 +34,13 @@ from .. import api, images
 from ..core import inputs
 from ..core.brief import Brief
 from ..core.capabilities import Capabilities, ModelTable
-from ..core.keys import render_key
 from ..core.planner import Plan
 from ..core.planner import plan as make_plan
 from ..core.pricing import call_cost
 from ..core.pricing import estimate as price
-from ..engine.renderer import loudness_target, request_for, stitch_settings
+from ..core.takes import candidates, check_count, with_takes
+from ..core.takes import pick as pick_take
+from ..engine.renderer import loudness_target, plan_requests
 from ..errors import BriefError, ImageError, NotFoundError, ProviderError, StateError
 from ..providers.base import JobRef
 from ..providers.plugins import load_provider
@@ -87,6 +92,9 @@ class RenderRequest(BaseModel):
     loudness: bool | None = Field(None, description="Bring every shot to the operator's "
                                   "loudness target (default: the operator's setting); false "
                                   "keeps each clip's own level.")
+    takes: inputs.Takes = Field(1, description="Candidates of every shot, rendered side by "
+                                "side and each billed; the reviewer picks one per shot "
+                                "(POST /v1/renders/{id}/shots/{n}/pick).")
 
 
 class RerollRequest(BaseModel):
@@ -99,6 +107,17 @@ class RerollRequest(BaseModel):
     prompts: dict[ShotNumber, inputs.Prompt] = Field(
         default_factory=dict, max_length=inputs.MAX_SHOTS,
         description="New prompt per shot number (optional).")
+    takes: inputs.Takes = Field(1, description="New candidates of each chosen shot, rendered "
+                                "side by side and each billed; the first is picked until the "
+                                "reviewer picks another.")
+
+
+class PickRequest(BaseModel):
+    """Which take of a shot the output holds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    take: inputs.Take = Field(description="A take number the shot has (see its `takes`).")
 
 
 class RejectRequest(BaseModel):
@@ -134,13 +153,12 @@ async def submit(db: Database, settings: Settings, table: ModelTable, tenant: st
                            fps=req.fps, audio=req.audio, seed=req.seed,
                            transition=req.transition, settings=settings, table=table,
                            yes=req.yes, images=fetched.__getitem__,
-                           cache_scope=cache_scope(settings, tenant))
+                           cache_scope=cache_scope(settings, tenant), takes=req.takes)
     plan = make_plan(resolved.brief, resolved.caps, resolved.options)
     options = req.model_dump(mode="json", exclude={"brief", "webhook_url", "auto_approve"})
     caps = table.drawing(resolved.caps, preview=req.preview)
-    requests = [request_for(plan, s, caps, resolved.brief.image_data) for s in plan.shots]
-    key = render_key([r.key for r in requests],
-                     stitch_settings(plan, settings, loudness_target(settings, req.loudness)))
+    requests, key = plan_requests(plan, caps, settings, loudness_target(settings, req.loudness),
+                                  resolved.brief.image_data)
     if req.webhook_url:
         await ssrf.check_url(req.webhook_url, allow_private=settings.allow_private_webhooks,
                              resolver=resolver or ssrf.resolve)
@@ -263,37 +281,68 @@ def reroll(db: Database, settings: Settings, table: ModelTable, tenant: str | No
                              "awaiting_review or failed can be re-rolled")
         plan = Plan.model_validate(row.plan)
         chosen = _check_reroll(req, len(plan.shots))
+        check_count(req.takes, settings.max_takes)
         shots = list(plan.shots)
         for n in chosen:
             old = shots[n - 1]
-            shots[n - 1] = old.model_copy(update={"take": old.take + 1,
-                                                  "prompt": req.prompts.get(n, old.prompt)})
+            # New take numbers, after every take the shot had: each is a new call.
+            shots[n - 1] = with_takes(old.model_copy(update={
+                "prompt": req.prompts.get(n, old.prompt)}), req.takes,
+                first=max(candidates(old)) + 1)
         plan = plan.model_copy(update={"shots": tuple(shots)})
-        caps = table.drawing(table.get(row.model), preview=lifecycle.is_preview(conn, row))
-        requests = [request_for(plan, s, caps) for s in plan.shots]
-        loudness = loudness_target(settings, (row.options or {}).get("loudness"))
-        key = render_key([r.key for r in requests], stitch_settings(plan, settings, loudness))
-        amount = sum((call_cost(caps, r.seconds, r.size, r.audio).cost_usd for r in requests
-                      if r.index + 1 in chosen or store.clip(r.key, conn) is None), Decimal(0))
-        # max_usd caps everything the render ever bills, re-rolls included.
-        ledger.reserve(conn, render_id, ledger.billed(conn, render_id) + amount,
-                       _limits(conn, settings, row.tenant_id, row.max_usd))
-        for n in chosen:
-            conn.execute(render_shots.update().where(render_shots.c.render_id == render_id,
-                                                     render_shots.c.idx == n - 1)
-                         .values(key=requests[n - 1].key, state="pending", progress=None,
-                                 cached=False, cost_usd=0, error=None, quality=None))
-        lifecycle.transition(conn, render_id, "rendering", base_url=settings.public_url,
-                             plan=plan.model_dump(mode="json"), key=key, output=None,
-                             seconds=None, error=None, review_note=None, quality=None)
-        lifecycle.append_event(conn, render_id, "reroll", {
-            "shots": chosen, "prompts": {str(k): v for k, v in req.prompts.items()}})
-        if row.options is not None:  # a service render: its workers restitch it
-            queue.dispatch(settings, render_id, key)
-        view = lifecycle.describe(conn, render_id, settings.public_url)
+        fresh = {k for k, s in enumerate(plan.shots) if k + 1 in chosen}
+        view = _restart(conn, settings, table, row, plan, store, fresh, "reroll", {
+            "shots": chosen, "prompts": {str(k): v for k, v in req.prompts.items()},
+            **({"takes": req.takes} if req.takes > 1 else {})})
         if also is not None:
             also(conn, view)
         return view
+
+
+def pick(db: Database, settings: Settings, table: ModelTable, tenant: str | None,
+         render_id: str, number: int, req: PickRequest, *, store: Store,
+         operator: bool = False) -> dict[str, Any]:
+    """Make the output hold take ``req.take`` of shot ``number`` and restitch it from the
+    stored clips (no vendor call); the render awaits review again once it is stitched.
+    Picking the take already picked changes nothing."""
+    with db.write() as conn:
+        row = _row(conn, tenant, render_id, operator, lock=True)
+        if row.status != "awaiting_review":
+            raise StateError(f"render {render_id} is {row.status}: a take can be picked only "
+                             "while the render awaits review")
+        plan = Plan.model_validate(row.plan)
+        picked = pick_take(plan, number, req.take)
+        if picked == plan:
+            return lifecycle.describe(conn, render_id, settings.public_url)
+        return _restart(conn, settings, table, row, picked, store, set(), "pick",
+                        {"shot": number, "take": req.take})
+
+
+def _restart(conn: Connection, settings: Settings, table: ModelTable, row: Any, plan: Plan,
+             store: Store, fresh: set[int], kind: str, event: dict[str, Any]) -> dict[str, Any]:
+    """Render ``plan`` again in place of the render's: reserve for every call whose clip is
+    not stored (and every take of the shots in ``fresh``), lay the rows out anew, and send
+    it to be made and restitched."""
+    render_id = row.id
+    caps = table.drawing(table.get(row.model), preview=lifecycle.is_preview(conn, row))
+    loudness = loudness_target(settings, (row.options or {}).get("loudness"))
+    requests, key = plan_requests(plan, caps, settings, loudness)
+    owners = [s.index for s in plan.shots] + [
+        s.index for s in plan.shots for t in candidates(s) if t != s.take]
+    amount = sum((call_cost(caps, r.seconds, r.size, r.audio).cost_usd
+                  for r, owner in zip(requests, owners, strict=True)
+                  if owner in fresh or store.clip(r.key, conn) is None), Decimal(0))
+    # max_usd caps everything the render ever bills, re-rolls included.
+    ledger.reserve(conn, render_id, ledger.billed(conn, render_id) + amount,
+                   _limits(conn, settings, row.tenant_id, row.max_usd))
+    lifecycle.lay_out(conn, render_id, [r.key for r in requests])
+    lifecycle.transition(conn, render_id, "rendering", base_url=settings.public_url,
+                         plan=plan.model_dump(mode="json"), key=key, output=None,
+                         seconds=None, error=None, review_note=None, quality=None)
+    lifecycle.append_event(conn, render_id, kind, event)
+    if row.options is not None:  # a service render: its workers restitch it
+        queue.dispatch(settings, render_id, key)
+    return lifecycle.describe(conn, render_id, settings.public_url)
 
 
 def requeue(db: Database, settings: Settings, tenant: str | None, render_id: str, *,

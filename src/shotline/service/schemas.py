@@ -69,6 +69,17 @@ class _Open(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
+class TakeView(_Open):
+    take: int = Field(description="The take's number (part of its shot key).")
+    picked: bool = Field(description="Whether the output holds this take.")
+    state: str
+    cached: bool
+    cost_usd: str | None = Field(description="What this take was billed (USD).")
+    error: str | None
+    key: str
+    url: str | None = Field(description="The take's clip, once the render awaits review.")
+
+
 class ShotView(_Open):
     index: int = Field(description="The shot's number, from 1.")
     state: str = Field(description="pending, submitting, rendering, downloading, done, "
@@ -80,6 +91,10 @@ class ShotView(_Open):
     prompt: str | None
     seconds: int | None
     take: int | None
+    clip_url: str | None = Field(None, description="The shot's clip on its own, once the "
+                                 "render is stitched.")
+    takes: list[TakeView] = Field(default_factory=list, description="Every candidate of a "
+                                  "shot rendered with several takes (empty otherwise).")
 
 
 Status = Literal["queued", "planning", "rendering", "stitching", "awaiting_review", "published",

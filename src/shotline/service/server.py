@@ -478,6 +478,20 @@ def _routes(app: FastAPI, service: Service) -> None:  # noqa: C901 - one place l
             raise
         return JSONResponse(view, status_code=202)
 
+    @app.post("/v1/renders/{render_id}/shots/{number}/pick", status_code=202, tags=["review"],
+              response_model=schemas.RenderView,
+              responses=errors(400, 401, 402, 404, 409, 413, 422))
+    async def pick(render_id: Owned, tenant: Tenant,
+                   number: Annotated[int, Path(ge=1, le=inputs.MAX_SHOTS,
+                                               description="The shot's number, from 1.")],
+                   body: actions.PickRequest) -> Response:
+        """Make the output hold another take of a shot, and restitch it from the stored
+        clips: no vendor call, nothing billed. The render awaits review again once stitched;
+        picking the take already picked changes nothing."""
+        view = await asyncio.to_thread(actions.pick, db, settings, service.table(), tenant,
+                                       render_id, number, body, store=service.store)
+        return JSONResponse(view, status_code=202)
+
     @app.post("/v1/renders/{render_id}/cancel", tags=["review"],
               response_model=schemas.RenderView, responses=errors(401, 404, 409, 422))
     async def cancel(render_id: Owned, tenant: Tenant) -> dict[str, Any]:

@@ -381,8 +381,10 @@ async def _shot(render_id: str, index: int, key: str, step: Step) -> None:
 
         async def on_stored(request: ShotRequest, name: str) -> None:
             # The segment is made here, as the clip arrives; the stitch finds it if it runs
-            # on this machine, and makes it again from the stored clip if it does not.
-            await segment(ctx.db, ctx.store, render_id, assembly, request, name)
+            # on this machine, and makes it again from the stored clip if it does not. A
+            # take not picked (core/takes.py) is only stored.
+            if request.index < len(plan.shots):
+                await segment(ctx.db, ctx.store, render_id, assembly, request, name)
 
         renderer = Renderer(job.provider, job.caps, ctx.settings, ctx.db, ctx.store, render_id,
                             job.listener, limits, requests, on_stored)
@@ -431,7 +433,7 @@ async def _stitch(render_id: str) -> None:
         return
     job, plan = _job(ctx, row, owner=owner)
     try:
-        await stitch(plan, job, render_id, row.key, [s.key for s in shots])
+        await stitch(plan, job, render_id, row.key, [s.key for s in shots[:len(plan.shots)]])
     except RenderStopped as exc:
         log.info("render %s: %s", render_id, exc)
     except ShotlineError as exc:  # e.g. a clip went missing, or the output did not verify

@@ -31,6 +31,7 @@ from sqlalchemy.engine import Connection
 
 from ..core.capabilities import PREVIEW_MODEL
 from . import calls, outbox
+from .cache import Store
 from .db import Database, lock, media, render_events, render_shots, renders
 
 MOVES: dict[str, frozenset[str]] = {
@@ -133,13 +134,43 @@ def _publish_media(conn: Connection, row: Any, output: Path, now: float) -> None
     """
     have = {r.path for r in conn.execute(sa.select(media.c.path)
                                          .where(media.c.render_id == row.id))}
-    for kind, suffix in MEDIA_KINDS.items():
-        path = output.with_name(output.stem + suffix) if suffix else output
-        if str(path) in have:
+    wanted = [(kind, str(output.with_name(output.stem + suffix) if suffix else output))
+              for kind, suffix in MEDIA_KINDS.items()]
+    # The reviewer plays every shot on its own, and every take of a shot with several.
+    wanted += [("clip", Store.clip_name(r.key)) for r in conn.execute(
+        sa.select(render_shots.c.key).where(render_shots.c.render_id == row.id)
+        .order_by(render_shots.c.idx))]
+    for kind, path in wanted:
+        if path in have:
             continue
+        have.add(path)
         conn.execute(media.insert().values(
             token="m_" + secrets.token_urlsafe(32), tenant_id=row.tenant_id, render_id=row.id,
-            kind=kind, path=str(path), created_at=now))
+            kind=kind, path=path, created_at=now))
+
+
+def _slots(plan: dict[str, Any] | None) -> list[tuple[int, int]]:
+    """(shot index, take) of every slot of a render, as core/takes.py lays them out."""
+    shots = (plan or {}).get("shots", [])
+    out = [(i, s["take"]) for i, s in enumerate(shots)]
+    out += [(i, t) for i, s in enumerate(shots) for t in s.get("takes") or () if t != s["take"]]
+    return out
+
+
+def lay_out(conn: Connection, render_id: str, keys: list[str]) -> None:
+    """Make the render's shot rows hold ``keys``, slot by slot (a pick or a re-roll moved
+    them; see core/takes.py). A key that had a row keeps its state, cost and flags in its
+    new slot; a new key starts pending. Only while no worker makes the render's shots."""
+    old: dict[str, dict[str, Any]] = {}
+    for r in conn.execute(sa.select(render_shots).where(render_shots.c.render_id == render_id)
+                          .order_by(render_shots.c.idx)):
+        old.setdefault(r.key, dict(r._mapping))
+    conn.execute(render_shots.delete().where(render_shots.c.render_id == render_id))
+    fresh = {"state": "pending", "cached": False, "cost_usd": 0, "error": None,
+             "progress": None, "quality": None}
+    conn.execute(render_shots.insert(), [
+        {**fresh, **(old.get(k) or {}), "render_id": render_id, "idx": i, "key": k}
+        for i, k in enumerate(keys)])
 
 
 # --- render rows ---------------------------------------------------------------------------
@@ -284,7 +315,8 @@ def money(value: Decimal | None) -> str | None:
 
 
 _SHOT_COLUMNS = [render_shots.c[name].label(f"shot_{name}")
-                 for name in ("idx", "state", "progress", "cached", "cost_usd", "error", "quality")]
+                 for name in ("idx", "key", "state", "progress", "cached", "cost_usd", "error",
+                              "quality")]
 
 
 def _media_token(kind: str) -> Any:
@@ -315,6 +347,27 @@ def view(conn: Connection, render_id: str, base_url: str = "") -> tuple[str | No
     urls = {f"{kind}_url": (f"{base_url}/v1/media/{token}" if (token := row._mapping[f"{kind}_token"])
                             else None) for kind in MEDIA_KINDS}
     shots = [r for r in rows if r.shot_idx is not None]
+    slots = _slots(row.plan)
+    # Each shot's clip, and each take's, get a link once the render is stitched.
+    tokens = {m.path: m.token for m in conn.execute(
+        sa.select(media.c.path, media.c.token).where(media.c.render_id == row.id,
+                                                     media.c.kind == "clip"))}
+
+    def clip_url(key: str) -> str | None:
+        token = tokens.get(Store.clip_name(key))
+        return f"{base_url}/v1/media/{token}" if token else None
+
+    takes: dict[int, list[dict[str, Any]]] = {}
+    for s in shots:
+        if s.shot_idx >= len(slots) or not planned[slots[s.shot_idx][0]].get("takes"):
+            continue
+        index, take = slots[s.shot_idx]
+        takes.setdefault(index, []).append({
+            "take": take, "picked": s.shot_idx < len(planned), "state": s.shot_state,
+            "cached": s.shot_cached, "cost_usd": money(s.shot_cost_usd),
+            "error": s.shot_error, "key": s.shot_key, "url": clip_url(s.shot_key)})
+    for listed in takes.values():
+        listed.sort(key=lambda t: t["take"])
     return row.tenant_id, {
         "id": row.id, "status": row.status, "model": row.model,
         "created_at": row.created_at, "updated_at": row.updated_at,
@@ -330,7 +383,9 @@ def view(conn: Connection, render_id: str, base_url: str = "") -> tuple[str | No
             "seconds": planned[s.shot_idx]["seconds"] if s.shot_idx < len(planned) else None,
             "take": planned[s.shot_idx]["take"] if s.shot_idx < len(planned) else None,
             "quality": s.shot_quality or [],
-        } for s in shots],
+            "clip_url": clip_url(s.shot_key),
+            "takes": takes.get(s.shot_idx, []),
+        } for s in shots if s.shot_idx < len(planned) or not planned],
         "links": links,
     }
 
