@@ -87,6 +87,9 @@ class RenderRequest(BaseModel):
     loudness: bool | None = Field(None, description="Bring every shot to the operator's "
                                   "loudness target (default: the operator's setting); false "
                                   "keeps each clip's own level.")
+    chain: bool = Field(True, description="Start a continuation (a shot marked as continuing, "
+                        "or split from a long one) from the last frame of the shot before, on "
+                        "models that take a first frame; such a chain renders in order.")
 
 
 class RerollRequest(BaseModel):
@@ -133,7 +136,7 @@ async def submit(db: Database, settings: Settings, table: ModelTable, tenant: st
     resolved = api.resolve(brief, model=req.model, seconds=req.seconds, size=req.size,
                            fps=req.fps, audio=req.audio, seed=req.seed,
                            transition=req.transition, settings=settings, table=table,
-                           yes=req.yes, images=fetched.__getitem__,
+                           yes=req.yes, images=fetched.__getitem__, chain=req.chain,
                            cache_scope=cache_scope(settings, tenant))
     plan = make_plan(resolved.brief, resolved.caps, resolved.options)
     options = req.model_dump(mode="json", exclude={"brief", "webhook_url", "auto_approve"})
@@ -278,6 +281,9 @@ def reroll(db: Database, settings: Settings, table: ModelTable, tenant: str | No
         # max_usd caps everything the render ever bills, re-rolls included.
         ledger.reserve(conn, render_id, ledger.billed(conn, render_id) + amount,
                        _limits(conn, settings, row.tenant_id, row.max_usd))
+        for shot in plan.shots:  # a continuation starts from a re-rolled shot's new frame
+            if shot.continues and shot.index in chosen:
+                chosen = sorted({*chosen, shot.number})
         for n in chosen:
             conn.execute(render_shots.update().where(render_shots.c.render_id == render_id,
                                                      render_shots.c.idx == n - 1)
