@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import statistics
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import av
 import pytest
 from PIL import Image, ImageChops, ImageStat
 
-from shotline.api import render
+from shotline.api import open_store, render
 from shotline.cli import chain_line, plan_json
 from shotline.core.brief import parse_brief
 from shotline.core.capabilities import load_table
@@ -26,6 +28,9 @@ from shotline.engine.media import frame_png
 from shotline.errors import BriefError
 from shotline.providers.local import read_journal
 from shotline.settings import Settings
+from shotline.store import images
+
+from .service import wait_status
 
 TABLE = load_table(None)
 PAIR = "Shot 1: A gull dives over the harbour.\nShot 2 (continues): It lands on the pier.\n"
@@ -181,3 +186,48 @@ def test_a_continuation_pair_renders_offline_from_the_first_clips_last_frame(
                    chain=False, output=tmp_path / "plain.mp4")
     cut = frames_of(plain.output)
     assert difference(cut[n - 1], cut[n]) > 5 * statistics.median(inside)
+
+
+# --- the service, embedded and scaled out (Celery) ---------------------------------------
+
+
+@pytest.mark.slow
+def test_the_service_renders_a_chain_in_order_and_a_reroll_remakes_its_successor(
+        stack: Callable[..., Any]) -> None:
+    with stack() as server:
+        api = server.client(server.new_key().key)
+        rid = api.post("/v1/renders", json={"brief": PAIR + "Shot 3: A boat leaves.\n",
+                                            "seconds": 12, "model": "local/sim",
+                                            "size": "640x360"}).json()["id"]
+        first = wait_status(api, rid, "awaiting_review")
+        journal = read_journal(server.settings.journal_path, accepted_only=True)
+        by_index = {line["index"]: line for line in journal}
+        assert sorted(by_index) == [0, 1, 2]
+        # Shot 2 went after shot 1's clip was made: it carries that clip's last frame.
+        frame = by_index[1]["first_frame"]
+        assert frame is not None and by_index[0]["first_frame"] is None
+        assert by_index[2]["first_frame"] is None
+        assert journal.index(by_index[1]) > journal.index(by_index[0])
+        db, _ = open_store(server.settings)
+        try:
+            assert images.load(db, [frame])  # stored like any input image, by its bytes
+        finally:
+            db.close()
+        # A re-roll of shot 1 makes shot 2 again (from the new take's last frame), not shot 3.
+        assert api.post(f"/v1/renders/{rid}/reroll", json={"shots": [1]}).status_code == 202
+        second = wait_status(api, rid, "awaiting_review")
+        journal = read_journal(server.settings.journal_path, accepted_only=True)
+        assert sorted(line["index"] for line in journal) == [0, 0, 1, 1, 2]
+        again = journal[3:]
+        assert [line["index"] for line in again] == [0, 1]
+        assert again[1]["first_frame"] not in (None, frame)
+        assert second["output_url"] != first["output_url"]
+
+
+def test_no_chain_is_an_api_option_and_refuses_a_non_boolean(tmp_path: Path) -> None:
+    from shotline.service.actions import RenderRequest
+
+    assert RenderRequest(brief=PAIR).chain is True
+    assert RenderRequest(brief=PAIR, chain=False).chain is False
+    with pytest.raises(ValueError, match="chain"):
+        RenderRequest.model_validate({"brief": PAIR, "chain": "sometimes"})

@@ -247,9 +247,9 @@ def chain_line(chains: list[tuple[int, ...]]) -> str:
     """What the plan's chains cost in time: each renders its shots one after another."""
     runs = ", ".join("→".join(str(i + 1) for i in run) for run in chains)
     longest = max(len(run) for run in chains)
-    return (f"chained: shots {runs} each start from the last frame of the shot before, so "
-            f"they render in order: about {longest} render times in a row instead of 1 "
-            "(--no-chain renders them concurrently)")
+    return (f"chains: {runs}. Each shot of a chain starts from the last frame of the one "
+            f"before, so a chain renders in order: about {longest} render times in a row "
+            "instead of 1 (--no-chain renders every shot concurrently)")
 
 
 def plan_table(plan: Plan, estimate: Estimate | None = None) -> Table:
