@@ -9,7 +9,11 @@ the changes between neighbouring frames inside the shots.
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import statistics
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +29,7 @@ from shotline.core.capabilities import load_table
 from shotline.core.keys import planned_key
 from shotline.core.planner import Plan, PlanOptions, plan
 from shotline.engine.media import frame_png
+from shotline.engine.renderer import RenderFailed
 from shotline.errors import BriefError
 from shotline.providers.local import read_journal
 from shotline.settings import Settings
@@ -113,6 +118,27 @@ def test_no_chain_and_models_without_first_frames_say_why_per_shot() -> None:
     assert veo.shots[1].chain_note is not None and "takes no first frame" in veo.shots[1].chain_note
 
 
+def test_plan_and_estimate_show_chains_and_no_chain_turns_them_off() -> None:
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "shotline", *args, "--text", PAIR,
+                               "--model", "local/sim"], capture_output=True, text=True,
+                              timeout=60, env={**os.environ, "COLUMNS": "200"})
+
+    on = json.loads(cli("plan", "--json").stdout)
+    assert on["chains"] == [[1, 2]] and on["renders_in_a_row"] == 2
+    assert [s["continues"] for s in on["shots"]] == [False, True]
+    off = json.loads(cli("estimate", "--no-chain", "--json").stdout)
+    assert off["chains"] == [] and off["renders_in_a_row"] == 1
+    assert "--no-chain" in off["shots"][1]["chain_note"]
+    table = cli("plan").stdout
+    assert "chains: 1→2" in table and "about 2 render times in a row" in table
+    assert "starts from shot 1's last frame" in table
+    veo = subprocess.run([sys.executable, "-m", "shotline", "plan", "--text", PAIR, "--model",
+                          "fal/veo3-fast"], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "COLUMNS": "200"}).stdout
+    assert "chains:" not in veo and "takes no first frame" in veo
+
+
 # --- keys -----------------------------------------------------------------------------
 
 
@@ -186,6 +212,26 @@ def test_a_continuation_pair_renders_offline_from_the_first_clips_last_frame(
                    chain=False, output=tmp_path / "plain.mp4")
     cut = frames_of(plain.output)
     assert difference(cut[n - 1], cut[n]) > 5 * statistics.median(inside)
+
+
+@pytest.mark.slow
+def test_a_failed_shot_fails_its_continuation_without_a_call_and_a_rerun_resumes(
+        tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path / "home", local_faults="shot1:moderation:x1",
+                        poll_interval=0.05, backoff_base=0.05)
+    with pytest.raises(RenderFailed, match="shot 2: it continues shot 1, which failed") as info:
+        render(PAIR + "Shot 3: A boat leaves.\n", settings=settings, model="local/sim",
+               size="640x360", seconds=12, output=tmp_path / "out.mp4")
+    assert [s.clip is not None for s in info.value.shots] == [False, False, True]
+    journal = read_journal(settings.journal_path)
+    assert sorted(line["index"] for line in journal) == [0, 2]  # shot 2 was never sent
+    # Once the vendor recovers, running it again makes shots 1 and 2, in order; 3 is stored.
+    again = render(PAIR + "Shot 3: A boat leaves.\n", settings=settings, model="local/sim",
+                   size="640x360", seconds=12, output=tmp_path / "out.mp4")
+    assert [s.cached for s in again.shots] == [False, False, True]
+    made = [line for line in read_journal(settings.journal_path, accepted_only=True)
+            if line["index"] in (0, 1)]
+    assert [line["index"] for line in made] == [0, 1] and made[1]["first_frame"] is not None
 
 
 # --- the service, embedded and scaled out (Celery) ---------------------------------------
