@@ -108,6 +108,7 @@ class Options(TypedDict, total=False):
     settings: Settings | None
     table: ModelTable | None
     yes: bool
+    chain: bool
 
 
 def resolve(
@@ -128,6 +129,7 @@ def resolve(
     images: Reader | None = None,
     cache_scope: str | None = None,
     spelling: inputs.Spelling = "api",
+    chain: bool = True,
 ) -> Request:
     """The brief parsed, every option checked (core/inputs.py) and resolved against the
     model table, and its images read; nothing is written.
@@ -136,7 +138,9 @@ def resolve(
     file's folder, else the working directory) and http(s) URLs are read.
     ``cache_scope`` is the tenant whose cache the shots' keys are in (None: the CLI's own,
     or a shared cache); ``spelling`` names options in messages as the caller's users write
-    them (``--max-usd`` or ``max_usd``).
+    them (``--max-usd`` or ``max_usd``). ``chain=False`` renders continuations (a shot
+    marked as continuing, or split from a long one) from their own prompts, concurrently,
+    instead of from the last frame of the shot before.
     """
     settings = settings or Settings()
     inputs.check_options(spelling, model=model, seconds=seconds, size=size, fps=fps, audio=audio,
@@ -161,6 +165,7 @@ def resolve(
         max_target_seconds=settings.max_target_seconds,
         yes=yes,
         scope=cache_scope,
+        chain=chain,
     )
     base = Path(brief).parent if isinstance(brief, os.PathLike) else Path.cwd()
     parsed = read_images(parsed, images or local_reader(base, settings), settings)

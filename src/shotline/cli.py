@@ -113,6 +113,11 @@ OverridesOpt = Annotated[
     Path | None, typer.Option(help="Capability overrides file.",
                               show_default="$SHOTLINE_HOME/overrides.toml")
 ]
+ChainOpt = Annotated[bool, typer.Option(
+    "--chain/--no-chain",
+    help="Start a continuation (a shot marked as continuing, or split from a long one) from "
+         "the last frame of the shot before, where the model takes a first frame; such a "
+         "chain renders in order. --no-chain renders every shot from its prompt, concurrently.")]
 LoudnessOpt = Annotated[bool | None, typer.Option(
     "--loudness/--no-loudness",
     help="Bring every shot to one loudness (SHOTLINE_LOUDNESS_TARGET, default -16 LUFS); "
@@ -172,6 +177,8 @@ def plan_json(plan: Plan, estimate: Estimate | None = None) -> dict[str, Any]:
             "first_frame": _frame_json(shot.first_frame),
             "last_frame": _frame_json(shot.last_frame),
             "references_note": shot.references_note,
+            "continues": shot.continues,
+            "chain_note": shot.chain_note,
         }
         if estimate:
             cost = estimate.shots[shot.index]
@@ -190,6 +197,9 @@ def plan_json(plan: Plan, estimate: Estimate | None = None) -> dict[str, Any]:
         "style": plan.style,
         "cast": [c.model_dump(mode="json") for c in plan.cast],
         "shots": shots,
+        # Shot numbers of each chain, and how many renders the longest takes in a row.
+        "chains": [[i + 1 for i in run] for run in plan.chains()],
+        "renders_in_a_row": max((len(run) for run in plan.chains()), default=1),
     }
     if estimate:
         data.update(cost_usd=money(estimate.cost_usd), full_usd=money(estimate.full_usd),
@@ -226,7 +236,20 @@ def _images_cell(plan: Plan, shot: PlannedShot) -> str:
             lines.append(f"{word}: {image.source}")
     if shot.references_note:
         lines.append(shot.references_note)
+    if shot.continues:
+        lines.append(f"starts from shot {shot.index}'s last frame")
+    elif shot.chain_note:
+        lines.append(shot.chain_note)
     return "\n".join(lines)
+
+
+def chain_line(chains: list[tuple[int, ...]]) -> str:
+    """What the plan's chains cost in time: each renders its shots one after another."""
+    runs = ", ".join("→".join(str(i + 1) for i in run) for run in chains)
+    longest = max(len(run) for run in chains)
+    return (f"chains: {runs}. Each shot of a chain starts from the last frame of the one "
+            f"before, so a chain renders in order: about {longest} render times in a row "
+            "instead of 1 (--no-chain renders every shot concurrently)")
 
 
 def plan_table(plan: Plan, estimate: Estimate | None = None) -> Table:
@@ -238,8 +261,11 @@ def plan_table(plan: Plan, estimate: Estimate | None = None) -> Table:
         title += f" · {estimate.price_source} prices"
     if plan.style:
         title += f"\nstyle: {plan.style}"
+    if chains := plan.chains():
+        title += "\n" + chain_line(chains)
     table = Plain(title=Text(title), title_justify="left")
-    images = bool(plan.cast) or any(s.first_frame or s.last_frame for s in plan.shots)
+    images = bool(plan.cast) or any(s.first_frame or s.last_frame or s.continues or s.chain_note
+                                    for s in plan.shots)
     columns = ["#", "call", "keep", "hint", "prompt", *(["cast & images"] if images else []),
                *(["cost", "full"] if estimate else [])]
     for col in columns:
@@ -280,13 +306,15 @@ def plan_cmd(
     fps: FpsOpt = None,
     transition: TransitionOpt = "none",
     yes: YesOpt = False,
+    chain: ChainOpt = True,
     json_out: JsonOpt = False,
     overrides: OverridesOpt = None,
 ) -> None:
     """Split a brief into shots for a model: durations, hints read, trims and source spans."""
     settings = _settings(overrides)
     req = api.resolve(read_source(brief, text), settings=settings, model=model, seconds=seconds,
-                      size=size, fps=fps, transition=transition, yes=yes, spelling="cli")
+                      size=size, fps=fps, transition=transition, yes=yes, spelling="cli",
+                      chain=chain)
     plan = make_plan(req.brief, req.caps, req.options)
     if json_out:
         out.print_json(json.dumps(plan_json(plan)))
@@ -306,13 +334,14 @@ def estimate_cmd(
     transition: TransitionOpt = "none",
     takes: TakesOpt = 1,
     yes: YesOpt = False,
+    chain: ChainOpt = True,
     json_out: JsonOpt = False,
     overrides: OverridesOpt = None,
 ) -> None:
     """What rendering a brief would pay now, shot by shot: stored shots are free."""
     plan, est = _plan_and_estimate(
         brief, text, overrides, model=model, seconds=seconds, size=size, fps=fps,
-        audio=audio, transition=transition, yes=yes, takes=takes,
+        audio=audio, transition=transition, yes=yes, takes=takes, chain=chain,
     )
     if json_out:
         out.print_json(json.dumps(plan_json(plan, est)))
@@ -529,13 +558,14 @@ def render_cmd(
         help="The most this render may bill, retries included.", show_default="no cap")] = None,
     yes: YesOpt = False,
     loudness: LoudnessOpt = None,
+    chain: ChainOpt = True,
     json_out: JsonOpt = False,
     overrides: OverridesOpt = None,
 ) -> None:
     """Render a brief into one finished, verified MP4 (stored shots cost nothing)."""
     _render(brief, text, output, json_out, False, fit, overrides, max_usd, loudness, model=model,
             seconds=seconds, size=size, fps=fps, audio=audio, seed=seed, take=take,
-            takes=takes, transition=transition, yes=yes)
+            takes=takes, transition=transition, yes=yes, chain=chain)
 
 
 @app.command("preview")
@@ -553,13 +583,14 @@ def preview_cmd(
     fit: FitOpt = None,
     yes: YesOpt = False,
     loudness: LoudnessOpt = None,
+    chain: ChainOpt = True,
     json_out: JsonOpt = False,
     overrides: OverridesOpt = None,
 ) -> None:
     """A free animatic with MODEL's cuts and sizes, and what the real render would cost."""
     _render(brief, text, output, json_out, True, fit, overrides, None, loudness, model=model,
             seconds=seconds, size=size, fps=fps, audio=audio, seed=seed, transition=transition,
-            yes=yes)
+            yes=yes, chain=chain)
 
 
 @app.command("stitch")

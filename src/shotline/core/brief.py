@@ -39,9 +39,15 @@ under it) or as Markdown images ``![](a.png)``. The block ends at the first blan
 its members. A shot may start from an image and end on one: a line ``First frame: a.png``
 or ``Last frame: b.png`` inside the shot, or the same words in parentheses in its text
 (``(first frame: a.png)``); ``Cast: Maya, Leo`` inside a shot names its members instead of
-the names its text mentions. These are never part of a prompt. Images are kept as written
-(:attr:`CastMember.images`, :attr:`Segment.first_frame`): reading them, and hashing their
-bytes into :attr:`Brief.images`, is the library's job.
+the names its text mentions. A shot marked as continuing the one before (YAML/JSON
+``continues: true``; in text ``(continues)`` or ``(continuous)`` in its label or text, as in
+``Shot 3 (continues): ...``, or a scene heading ending ``- CONTINUOUS``, the screenwriter's
+word for no time passing between scenes) starts from the last frame of the shot before it,
+where the model takes a first frame (see the planner); shot 1 cannot continue anything, and
+a continuation cannot also start from an image of its own. These are never part of a
+prompt. Images are kept as written (:attr:`CastMember.images`,
+:attr:`Segment.first_frame`): reading them, and hashing their bytes into
+:attr:`Brief.images`, is the library's job.
 
 Structured briefs (YAML or JSON with a ``shots`` list) are validated with a schema.
 Pure: no I/O; reading files is the caller's job.
@@ -129,6 +135,11 @@ DIRECTIVE_LINE = re.compile(
     re.IGNORECASE)
 DIRECTIVE_INLINE = re.compile(rf"\s*[(\[]\s*{_DIRECTIVE}\s*[:：]\s*(?P<value>[^)\]]+?)\s*[)\]]",
                               re.IGNORECASE)
+# "(continues)" marks a shot as continuing the one before. Not "(CONT'D)": in a screenplay
+# that follows a character cue and means the same character goes on speaking.
+CONTINUES_INLINE = re.compile(r"\s*[(\[]\s*(?:continues|continuous|continuing)\s*[)\]]",
+                              re.IGNORECASE)
+SCENE_CONTINUOUS = re.compile(r"\s*[-–—]\s*continuous\s*$", re.IGNORECASE)
 MAX_NAME_WORDS = 6
 
 # --- duration hints -------------------------------------------------------------------
@@ -188,6 +199,7 @@ class Segment:
     cast: tuple[str, ...] | None = None  # the members the shot lists; None: those it names
     first_frame: str | None = None  # an image the shot starts from, as written (path or URL)
     last_frame: str | None = None  # an image the shot ends on
+    continues: bool = False  # starts from the last frame of the shot before
 
     def sentences(self, text: str) -> list[tuple[str, Span]]:
         """The segment's sentences with their spans in ``text`` (used to split long shots).
@@ -280,6 +292,7 @@ class _StructuredShot(BaseModel):
     cast: list[str] | None = None
     first_frame: str | None = Field(None, min_length=1)
     last_frame: str | None = Field(None, min_length=1)
+    continues: bool = False
 
 
 class _StructuredMember(BaseModel):
@@ -438,13 +451,14 @@ def _parse_structured(text: str) -> Brief:
         raise BriefError(
             f"structured brief: {problems}. Allowed keys: title, style, seconds, audio, model, "
             "size, fps, seed, cast: {NAME: description, or {description, images?, kind?}}, "
-            "shots: [{prompt, seconds?, cast?, first_frame?, last_frame?}]"
+            "shots: [{prompt, seconds?, cast?, first_frame?, last_frame?, continues?}]"
         ) from None
     spans = _structured_spans(text, len(parsed.shots))
     segments = []
     for shot, (start, end) in zip(parsed.shots, spans, strict=True):
         inputs: dict[str, Any] = {"cast": None if shot.cast is None else tuple(shot.cast),
-                  "first_frame": shot.first_frame, "last_frame": shot.last_frame}
+                  "first_frame": shot.first_frame, "last_frame": shot.last_frame,
+                  "continues": shot.continues}
         prompt_text = shot.prompt
         hint = _hint_at(prompt_text, "end") or _hint_at(prompt_text, "start")
         if hint is not None:
@@ -470,9 +484,24 @@ def _parse_structured(text: str) -> Brief:
             cast.append(CastMember(name.strip(), member.description.strip(),
                                    tuple(i.strip() for i in images), member.kind))
     return _with_cast(Brief(
-        text, tuple(segments), parsed.style, parsed.title, parsed.seconds, parsed.audio, extra,
-        "structured",
+        text, tuple(_check_continues(segments)), parsed.style, parsed.title, parsed.seconds,
+        parsed.audio, extra, "structured",
     ), cast)
+
+
+def _check_continues(segments: list[Segment]) -> list[Segment]:
+    """Refuse a continuation with nothing to continue, or with a first frame of its own."""
+    for k, seg in enumerate(segments):
+        if not seg.continues:
+            continue
+        if k == 0:
+            raise BriefError("shot 1 is marked as continuing the shot before, but it is the "
+                             "first shot: drop the mark (continues / CONTINUOUS)")
+        if seg.first_frame is not None:
+            raise BriefError(f"shot {k + 1} continues the shot before, so it starts from that "
+                             f"shot's last frame; it cannot also start from {seg.first_frame}: "
+                             "drop one of the two")
+    return segments
 
 
 # --- cast -----------------------------------------------------------------------------
@@ -680,8 +709,13 @@ def _directives(shot: _Open, text: str) -> None:
     gaps: list[bool] = []
     for (a, b), gap in zip(shot.parts, shot.gaps, strict=True):
         pos = a
-        for m in DIRECTIVE_INLINE.finditer(text[a:b]):
-            shot.direct(m.group("key"), m.group("value"), a + m.start())
+        found = sorted([*DIRECTIVE_INLINE.finditer(text[a:b]),
+                        *CONTINUES_INLINE.finditer(text[a:b])], key=lambda m: m.start())
+        for m in found:
+            if m.re is CONTINUES_INLINE:
+                shot.inputs["continues"] = True
+            else:
+                shot.direct(m.group("key"), m.group("value"), a + m.start())
             if text[pos : a + m.start()].strip():
                 parts.append((pos, a + m.start()))
                 gaps.append(gap and pos == a)
@@ -693,6 +727,9 @@ def _directives(shot: _Open, text: str) -> None:
     while (inline := DIRECTIVE_INLINE.search(shot.label)) is not None:
         shot.direct(inline.group("key"), inline.group("value"), shot.label_at + inline.start())
         shot.label = shot.label[: inline.start()] + shot.label[inline.end():]
+    while (mark := CONTINUES_INLINE.search(shot.label)) is not None:
+        shot.inputs["continues"] = True
+        shot.label = shot.label[: mark.start()] + shot.label[mark.end():]
 
 
 def _finish(shot: _Open | None, text: str, out: list[Segment]) -> None:
@@ -744,6 +781,9 @@ def _open_for(kind: str, m: re.Match[str], offset: int, line: str) -> _Open:
         if found is not None:
             shot.seconds, shot.hint, shot.hint_kind = found.seconds, found.text, "text"
             rest = rest[: found.span[0]]
+        if (mark := SCENE_CONTINUOUS.search(rest)) is not None:
+            shot.inputs["continues"] = True
+            rest = rest[: mark.start()]
         shot.label, shot.label_at = _scene_phrase(m.group("kind"), rest), rest_at
     elif kind == "heading":
         shot.depth = len(m.group("hashes"))
@@ -896,4 +936,5 @@ def parse_brief(text: str) -> Brief:
     form = "shots" if has_markers else ("paragraphs" if len(segments) > 1 else "prose")
     style = "; ".join(meta["style"]) if meta.get("style") else None
     title = meta["title"][0] if meta.get("title") else None
-    return _with_cast(Brief(text, tuple(segments), style, title, form=form), members)
+    return _with_cast(Brief(text, tuple(_check_continues(segments)), style, title, form=form),
+                      members)

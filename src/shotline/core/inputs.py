@@ -169,6 +169,7 @@ class RenderOptions(BaseModel):
     transition: Transition = "none"
     max_usd: Usd | None = None
     yes: bool = False
+    chain: bool = True
 
 
 # Where a value sat in an HTTP request: not part of its name.

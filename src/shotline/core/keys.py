@@ -16,6 +16,13 @@ shared: two tenants asking for the same clip get different keys, so neither is s
 nor can time, the other's clip. The unscoped form (the CLI's own renders, a shared cache,
 renders planned before scopes existed) is the key exactly as it was before scopes: the
 field is only present when set, so no stored key changed meaning.
+
+A continuation (``PlannedShot.continues``) starts from the last frame of the shot before,
+which exists only once that clip is made; its key covers that shot's key instead of the
+frame's bytes (``first_frame:after:<key>:<frame>@<fps>``, the frame being the last one the
+output shows of it). The clip before is a function of its key, so this covers the frame,
+and editing one word of a shot changes its key and the keys of the shots that continue it,
+nothing else. Unchained shots key exactly as before.
 """
 
 from __future__ import annotations
@@ -78,12 +85,27 @@ def shot_key(
 
 def planned_key(plan: Plan, shot: PlannedShot, caps: Capabilities) -> str:
     """The key of one planned shot when ``caps`` draws it (the renderer's and the estimate's)."""
+    if not shot.continues:  # also a take not picked, whose index is a slot past the shots
+        return _key(plan, shot, caps, shot_images(shot))
+    start = shot.index
+    while start > 0 and plan.shots[start].continues:
+        start -= 1
+    key = ""
+    # A chain keys in order, each on the key before; ``shot`` itself as given (a new take).
+    for one in [*plan.shots[start : shot.index], shot]:
+        before = plan.shots[one.index - 1] if one.continues else None
+        after = [] if before is None else [
+            f"first_frame:after:{key}:{before.frames - 1}@{plan.fps}"]
+        key = _key(plan, one, caps, after + shot_images(one))
+    return key
+
+
+def _key(plan: Plan, shot: PlannedShot, caps: Capabilities, images: list[str]) -> str:
     fps = plan.fps if plan.fps in caps.fps else caps.default_fps
     return shot_key(
         provider=caps.provider, model=caps.model, prompt=shot.prompt, seconds=shot.seconds,
         size=plan.size, fps=fps, audio=shot.audio, seed=plan.seed, take=shot.take,
-        images=shot_images(shot),
-        scope=plan.scope,
+        images=images, scope=plan.scope,
     )
 
 

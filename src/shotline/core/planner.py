@@ -30,6 +30,12 @@ A pure function: same input, same plan, byte for byte. The rules, in order:
    shot's first frame goes to its first call and its last frame to its last; a model
    that takes no first (or last) frame refuses the brief. Images are known by the hash
    of their bytes (``Brief.images``, filled by the library), never by their path.
+9. Continuations: every piece of a shot split at sentence ends after the first, and a shot
+   the brief marks as continuing, starts from the last frame the output shows of the shot
+   before it (``PlannedShot.continues``), where the model takes a first frame and
+   ``PlanOptions.chain`` is on, unless that would cost the shot its cast's reference
+   images. Such a chain renders in order (:meth:`Plan.chains`); a shot that would continue
+   but does not says why (``chain_note``).
 """
 
 from __future__ import annotations
@@ -73,6 +79,7 @@ class PlanOptions:
     max_target_seconds: float = 600.0
     yes: bool = False  # accept duration hints that more than double the billed seconds
     scope: str | None = None  # whose cache the shots' keys are in (see keys.py)
+    chain: bool = True  # continuations start from the previous shot's last frame
 
 
 class PlanImage(ImageRef):
@@ -110,6 +117,9 @@ class PlannedShot(BaseModel):
     pictures it sends, ``first_frame``/``last_frame`` the images it starts from and ends on
     (a continuation will fill ``first_frame`` from the shot before), and
     ``references_note`` says why pictures of its cast are not sent, where some are not.
+    ``continues``: the call starts from the last frame the output shows of the shot before
+    (known only once that clip is made, so the engine sends it); ``chain_note`` says why a
+    shot that could continue the one before does not.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -134,6 +144,8 @@ class PlannedShot(BaseModel):
     # Every candidate's take number when the shot has several (core/takes.py); ``take``
     # is the one picked for the output.
     takes: tuple[int, ...] = ()
+    continues: bool = False
+    chain_note: str | None = None
 
     @property
     def number(self) -> int:
@@ -162,6 +174,17 @@ class Plan(BaseModel):
     # The cache the shots' keys belong to (a tenant id; None: the CLI's, or shared). Kept
     # with the plan, so a re-roll or a resumed render computes the keys it was made with.
     scope: str | None = None
+
+    def chains(self) -> list[tuple[int, ...]]:
+        """The runs of shots (indexes) that render one after another, each continuing the
+        one before; only runs of two or more. The rest render concurrently."""
+        runs: list[list[int]] = []
+        for shot in self.shots:
+            if shot.continues and runs and runs[-1][-1] == shot.index - 1:
+                runs[-1].append(shot.index)
+            elif shot.continues:
+                runs.append([shot.index - 1, shot.index])
+        return [tuple(r) for r in runs]
 
     def image(self, sha256: str) -> PlanImage:
         """What the plan knows of the image whose bytes hash to ``sha256``."""
@@ -554,9 +577,28 @@ def _plan(brief: Brief, caps: Capabilities, opts: PlanOptions) -> Plan:
         pieces = [n for n, (g, _) in enumerate(slots) if g.segment == group.segment]
         first = _image(brief, seg.first_frame) if i == pieces[0] else None
         last = _image(brief, seg.last_frame) if i == pieces[-1] else None
+        digests = {src: ref.sha256 for src, ref in brief.images.items()}
         choice = choose(members, caps, seconds=durations[i], first_frame=first is not None,
-                        last_frame=last is not None,
-                        digest={src: ref.sha256 for src, ref in brief.images.items()})
+                        last_frame=last is not None, digest=digests)
+        continues, chain_note = False, None
+        if i > 0 and first is None and (i != pieces[0] or seg.continues):
+            chained = choose(members, caps, seconds=durations[i], first_frame=True,
+                             last_frame=last is not None, digest=digests)
+            what = ("continues the shot before" if i == pieces[0] else
+                    "is a piece of a shot split at a sentence end")
+            if not opts.chain:
+                chain_note = f"not chained ({what}): --no-chain"
+            elif not caps.takes("first_frame"):
+                chain_note = (f"not chained ({what}): {caps.model} takes no first frame, so "
+                              "it cannot start from the last frame of the shot before")
+            elif opts.takes > 1:
+                chain_note = (f"not chained ({what}): with --takes {opts.takes} the shot before "
+                              "has several takes to choose from, and a continuation starts from one")
+            elif chained.references != choice.references:
+                chain_note = (f"not chained ({what}): with a first frame {caps.model} would "
+                              "not take its cast's reference images")
+            else:
+                continues = True
         shots.append(PlannedShot(
             index=i,
             prompt=_compose(describe(prompt, members), style),
@@ -577,6 +619,8 @@ def _plan(brief: Brief, caps: Capabilities, opts: PlanOptions) -> Plan:
             first_frame=first,
             last_frame=last,
             references_note=choice.note,
+            continues=continues,
+            chain_note=chain_note,
         ))
     return Plan(
         model=caps.model,

@@ -52,6 +52,20 @@ def _owners(plan: Plan) -> list[int]:
     return [s.index for s in plan.shots for t in candidates(s) if t != s.take]
 
 
+def check_unchained(plan: Plan, number: int) -> None:
+    """Refuse takes of a shot in a chain: a continuation starts from one take's last frame,
+    so choosing another take of the shot before would mean rendering the next one again."""
+    shots = plan.shots
+    if shots[number - 1].continues:
+        raise BriefError(f"shot {number} continues shot {number - 1} from its last frame: it "
+                         "cannot have takes to choose from; re-roll it with one take, or "
+                         "render with --no-chain")
+    if number < len(shots) and shots[number].continues:
+        raise BriefError(f"shot {number + 1} starts from the last frame of shot {number}, so "
+                         f"shot {number} cannot have takes to choose from; re-roll it with one "
+                         "take, or render with --no-chain")
+
+
 def has_takes(plan: Plan) -> bool:
     return any(len(candidates(s)) > 1 for s in plan.shots)
 
@@ -66,6 +80,8 @@ def pick(plan: Plan, number: int, take: int) -> Plan:
     if take not in have:
         listed = ", ".join(str(t) for t in have)
         raise BriefError(f"shot {number} has no take {take}: its takes are {listed}")
+    if take != shot.take:
+        check_unchained(plan, number)
     shots = list(plan.shots)
     shots[number - 1] = shot.model_copy(update={"take": take})
     return plan.model_copy(update={"shots": tuple(shots)})

@@ -18,6 +18,7 @@ a :class:`~shotline.errors.MediaError`.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import subprocess
@@ -36,7 +37,7 @@ from av.packet import Packet
 from av.stream import Stream
 from av.video.frame import VideoFrame
 from av.video.stream import VideoStream
-from PIL import Image
+from PIL import Image, ImageOps
 
 from .. import scratch
 from ..errors import MediaError
@@ -608,6 +609,22 @@ def _save(image: Image.Image, out: Path) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return out
+
+
+def frame_png(video: Path, at: float, size: tuple[int, int] | None = None
+              ) -> tuple[bytes, int, int]:
+    """The frame of ``video`` shown at ``at`` seconds as PNG bytes (lossless, so a clip that
+    starts from it starts from exactly that picture), with its width and height.
+
+    With ``size``, a frame of another size is scaled to cover it (centred, cropped): the
+    size the next call asks for, which vendors check an input image against.
+    """
+    image = _frames_at(video, [max(0.0, at)])[0]
+    if size is not None and image.size != size:
+        image = ImageOps.fit(image, size, method=Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue(), image.width, image.height
 
 
 def poster(video: Path, out: Path, *, at: float | None = None) -> Path:

@@ -25,12 +25,17 @@ Invariants (see also calls.py for the recovery points and ledger.py for money):
   other shots still render; once all are there the output is joined by copy. Segments are
   kept by key (on the machine that made them; any other makes them again from the stored
   clip), so a resumed render or a re-roll makes only what is new.
+* A continuation (``PlannedShot.continues``, :func:`chain_of`) is claimed only once the
+  clip of the shot before is stored: its first frame is the last frame the output shows of
+  that clip, cut here (PNG), stored like any input image and sent. Until then it waits
+  without holding a provider slot or its deadline; if the shot before failed, it fails too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import random
 import shutil
 import time
@@ -45,6 +50,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from ..core.brief import ImageRef
 from ..core.capabilities import Capabilities, parse_size
 from ..core.keys import planned_key, render_key
 from ..core.planner import Plan, PlannedShot
@@ -61,12 +67,12 @@ from ..errors import (
     StorageError,
     UserError,
 )
-from ..providers.base import JobRef, JobStatus, Provider, ShotRequest
+from ..providers.base import ImageInput, JobRef, JobStatus, Provider, ShotRequest
 from ..settings import Settings
 from ..store import calls, ledger, lifecycle, slots
 from ..store import images as stored_images
 from ..store.cache import Store, copy_atomic
-from ..store.db import Database, renders
+from ..store.db import Database, render_shots, renders
 from . import inputs, media, quality
 from .assembly import Assembly, Prepared
 from .normalise import Format
@@ -163,6 +169,13 @@ def request_for(plan: Plan, shot: PlannedShot, caps: Capabilities,
     )
 
 
+def chain_of(plan: Plan) -> dict[int, tuple[int, float]]:
+    """Each continuation's shot before, and the time in that shot's clip of the last frame
+    the output shows of it (the frame the continuation starts from), by shot index."""
+    return {s.index: (s.index - 1, (plan.shots[s.index - 1].frames - 1) / plan.fps)
+            for s in plan.shots if s.continues}
+
+
 def loudness_target(settings: Settings, asked: bool | None = None) -> float | None:
     """The LUFS every shot is brought to, or None to keep each clip's own level."""
     return settings.loudness_target if (settings.loudness if asked is None else asked) else None
@@ -255,13 +268,14 @@ class Renderer:
 
     ``requests`` are every shot of the render. ``on_stored`` runs after a clip is stored,
     before its shot is done: the place for per-clip work (normalising a clip as it
-    arrives), on whichever worker fetched it.
+    arrives), on whichever worker fetched it. ``chain`` is the plan's :func:`chain_of`.
     """
 
     def __init__(self, provider: Provider, caps: Capabilities, settings: Settings,
                  db: Database, store: Store, render_id: str, listener: Listener,
                  limits: ledger.Limits, requests: list[ShotRequest],
-                 on_stored: Callable[[ShotRequest, str], Awaitable[None]] | None = None) -> None:
+                 on_stored: Callable[[ShotRequest, str], Awaitable[None]] | None = None,
+                 chain: Mapping[int, tuple[int, float]] | None = None) -> None:
         self.provider = provider
         self.caps = caps
         self.settings = settings
@@ -279,6 +293,8 @@ class Renderer:
         self.limit = asyncio.Semaphore(settings.limit_for(caps.provider))
         self.key_locks: dict[str, asyncio.Lock] = {}
         self.last: dict[int, Step] = {}
+        self.chain = dict(chain or {})
+        self.finished: dict[int, asyncio.Event] = {}  # shots this loop has settled
         # How long to wait for a provider slot another worker holds.
         self.slot_wait = max(0.2, min(1.0, settings.poll_interval))
 
@@ -301,6 +317,16 @@ class Renderer:
 
     async def run_shot(self, request: ShotRequest) -> ShotResult:
         """Make one shot here and now, step after step (the embedded worker and the CLI)."""
+        if request.index in self.chain and self.store.clip(request.key) is None:
+            # Wait for the shot before outside the provider's limit: a continuation holding
+            # a place while its predecessor waits for one would never start.
+            await self.finished.setdefault(self.chain[request.index][0], asyncio.Event()).wait()
+        try:
+            return await self._run_shot(request)
+        finally:
+            self.finished.setdefault(request.index, asyncio.Event()).set()
+
+    async def _run_shot(self, request: ShotRequest) -> ShotResult:
         async with self.key_locks.setdefault(request.key, asyncio.Lock()), self.limit:
             try:
                 step = await asyncio.wait_for(self._drive(request.index),
@@ -385,6 +411,10 @@ class Renderer:
         """Serve the shot from the store, or claim it and submit, follow or reconcile."""
         if (served := self._serve_stored(request)) is not None:
             return served
+        if request.index in self.chain and request.first_frame is None:
+            if (waiting := await self._start_frame(request, step)) is not None:
+                return waiting
+            request = self.requests[request.index]
         with self.db.write() as conn:
             # A slot first: the provider's limit counts jobs in flight on every worker.
             if not slots.acquire(conn, self.caps.provider, request.key,
@@ -420,6 +450,34 @@ class Renderer:
             return step  # nothing is in flight for this key: claim it again
         return replace(step, action="poll", job=ref.to_json(), attempt=c.attempts,
                        renewed=time.time(), waiting="")
+
+    async def _start_frame(self, request: ShotRequest, step: Step) -> Step | None:
+        """Give a continuation its first frame, the last frame the output shows of the shot
+        before, once that clip is stored; until then, the step that waits for it (or fails
+        with it: a continuation cannot start without the frame it continues)."""
+        before, at = self.chain[request.index]
+        clip = self.store.clip(self.requests[before].key)
+        if clip is None:
+            with self.db.read() as conn:
+                state = conn.execute(sa.select(render_shots.c.state).where(
+                    render_shots.c.render_id == self.render_id,
+                    render_shots.c.idx == before)).scalar()
+            if state == "failed":
+                return replace(step, action="failed",
+                               error=f"it continues shot {before + 1}, which failed")
+            step = self._waiting(request, step, f"waiting for shot {before + 1}'s last frame")
+            # Its deadline starts when it can start: a chain takes its shots' times in a row.
+            return replace(step, started=0.0, delay=self.settings.poll_interval)
+        local = await asyncio.to_thread(self.store.file, clip.name)
+        data, width, height = await asyncio.to_thread(media.frame_png, local, at,
+                                                      parse_size(request.size))
+        ref = ImageRef(sha256="sha256:" + hashlib.sha256(data).hexdigest(), mime="image/png",
+                       width=width, height=height, bytes=len(data))
+        with self.db.write() as conn:  # like any input image: a re-run or a reviewer finds it
+            stored_images.put(conn, [ref], {ref.sha256: data})
+        self.requests[request.index] = replace(
+            request, first_frame=ImageInput(ref.sha256, data, ref.mime, width, height))
+        return None
 
     def _waiting(self, request: ShotRequest, step: Step, why: str) -> Step:
         """Tell a shot's wait once, not on every look (a slot can take a lease to free)."""
@@ -728,8 +786,10 @@ async def render_plan(plan: Plan, job: RenderJob) -> RenderResult:
             segments[request.key] = await segment(job.db, job.store, render_id, assembly,
                                                   request, name)
 
+    chain = chain_of(plan)
     renderer = Renderer(job.provider, job.caps, job.settings, job.db, job.store, render_id,
-                        job.listener, limits, requests, on_stored)
+                        job.listener, limits, requests, on_stored, chain)
+    continued = {before for before, _ in chain.values()}
 
     async def shot(request: ShotRequest) -> ShotResult:
         if request.index >= len(plan.shots):  # a take not picked: made and stored, no segment
@@ -738,6 +798,10 @@ async def render_plan(plan: Plan, job: RenderJob) -> RenderResult:
         # A shot with takes is not re-rolled by the gate: the reviewer picks among them.
         if job.settings.quality_reroll and result.segment and quality.failing(result.flags) \
                 and not plan.shots[request.index].takes:
+            if request.index in continued:  # the next shot started from this take's frame
+                renderer.emit(ShotEvent(request.index, "done", message=(
+                    f"not re-rolled: shot {request.index + 2} continues from this take")))
+                return result
             return await _retake(job, plan, renderer, assembly, segments, request, result, blobs)
         return result
 

@@ -38,7 +38,7 @@ from ..core.planner import Plan
 from ..core.planner import plan as make_plan
 from ..core.pricing import call_cost
 from ..core.pricing import estimate as price
-from ..core.takes import candidates, check_count, with_takes
+from ..core.takes import candidates, check_count, check_unchained, with_takes
 from ..core.takes import pick as pick_take
 from ..engine.renderer import loudness_target, plan_requests
 from ..errors import BriefError, ImageError, NotFoundError, ProviderError, StateError
@@ -95,6 +95,9 @@ class RenderRequest(BaseModel):
     takes: inputs.Takes = Field(1, description="Candidates of every shot, rendered side by "
                                 "side and each billed; the reviewer picks one per shot "
                                 "(POST /v1/renders/{id}/shots/{n}/pick).")
+    chain: bool = Field(True, description="Start a continuation (a shot marked as continuing, "
+                        "or split from a long one) from the last frame of the shot before, on "
+                        "models that take a first frame; such a chain renders in order.")
 
 
 class RerollRequest(BaseModel):
@@ -152,7 +155,7 @@ async def submit(db: Database, settings: Settings, table: ModelTable, tenant: st
     resolved = api.resolve(brief, model=req.model, seconds=req.seconds, size=req.size,
                            fps=req.fps, audio=req.audio, seed=req.seed,
                            transition=req.transition, settings=settings, table=table,
-                           yes=req.yes, images=fetched.__getitem__,
+                           yes=req.yes, images=fetched.__getitem__, chain=req.chain,
                            cache_scope=cache_scope(settings, tenant), takes=req.takes)
     plan = make_plan(resolved.brief, resolved.caps, resolved.options)
     options = req.model_dump(mode="json", exclude={"brief", "webhook_url", "auto_approve"})
@@ -282,6 +285,9 @@ def reroll(db: Database, settings: Settings, table: ModelTable, tenant: str | No
         plan = Plan.model_validate(row.plan)
         chosen = _check_reroll(req, len(plan.shots))
         check_count(req.takes, settings.max_takes)
+        if req.takes > 1:
+            for n in chosen:
+                check_unchained(plan, n)
         shots = list(plan.shots)
         for n in chosen:
             old = shots[n - 1]

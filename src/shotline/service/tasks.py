@@ -16,7 +16,9 @@ worker (:class:`~shotline.engine.renderer.Renderer`), one step per task:
   wait (a vendor's poll hint, a backoff, a provider slot) is the next task's countdown,
   so no worker slot is held while a vendor renders. The last step records the shot and
   looks at the database: once every shot is stored it enqueues the stitch (or fails the
-  render if a shot failed).
+  render if a shot failed). A continuation (it starts from the last frame of the shot
+  before) is sent by its predecessor's last step, not by the start, so a chain renders in
+  order; sent early anyway (a redelivery, the watchdog), its claim waits for that frame.
 * ``shotline.stitch(render_id)`` is the fan-in. It takes the render's stitch lease with a
   conditional update (``lifecycle.claim_stitch``), so of two stitch tasks (a redelivered
   one, or two shots finishing together) one stitches and the other looks again when the
@@ -66,6 +68,7 @@ from ..engine.renderer import (
     RenderStopped,
     Step,
     assembly_for,
+    chain_of,
     failure_message,
     limits_of,
     plan_requests,
@@ -353,7 +356,10 @@ async def _start(task: ShotlineTask, render_id: str, key: str, run: str,
                 lifecycle.append_event(conn, render_id, "start", {"run": run})
     if not moved:
         return
+    chain = chain_of(Plan.model_validate(row.plan))
     for index in todo:
+        if index in chain and chain[index][0] in todo:
+            continue  # sent when the shot it continues is over (see _shot)
         _send("shotline.shot", render_id,
               (render_id, index, shots[index].key, Step().to_json()))
     if not todo:
@@ -386,8 +392,9 @@ async def _shot(render_id: str, index: int, key: str, step: Step) -> None:
             if request.index < len(plan.shots):
                 await segment(ctx.db, ctx.store, render_id, assembly, request, name)
 
+        chain = chain_of(plan)
         renderer = Renderer(job.provider, job.caps, ctx.settings, ctx.db, ctx.store, render_id,
-                            job.listener, limits, requests, on_stored)
+                            job.listener, limits, requests, on_stored, chain)
         step = await renderer.advance(index, step)
         if not step.final:
             _send("shotline.shot", render_id, (render_id, index, key, step.to_json()),
@@ -396,6 +403,10 @@ async def _shot(render_id: str, index: int, key: str, step: Step) -> None:
         renderer.settle(index, step)
     finally:
         await job.provider.aclose()
+    for after in (n for n, (before, _) in chain.items() if before == index):
+        # Its continuation now has its first frame (or fails, if this shot failed).
+        _send("shotline.shot", render_id, (render_id, after, requests[after].key,
+                                           Step().to_json()))
     _fan_in(ctx, render_id)
 
 
