@@ -247,6 +247,7 @@ def test_the_service_renders_a_chain_in_order_and_a_reroll_remakes_its_successor
                                             "seconds": 12, "model": "local/sim",
                                             "size": "640x360"}).json()["id"]
         first = wait_status(api, rid, "awaiting_review")
+        assert [s["continues"] for s in first["shots"]] == [False, True, False]
         journal = read_journal(server.settings.journal_path, accepted_only=True)
         by_index = {line["index"]: line for line in journal}
         assert sorted(by_index) == [0, 1, 2]

@@ -91,6 +91,8 @@ class ShotView(_Open):
     prompt: str | None
     seconds: int | None
     take: int | None
+    continues: bool = Field(False, description="Whether the shot starts from the last frame "
+                            "the output shows of the shot before (a continuation).")
     clip_url: str | None = Field(None, description="The shot's clip on its own, once the "
                                  "render is stitched.")
     takes: list[TakeView] = Field(default_factory=list, description="Every candidate of a "

@@ -382,6 +382,8 @@ def view(conn: Connection, render_id: str, base_url: str = "") -> tuple[str | No
             "prompt": planned[s.shot_idx]["prompt"] if s.shot_idx < len(planned) else None,
             "seconds": planned[s.shot_idx]["seconds"] if s.shot_idx < len(planned) else None,
             "take": planned[s.shot_idx]["take"] if s.shot_idx < len(planned) else None,
+            "continues": bool(planned[s.shot_idx].get("continues"))
+            if s.shot_idx < len(planned) else False,
             "quality": s.shot_quality or [],
             "clip_url": clip_url(s.shot_key),
             "takes": takes.get(s.shot_idx, []),
