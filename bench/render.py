@@ -27,7 +27,7 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -38,12 +38,12 @@ from shotline.engine import media
 from shotline.engine.assembly import Assembly
 from shotline.engine.normalise import Format
 from shotline.engine.renderer import RenderJob, ShotEvent, render_plan
-from shotline.providers.base import JobRef, JobStatus, ShotRequest
+from shotline.providers.base import BaseProvider, JobRef, JobStatus, ShotRequest
 from shotline.settings import Settings
 from shotline.store.cache import Pieces
 
 
-class Premade:
+class Premade(BaseProvider):
     """A vendor that encodes nothing: each job is a pre-made clip, ready after a latency."""
 
     name: ClassVar[str] = "local"
@@ -99,6 +99,7 @@ class Clock:
 
     def __init__(self) -> None:
         self.events: list[tuple[float, ShotEvent]] = []
+        self.stored: list[float] = []  # when each clip's row was written (the store's own call)
 
     def __call__(self, event: ShotEvent) -> None:
         self.events.append((time.perf_counter(), event))
@@ -114,6 +115,13 @@ async def run(shots: int, seconds: int, size: str, home: Path, clip: Path,
     plan = api.plan(brief, model="local/preview", seconds=shots * seconds, size=size,
                     audio=True, settings=settings)
     db, store = api.open_store(settings)
+    record_clip = store.record_clip
+
+    def recorded(*args: Any, **kwargs: Any) -> None:
+        record_clip(*args, **kwargs)
+        clock.stored.append(time.perf_counter())
+
+    store.record_clip = recorded  # type: ignore[method-assign]
     job = RenderJob(caps=load_table(settings.overrides_path).get("local/preview"),
                     provider=Premade(clip, latency), settings=settings, db=db, store=store,
                     listener=clock)
@@ -132,7 +140,7 @@ def tail(tmp: Path, gap: float) -> None:
     home = tmp / "tail"
     wall = asyncio.run(run(6, 5, "1280x720", home, clip, lambda i: 1 + gap * i, clock))
     written = clock.last(lambda e: e.index == -1 and e.state == "stitched")
-    stored = clock.last(lambda e: e.index >= 0 and e.state == "done" and not e.message)
+    stored = max(clock.stored)
     ready = clock.last(lambda e: e.index >= 0 and e.message == "segment ready")
     clips = sorted((home / "store" / "clips").rglob("*.mp4"))
     # Every clip normalised again and joined, as a render had to once its last clip was in.
