@@ -1131,16 +1131,9 @@ def reroll_cmd(
         request = actions.RerollRequest(shots=shot, prompts=prompts, takes=takes)
     except ValidationError as exc:
         raise InvalidRequest(inputs.explain(exc.errors(), "cli")) from None
-    settings, db, store = _open()
-    try:
-        row = lifecycle.get_render(db, render_id)
-        if output is not None:
-            api.output_path(output)  # a bad path is refused before the re-roll reserves money
-        view = actions.reroll(db, settings, load_table(settings.overrides_path), None, render_id,
-                              request, store=store, operator=True)
-    finally:
-        db.close()
-    _carry_on(settings, render_id, row, view, output, json_out)
+    _review_action(render_id, output, json_out, lambda settings, db, store: actions.reroll(
+        db, settings, load_table(settings.overrides_path), None, render_id, request, store=store,
+        operator=True))
 
 
 @app.command("pick")
@@ -1163,13 +1156,20 @@ def pick_cmd(
         request = actions.PickRequest(take=take)
     except ValidationError as exc:
         raise InvalidRequest(inputs.explain(exc.errors(), "cli")) from None
+    _review_action(render_id, output, json_out, lambda settings, db, store: actions.pick(
+        db, settings, load_table(settings.overrides_path), None, render_id, shot, request,
+        store=store, operator=True))
+
+
+def _review_action(render_id: str, output: Path | None, json_out: bool,
+                   act: Callable[[Settings, Database, Store], dict[str, Any]]) -> None:
+    """A re-roll or a pick by the operator, then the render carried on (:func:`_carry_on`)."""
     settings, db, store = _open()
     try:
         row = lifecycle.get_render(db, render_id)
         if output is not None:
-            api.output_path(output)
-        view = actions.pick(db, settings, load_table(settings.overrides_path), None, render_id,
-                            shot, request, store=store, operator=True)
+            api.output_path(output)  # a bad path is refused before anything is reserved
+        view = act(settings, db, store)
     finally:
         db.close()
     _carry_on(settings, render_id, row, view, output, json_out)

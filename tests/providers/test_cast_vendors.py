@@ -8,7 +8,7 @@ both members in shot 3 (round robin: Maya, Leo, Maya's second view), nothing in 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +20,8 @@ from shotline.store import ledger
 from shotline.store.db import Database
 
 from ..images import png
-from .fake_byteplus import KEY as ARK_KEY
-from .fake_byteplus import FakeBytePlus, install_byteplus
-from .fake_fal import KEY as FAL_KEY
-from .fake_fal import FalFake, install_fal
+from .fake_byteplus import FakeBytePlus
+from .fake_fal import FalFake
 from .fake_google import GoogleFake, install_google
 from .fake_runway import KEY as RUNWAY_KEY
 from .fake_runway import FakeRunway, install_runway
@@ -92,15 +90,6 @@ def picture(data: bytes) -> str:
 # --------------------------------------------------------------------------- fal
 
 
-@pytest.fixture
-def fal(vendor_server: VendorServer, clip_bytes: Callable[[int], bytes],
-        monkeypatch: pytest.MonkeyPatch) -> Iterator[FalFake]:
-    monkeypatch.setenv("FAL_KEY", FAL_KEY)
-    monkeypatch.setenv("SHOTLINE_FAL_BASE_URL", vendor_server.url)
-    monkeypatch.setenv("SHOTLINE_FAL_API_URL", vendor_server.url + "/platform")
-    yield install_fal(vendor_server, clip_bytes)
-
-
 def kling_elements(body: dict[str, Any]) -> list[tuple[str, str]]:
     """(member, picture) for each picture of each element, citing names from the prompt."""
     out = []
@@ -146,14 +135,6 @@ def test_kling_3_on_fal_sends_elements_beside_first_frames(
 
 
 # --------------------------------------------------------------------------- BytePlus
-
-
-@pytest.fixture
-def byteplus(vendor_server: VendorServer, clip_bytes: Callable[[int], bytes],
-             monkeypatch: pytest.MonkeyPatch) -> FakeBytePlus:
-    monkeypatch.setenv("ARK_API_KEY", ARK_KEY)
-    monkeypatch.setenv("SHOTLINE_BYTEPLUS_BASE_URL", vendor_server.url)
-    return install_byteplus(vendor_server, clip_bytes)
 
 
 @pytest.mark.slow

@@ -4,7 +4,6 @@ clip is stored."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +13,9 @@ from shotline.api import render
 from shotline.engine.media import frame_png
 from shotline.settings import Settings
 
-from .fake_byteplus import KEY as ARK_KEY
-from .fake_byteplus import FakeBytePlus, install_byteplus
-from .fake_fal import KEY as FAL_KEY
-from .fake_fal import FalFake, install_fal
-from .vendor_server import Submit, VendorServer
+from .fake_byteplus import FakeBytePlus
+from .fake_fal import FalFake
+from .vendor_server import Submit
 from .wire_images import decode
 
 PAIR = ("Shot 1: A gull dives over the harbour at dawn.\n"
@@ -46,15 +43,6 @@ def pair(submits: list[Submit]) -> tuple[Submit, Submit]:
     return first, second
 
 
-@pytest.fixture
-def fal(vendor_server: VendorServer, clip_bytes: Callable[[int], bytes],
-        monkeypatch: pytest.MonkeyPatch) -> Iterator[FalFake]:
-    monkeypatch.setenv("FAL_KEY", FAL_KEY)
-    monkeypatch.setenv("SHOTLINE_FAL_BASE_URL", vendor_server.url)
-    monkeypatch.setenv("SHOTLINE_FAL_API_URL", vendor_server.url + "/platform")
-    yield install_fal(vendor_server, clip_bytes)
-
-
 @pytest.mark.slow
 def test_kling_3_on_fal_starts_the_continuation_from_the_last_frame(
         tmp_path: Path, fal: FalFake) -> None:
@@ -66,14 +54,6 @@ def test_kling_3_on_fal_starts_the_continuation_from_the_last_frame(
     assert decode(second.body["start_image_url"]) == last
     # The first clip was made (polled done) before the second was even submitted.
     assert second.at > first.at
-
-
-@pytest.fixture
-def byteplus(vendor_server: VendorServer, clip_bytes: Callable[[int], bytes],
-             monkeypatch: pytest.MonkeyPatch) -> FakeBytePlus:
-    monkeypatch.setenv("ARK_API_KEY", ARK_KEY)
-    monkeypatch.setenv("SHOTLINE_BYTEPLUS_BASE_URL", vendor_server.url)
-    return install_byteplus(vendor_server, clip_bytes)
 
 
 @pytest.mark.slow
