@@ -70,6 +70,14 @@ def test_each_form_is_redacted(name: str) -> None:
     assert clean.startswith('{"error": "invalid credentials ') and "request 42" in clean
 
 
+def test_text_before_a_key_that_reads_like_its_start_leaves_none_of_it() -> None:
+    # Found by the property test below: the match began on the "00" before the key, and
+    # the key's last two characters stayed.
+    escaped = "".join(f"\\u{ord(c):04x}" for c in "00000000")
+    assert scrub("00" + escaped, ["00000000"]) == REDACTED
+    assert scrub("ab" + "abababab" + "!", ["abababab"]) == REDACTED + "!"
+
+
 def test_what_is_not_a_key_is_left_alone() -> None:
     text = "a1b2c3d moderation: the prompt was flagged; abcdef 0123456"
     assert scrub(text, [SECRET]) == text  # 7 characters of the key are not a prefix of 8

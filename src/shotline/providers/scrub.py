@@ -66,14 +66,25 @@ def _spans(text: str, secret: str, tokens: list[re.Match[str]]) -> list[tuple[in
     if len(secret) < MIN_PREFIX:
         found += [m.span() for m in re.finditer(re.escape(secret), text)]
     else:
-        for m in head.finditer(text):
-            end = m.end()
+        def extended(end: int) -> int:
             for unit in rest:  # extend while the text goes on with the secret
                 more = unit.match(text, end)
                 if more is None:
                     break
                 end = more.end()
-            found.append((m.start(), end))
+            return end
+
+        pos = 0
+        while (m := head.search(text, pos)) is not None:
+            start, end = m.start(), extended(m.end())
+            # A match may start early, on text before the secret that reads like its start
+            # ("00" then "00000000"): look again from each later character it covers and keep
+            # the furthest end. A probe fails at once unless the secret repeats itself.
+            for probe in range(start + 1, end):
+                if (again := head.match(text, probe)) is not None:
+                    end = max(end, extended(again.end()))
+            found.append((start, end))
+            pos = end
     found += [t.span() for t in tokens if any(core in t.group() for core in cores)]
     return found
 
