@@ -1,5 +1,5 @@
-"""The fal and BytePlus fakes set up for image inputs (casts, first frames, continuations):
-fixtures the cast and continuation tests share."""
+"""The fal and BytePlus fakes on the shared vendor server, with their keys set: fixtures
+the vendor tests share (tests/providers/conftest.py makes them available)."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,20 +24,10 @@ from shotline.store.db import Database
 from ..images import image_input
 from . import contract
 from .contract import accepted, outcomes
-from .fake_fal import KEY, MODERATION, FalFake, install_fal
-from .vendor_server import VendorServer
+from .fake_fal import KEY, MODERATION, FalFake
 
 BRIEF = "Shot 1: A red kite rises over the dunes.\nShot 2: A storm rolls in over the sea.\n"
 FAST: dict[str, Any] = {"model": "fal/seedance-2.0", "seconds": 8, "size": "480x480"}
-
-
-@pytest.fixture
-def fal(vendor_server: VendorServer, clip_bytes: Callable[[int], bytes],
-        monkeypatch: pytest.MonkeyPatch) -> Iterator[FalFake]:
-    monkeypatch.setenv("FAL_KEY", KEY)
-    monkeypatch.setenv("SHOTLINE_FAL_BASE_URL", vendor_server.url)
-    monkeypatch.setenv("SHOTLINE_FAL_API_URL", vendor_server.url + "/platform")
-    yield install_fal(vendor_server, clip_bytes)
 
 
 def settings(home: Path, **kw: Any) -> Settings:

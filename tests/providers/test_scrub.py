@@ -12,7 +12,6 @@ import asyncio
 import base64
 import json
 import urllib.parse
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ from shotline.providers.scrub import REDACTED, scrub
 from shotline.settings import Settings
 
 from ..service import receiver, running, service_settings, wait_status
-from .fake_fal import KEY, FalFake, install_fal
+from .fake_fal import KEY, FalFake
 from .vendor_server import Response, VendorServer
 
 SECRET = "a1b2c3d4-e5f6:0123456789abcdef/+XYZ"  # a fal-style id:secret, with / and +
@@ -101,15 +100,6 @@ def test_any_key_in_any_form_anywhere(key: str, before: str, after: str, form: s
 
 
 # --- the adapters: vendor bodies are scrubbed whole, then cut ------------------------------------
-
-
-@pytest.fixture
-def fal(vendor_server: VendorServer, clip_bytes: Callable[[int], bytes],
-        monkeypatch: pytest.MonkeyPatch) -> Iterator[FalFake]:
-    monkeypatch.setenv("FAL_KEY", KEY)
-    monkeypatch.setenv("SHOTLINE_FAL_BASE_URL", vendor_server.url)
-    monkeypatch.setenv("SHOTLINE_FAL_API_URL", vendor_server.url + "/platform")
-    yield install_fal(vendor_server, clip_bytes)
 
 
 def echo(server: VendorServer, status: int, message: str) -> None:
