@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import subprocess
 from pathlib import Path
 
 import av
@@ -73,8 +75,8 @@ def test_every_shot_is_brought_to_one_loudness(tmp_path: Path) -> None:
     levels = [shot_loudness(out, k * 48, 48) for k in range(3)]
     assert max(levels) - min(levels) <= 1.0, levels
     assert all(abs(level + 16) <= 1.0 for level in levels), levels
-    whole = sound.measure(sound.Sound(sound.Source(out, 1, 0.0)), samples_at(144, FPS))
-    assert whole.true_peak is not None and whole.true_peak <= -1.0
+    peak = sound.true_peak(sound.Sound(sound.Source(out, 1, 0.0)), samples_at(144, FPS))
+    assert peak is not None and peak <= -1.0
     # Without a target the levels stay as they were: the quietest shot far below the loudest.
     plain = tmp_path / "plain.mp4"
     stitch_files([media.Segment(c, 48) for c in clips], plain, fmt, loudness=None)
@@ -119,7 +121,9 @@ def test_pieces_are_kept_by_key_and_reused(tmp_path: Path) -> None:
     assert second.prepare(0, clip, "shot:b").video != made[0].video
 
 
-def test_quality_flags_name_black_frozen_silent_and_letterboxed_shots(tmp_path: Path) -> None:
+@pytest.mark.parametrize("copy", [False, True], ids=["normalised", "copied"])
+def test_quality_flags_name_black_frozen_silent_and_letterboxed_shots(tmp_path: Path,
+                                                                      copy: bool) -> None:
     made = {
         "black": make_clip(tmp_path / "black.mp4", seconds=2, size=SMALL, picture="black",
                            audio=(48000, 2)),
@@ -133,10 +137,14 @@ def test_quality_flags_name_black_frozen_silent_and_letterboxed_shots(tmp_path: 
         "fine": make_clip(tmp_path / "fine.mp4", seconds=2, size=SMALL, audio=(48000, 2)),
     }
     fmt = Format(size=SMALL, fps=FPS, audio=True, preset="ultrafast")
-    # As in a render: every clip normalised (and looked at) as it arrives.
-    assembly = Assembly([48] * len(made), fmt, Pieces(tmp_path / "pieces"), loudness=-16.0)
+    # As in a render: every clip looked at as it arrives, whether it is normalised or (being
+    # in the output's format already) copied as it is and only decoded for the checks.
+    assembly = Assembly([48] * len(made), fmt, Pieces(tmp_path / "pieces"), loudness=-16.0,
+                        copy_matching=copy)
     prepared = [assembly.prepare(k, clip, f"shot:{k}", asked=2.0)
                 for k, clip in enumerate(made.values())]
+    assert [p.copied for p in prepared] == [copy] * len(made)
+    assert all(p.thumb is not None and p.thumb.stat().st_size > 0 for p in prepared)
     joined = assembly.join(prepared, tmp_path / "q.mp4")
     found = {(f.shot, f.kind, f.severity) for f in joined.flags}
     assert found == {(1, "black", "fail"), (2, "frozen", "fail"), (3, "silent", "fail"),
@@ -149,3 +157,59 @@ def test_quality_flags_name_black_frozen_silent_and_letterboxed_shots(tmp_path: 
     assert "no sound" in next(f.message for f in joined.flags if f.shot == 4)
     # Flags are the shots' own, placed on the output.
     assert [f.shot for f in joined.segments[0].flags] == [None]
+
+
+def test_a_render_copies_matching_clips_unless_they_cannot_share_one_stream(
+        tmp_path: Path) -> None:
+    fmt = Format(size=SMALL, fps=FPS, audio=True, preset="ultrafast")
+    a = make_clip(tmp_path / "a.mp4", seconds=1, size=SMALL, fps=FPS, audio=(48000, 2))
+    b = make_clip(tmp_path / "b.mp4", seconds=1, size=SMALL, fps=FPS, audio=(44100, 1),
+                  picture="still")
+    assembly = Assembly([24, 24], fmt, Pieces(tmp_path / "pieces"), loudness=-16.0,
+                        copy_matching=True)
+    both = [assembly.prepare(k, clip, f"shot:{k}") for k, clip in enumerate((a, b))]
+    joined = assembly.join(both, tmp_path / "copied.mp4")
+    assert joined.copied and [s.copied for s in joined.segments] == [True, True]
+    assert video_payload(tmp_path / "copied.mp4") == video_payload(a) + video_payload(b)
+
+    # Each case below would make one stream of two kinds of codec parameters: the copied
+    # clips are normalised at the join instead, and the output is whole.
+    other_size = make_clip(tmp_path / "big.mp4", seconds=1, size=(320, 180), fps=FPS,
+                           audio=(48000, 2))
+    other_clock = make_clip(tmp_path / "tb.mp4", seconds=1, size=SMALL, fps=FPS,
+                            audio=(48000, 2), timescale=90000)
+    turned = tmp_path / "turned.mp4"
+    subprocess.run([media.ffmpeg_exe(), "-v", "error", "-y", "-display_rotation", "90",
+                    "-i", str(b), "-c", "copy", str(turned)], check=True)
+    for second, copied in ((other_size, False), (other_clock, True), (turned, False)):
+        mixed = Assembly([24, 24], fmt, Pieces(tmp_path / "pieces"), loudness=-16.0,
+                         copy_matching=True)
+        made = [mixed.prepare(0, a, "shot:0"), mixed.prepare(1, second, f"shot:{second.name}")]
+        assert [m.copied for m in made] == [True, copied], second.name
+        out = tmp_path / f"mixed-{second.name}"
+        joined = mixed.join(made, out)
+        assert not joined.copied and not any(s.copied for s in joined.segments), second.name
+        media.verify(out, size=SMALL, fps=FPS, frames=48, audio=True, decode=True)
+        assert video_payload(out)[:24] != video_payload(a)
+
+    # Off: every clip is normalised as it arrives.
+    off = Assembly([24], fmt, Pieces(tmp_path / "pieces"), copy_matching=False)
+    assert not off.prepare(0, a, "shot:0").copied
+
+
+def test_the_true_peak_is_read_only_when_the_sample_peak_cannot_decide(tmp_path: Path) -> None:
+    fmt = Format(size=SMALL, fps=FPS, audio=True, preset="ultrafast")
+    tone = make_clip(tmp_path / "tone.mp4", seconds=1, size=SMALL, audio=(48000, 2), hum=0.1)
+    # A steady tone's samples peak about 3.5 dB above its loudness. Brought to -16 LUFS they
+    # peak near -12.5 dBFS: under the limit whatever lies between them. To -8, near -4.5:
+    # only the true peak tells. To -2, near +1.5: over it, and limited, with no need to ask.
+    for target, read in ((-16.0, False), (-8.0, True), (-2.0, False)):
+        pieces = tmp_path / f"pieces{target}"
+        assembly = Assembly([24], fmt, Pieces(pieces), loudness=target, copy_matching=True)
+        made = assembly.prepare(0, tone, "shot:tone")
+        metas = [json.loads(p.read_text()) for p in pieces.rglob("*.json")]
+        assert any("true_peak" in m for m in metas) == read, target
+        # Either way the levelled sound stays under the limit (-1.5 dBTP).
+        assert made.sound is not None
+        peak = sound.true_peak(sound.Sound(sound.Source(made.sound, 0, 0.0)), 24 * 2000)
+        assert peak is not None and peak <= -1.0, (target, peak)

@@ -185,3 +185,30 @@ def test_live_display_on_a_terminal_shows_every_shot() -> None:
         display(ShotEvent(-1, "stitched", message="1.2 s"))
     text = buffer.getvalue()
     assert "50%" in text and "cached" in text and "stitched" in text
+
+
+def _video_packets(path: Path) -> list[bytes]:
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        return [bytes(p) for p in container.demux(stream) if p.size]
+
+
+def test_clips_already_in_the_output_format_keep_their_own_video(tmp_path: Path) -> None:
+    # The local vendor renders H.264 at the plan's size and frame rate, as most vendors do
+    # at a model's own size: its clips' video goes into the output as it is.
+    brief = "Shot 1: A red kite rises.\nShot 2: A blue kite dips.\n"
+    result = render(brief, seconds=8, size="640x360", audio=True, settings=settings(tmp_path / "a"))
+    assert [s.segment.copied for s in result.shots if s.segment] == [True, True]
+    clips = [s.clip for s in result.shots]
+    assert all(clips)
+    assert _video_packets(result.output) == [p for c in clips if c for p in _video_packets(c)]
+    media.verify(result.output, size=(640, 360), fps=24, frames=8 * 24, audio=True, decode=True)
+    # Copied clips were still looked at: each has its thumbnail on the contact sheet.
+    assert all(s.segment and s.segment.thumb for s in result.shots)
+
+    # Off: every clip is re-encoded, and that is another output (another render key).
+    off = render(brief, seconds=8, size="640x360", audio=True,
+                 settings=settings(tmp_path / "a", copy_matching=False))
+    assert all(s.cached for s in off.shots)  # the same clips: nothing paid again
+    assert [s.segment.copied for s in off.shots if s.segment] == [False, False]
+    assert _video_packets(off.output) != _video_packets(result.output)

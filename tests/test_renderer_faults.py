@@ -101,6 +101,12 @@ def test_clips_the_way_other_vendors_deliver_them(tmp_path: Path) -> None:
               "shot3:noaudio+pix=yuv444p")
     result = run(tmp_path, faults)
     media.verify(result.output, size=(640, 360), fps=24, frames=12 * 24, audio=True)
+    # Two clips in the output's format (their video copied as they arrived) and one at
+    # 25 fps (normalised): one stream cannot hold both, so the copied two are normalised
+    # at the join, and the output decodes whole.
+    mixed = run(tmp_path / "mixed", "shot2:fps=25")
+    assert [s.segment.copied for s in mixed.shots if s.segment] == [True, False, True]
+    media.verify(mixed.output, size=(640, 360), fps=24, frames=12 * 24, audio=True, decode=True)
 
 
 def test_a_shot_the_quality_gate_fails_is_rerolled_once(tmp_path: Path) -> None:

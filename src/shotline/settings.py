@@ -84,6 +84,10 @@ class Settings(BaseSettings):
                            "slow", "slower", "veryslow"] = Field(
         "veryfast", description="x264 preset each clip is normalised with (slower: smaller files)."
     )
+    copy_matching: bool = Field(
+        True, description="Keep a clip's own video, not re-encoded, when it already is the "
+        "output's size, frame rate and H.264 (off: every clip is normalised).",
+    )
     normalise_concurrency: int = Field(
         2, ge=1, description="Clips normalised at once while a render runs (each is one ffmpeg)."
     )

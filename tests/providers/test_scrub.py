@@ -77,6 +77,20 @@ def test_text_before_a_key_that_reads_like_its_start_leaves_none_of_it() -> None
     assert scrub("ab" + "abababab" + "!", ["abababab"]) == REDACTED + "!"
 
 
+def test_a_character_of_the_key_never_matches_inside_an_escape() -> None:
+    # Found by the property test below: "U" also matched the "\u" of "\u0055" (a backslash
+    # and the letter in the other case), so the match ended inside that escape and
+    # "55\u0030\u0030" stayed behind it.
+    escaped = "".join(f"\\u{ord(c):04x}" for c in "00000U00")
+    assert scrub(escaped, ["00000U00"]) == REDACTED
+    # A backslash in the key: its "\u005c" is not taken for "\" and then "u" its next.
+    key = "0000\\u00"
+    assert scrub("".join(f"\\u{ord(c):04x}" for c in key), [key]) == REDACTED
+    # A character of several bytes, percent-encoded: all of them.
+    euro = "pay\u20ac-key-0001"
+    assert scrub(urllib.parse.quote(euro), [euro]) == REDACTED
+
+
 def test_what_is_not_a_key_is_left_alone() -> None:
     text = "a1b2c3d moderation: the prompt was flagged; abcdef 0123456"
     assert scrub(text, [SECRET]) == text  # 7 characters of the key are not a prefix of 8

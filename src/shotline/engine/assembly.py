@@ -1,10 +1,11 @@
 """Assembling one output: each clip prepared as it arrives, then every piece joined by copy.
 
-:meth:`Assembly.prepare` turns one clip into its segment: a video piece in the output's exact
-format (:mod:`.normalise`), its piece of sound on the grid (:mod:`.seams`, :mod:`.sound`),
-a thumbnail for the contact sheet, and its quality flags (:mod:`.quality`). A render calls
-it for each shot the moment that shot's clip is stored, while the other shots still render;
-:meth:`Assembly.join` then only copies packets (:mod:`.join`). Invariants:
+:meth:`Assembly.prepare` turns one clip into its segment: its video (the clip's own, when it
+already is the output's format, else a piece re-encoded to it by :mod:`.normalise`), its
+piece of sound on the grid (:mod:`.seams`, :mod:`.sound`), a thumbnail for the contact sheet,
+and its quality flags (:mod:`.quality`). A render calls it for each shot the moment that
+shot's clip is stored, while the other shots still render; :meth:`Assembly.join` then only
+copies packets (:mod:`.join`). Invariants:
 
 * **Content-addressed.** Every piece is stored under a key of what it is made from: the
   clip's identity (its shot key in a render) and every setting that changes the bytes. A
@@ -13,6 +14,9 @@ it for each shot the moment that shot's clip is stored, while the other shots st
   re-roll (only the new take's pieces are made) or a second stitch reuses them.
 * **Memory does not grow with length.** A piece is made from one clip by one process; the
   join holds one input per stream at a time.
+* **One stream.** Every run the join copies shares one set of codec parameters: copied clips
+  share one :data:`Signature` and nothing is normalised beside them; otherwise the copied
+  clips are normalised too, at the join (:meth:`Assembly.joinable`).
 * **Verified before done.** The joined file is checked (:func:`.media.verify`) before it is
   moved to where it was asked for; a failure leaves nothing there.
 """
@@ -24,8 +28,8 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
@@ -37,7 +41,7 @@ from ..errors import MediaError
 from ..store.cache import Pieces
 from . import media, quality, sound
 from .join import Run, join
-from .normalise import CRF, THUMB_WIDTH, Detections, Format, encode_video, encode_window
+from .normalise import CRF, THUMB_WIDTH, Detections, Format, encode_video, encode_window, look
 from .quality import Flag
 from .seams import Place, layout, samples_at, total_frames
 
@@ -59,6 +63,7 @@ class Prepared:
     loudness: float | None = None  # LUFS measured, before levelling
     gain: float = 0.0
     copied: bool = False
+    signature: Signature | None = None  # a copied clip's: every copied run must share it
 
 
 @dataclass(frozen=True)
@@ -89,18 +94,32 @@ def encoder_version() -> str:
     return Path(media.ffmpeg_exe()).name
 
 
+Signature = tuple[bytes, tuple[int, int], Fraction, int]
+"""What clips copied into one output must share: codec parameters (SPS/PPS), size, time base,
+and how far the first packet's decode time runs ahead of its presentation time."""
+
+
 def matches(found: media.Scan, frames: int, fmt: Format) -> bool:
-    """Whether a clip's own video can be copied into the output as it is, whole."""
+    """Whether a clip's own video can be copied into the output as it is, whole: H.264 in the
+    output's size, pixel format and frame rate, unturned, exactly ``frames`` frames on a steady
+    clock from 0, starting on a keyframe (so no copied frame refers to one left out), with its
+    parameter sets out of band as MP4 keeps them (a transport stream's are in the packets)."""
     info = found.probe
     step = Fraction(1, fmt.fps) / found.video_tb
     pts = sorted(found.packet_pts)
     return (
-        info.video_codec == "h264" and info.pix_fmt == "yuv420p"
+        info.video_codec == "h264" and info.pix_fmt == "yuv420p" and bool(found.extradata)
         and (info.width, info.height) == fmt.size and found.sar in (None, 0, 1)
-        and info.fps == fmt.fps and step.denominator == 1
+        and found.rotation == 0 and info.fps == fmt.fps and step.denominator == 1
         and found.first_packet_key and bool(pts) and pts[0] == 0 and frames == len(pts)
         and all(b - a == step for a, b in zip(pts, pts[1:], strict=False))
     )
+
+
+def signature(found: media.Scan) -> Signature:
+    """The clip's :data:`Signature`."""
+    delay = found.packet_pts[0] - found.packet_dts[0] if found.packet_pts else 0
+    return (found.extradata, (found.probe.width, found.probe.height), found.video_tb, delay)
 
 
 class Assembly:
@@ -108,8 +127,11 @@ class Assembly:
 
     def __init__(self, frames: Sequence[int], fmt: Format, pieces: Pieces, *,
                  crossfade: int = 0, loudness: float | None = None, true_peak: float = -1.5,
-                 encoders: int | None = None) -> None:
+                 encoders: int | None = None, copy_matching: bool = False) -> None:
         fmt.check()
+        # Clips already in the output's format keep their own video (no generation loss, and
+        # the tail after the last clip is a decode for the checks, not an encode).
+        self.copy_matching = copy_matching
         if crossfade < 0:
             raise MediaError(f"crossfade_frames {crossfade}: must not be negative")
         self.fmt = fmt
@@ -135,22 +157,35 @@ class Assembly:
     # ----------------------------------------------------------------------- one segment
 
     def prepare(self, index: int, clip: Path, identity: str, *, asked: float | None = None,
-                copy: bool = False, thumb: bool = True, found: media.Scan | None = None,
+                thumb: bool = True, check: bool = True,
                 on_progress: Callable[[float], None] | None = None) -> Prepared:
         """Make (or find) segment ``index`` from ``clip``, whose identity is ``identity``.
 
         Blocks; the video piece (an ffmpeg process) is made while this thread makes the sound.
-        ``found`` is the clip's :func:`.media.scan`, if the caller has it already.
+        With ``copy_matching``, a clip that :func:`matches` keeps its own video, and is only
+        decoded once for the picture checks (not at all if ``check`` is off).
         """
         place = self.places[index]
-        found = found or media.scan(clip)
+        found = media.scan(clip)
         available = media.available_frames(found.probe, self.fmt.fps)
         if place.frames > available + 1:
             raise MediaError(
                 f"{clip.name}: asked for {place.frames} frames at {self.fmt.fps} fps but the clip "
                 f"has only {available} ({found.probe.duration:.3f} s)")
+        copy = self.copy_matching and self.crossfade == 0 and \
+            matches(found, place.frames, self.fmt)
+
+        def picture() -> tuple[Path, str, int, Detections | None, Path | None]:
+            """(video, its key, its stream, what the detectors saw, a thumbnail if made)."""
+            if not copy:
+                made, key, seen = self._video(found, identity, place, on_progress)
+                return made, key, 0, seen, None
+            if check:
+                return clip, identity, found.video_index, *self._look(found, identity, place)
+            return clip, identity, found.video_index, None, None
+
         with ThreadPoolExecutor(1) as side:
-            pending = None if copy else side.submit(self._video, found, identity, place, on_progress)
+            pending = side.submit(picture)
             sound_flags: list[Flag] = []
             level: sound.Level | None = None
             piece: Path | None = None
@@ -164,20 +199,20 @@ class Assembly:
                                             level.silences, place.frames / self.fmt.fps)
                 gain = level.gain(self.loudness)
                 ceiling = None
-                if self.loudness is not None and level.true_peak is not None and \
-                        level.true_peak + gain > self.true_peak:
-                    ceiling = self.true_peak
+                if self.loudness is not None:
+                    over = level.passes(gain, self.true_peak)
+                    if over is None:
+                        peak = self._true_peak(heard, identity, place)
+                        over = peak is not None and peak + gain > self.true_peak
+                    ceiling = self.true_peak if over else None
                 piece = self._sound(heard, identity, place, gain, ceiling)
-            if pending is None:
-                video, video_key, stream = clip, identity, found.video_index
-                detections: Detections | None = None
-            else:
-                video, video_key, detections = pending.result()
-                stream = 0
+            video, video_key, stream, detections, still = pending.result()
         flags = self._picture_flags(found, detections, place, asked, available) + sound_flags
-        still = self._thumb(video, video_key, place) if thumb else None
-        return Prepared(index, video, video_key, stream, piece, still, tuple(flags),
-                        loudness=level.integrated if level else None, gain=gain, copied=copy)
+        if thumb and still is None:
+            still = self._thumb(video, video_key, place)
+        return Prepared(index, video, video_key, stream, piece, still if thumb else None,
+                        tuple(flags), loudness=level.integrated if level else None, gain=gain,
+                        copied=copy, signature=signature(found) if copy else None)
 
     def _video(self, found: media.Scan, identity: str, place: Place,
                on_progress: Callable[[float], None] | None) -> tuple[Path, str, Detections]:
@@ -194,6 +229,18 @@ class Assembly:
         self.pieces.finish(key, {"files": [".mp4", ".jpg"],
                                  "detections": _detections_json(detections)})
         return self.pieces.path(key, ".mp4"), key, detections
+
+    def _look(self, found: media.Scan, identity: str, place: Place) -> tuple[Detections, Path]:
+        """The checks of a clip copied as it is, and its middle frame (found, or made now)."""
+        key = digest({"v": PIECE_VERSION, "kind": "look", "clip": identity,
+                      "frames": place.frames, "fps": self.fmt.fps, "width": THUMB_WIDTH})
+        if (meta := self.pieces.meta(key)) is None:
+            with self.pieces.making(key, ".jpg") as still, self.encoders or nullcontext():
+                detections = look(found, frames=place.frames, fps=self.fmt.fps, thumb=still)
+            self.pieces.finish(key, {"files": [".jpg"], "detections": _detections_json(detections)})
+        else:
+            detections = _detections(meta["detections"])
+        return detections, self.pieces.path(key, ".jpg")
 
     def _picture_flags(self, found: media.Scan, detections: Detections | None, place: Place,
                        asked: float | None, available: int) -> list[Flag]:
@@ -226,15 +273,24 @@ class Assembly:
         return path
 
     def _level(self, heard: sound.Sound, identity: str, place: Place) -> sound.Level:
-        key = digest({"v": PIECE_VERSION, "kind": "level", "clip": identity,
+        key = digest({"v": PIECE_VERSION, "kind": "level", "clip": identity, "peak": "sample",
                       "frames": place.frames, "fps": self.fmt.fps})
         if (meta := self.pieces.meta(key)) is not None:
-            return sound.Level(meta["integrated"], meta["true_peak"],
+            return sound.Level(meta["integrated"], meta["peak"],
                                tuple((s, e) for s, e in meta["silences"]))
         level = sound.measure(heard, samples_at(place.frames, self.fmt.fps))
-        self.pieces.finish(key, {"files": [], "integrated": level.integrated,
-                                 "true_peak": level.true_peak, "silences": level.silences})
+        self.pieces.finish(key, {"files": [], "integrated": level.integrated, "peak": level.peak,
+                                 "silences": level.silences})
         return level
+
+    def _true_peak(self, heard: sound.Sound, identity: str, place: Place) -> float | None:
+        key = digest({"v": PIECE_VERSION, "kind": "true_peak", "clip": identity,
+                      "frames": place.frames, "fps": self.fmt.fps})
+        if (meta := self.pieces.meta(key)) is not None:
+            return meta["true_peak"]  # type: ignore[no-any-return]
+        peak = sound.true_peak(heard, samples_at(place.frames, self.fmt.fps))
+        self.pieces.finish(key, {"files": [], "true_peak": peak})
+        return peak
 
     def _source(self, found: media.Scan) -> sound.Source:
         return sound.Source(found.probe.path, found.audio_index, found.start)
@@ -247,7 +303,7 @@ class Assembly:
                       "offset": cut.offset, "samples": cut.samples, "fade_in": cut.fade_in,
                       "fade_out": cut.fade_out, "gain": cut.gain, "ceiling": cut.ceiling,
                       "bitrate": sound.AUDIO_BITRATE, "aac": sound.AAC_OPTIONS,
-                      "encoder": sound.encoder_version()})
+                      "levelled_in": "float32", "encoder": sound.encoder_version()})
         if self.pieces.meta(key) is not None:
             return self.pieces.path(key, ".m4a")
         with self.pieces.making(key, ".m4a") as tmp:
@@ -269,26 +325,71 @@ class Assembly:
         self.pieces.finish(key, {"files": [".mp4"]})
         return self.pieces.path(key, ".mp4")
 
-    def runs(self, prepared: Sequence[Prepared]) -> list[Run]:
-        """What the join copies, in order: each segment's shown frames and the windows between."""
-        runs: list[Run] = []
-        for k, segment in enumerate(prepared):
+    def runs(self, segments: Iterable[Prepared]) -> Iterator[Run]:
+        """What the join copies, in order: each segment's shown frames and the windows between.
+
+        Lazy: a run is made when the join reaches it, so segments may still be in the making.
+        """
+        before: Prepared | None = None
+        for k, segment in enumerate(segments):
+            if before is not None and self.crossfade:
+                yield Run(self._window(before, segment), 0, self.crossfade)
             first, end = self.places[k].shown
-            runs.append(Run(segment.video, first, end, segment.stream))
-            if self.crossfade and k + 1 < len(prepared):
-                runs.append(Run(self._window(segment, prepared[k + 1]), 0, self.crossfade))
-        return runs
+            yield Run(segment.video, first, end, segment.stream)
+            before = segment
+
+    def normalised(self, segment: Prepared) -> Prepared:
+        """``segment`` with a video piece made from its clip, if its clip was copied."""
+        if not segment.copied:
+            return segment
+        found = media.scan(segment.video)
+        video, key, _ = self._video(found, segment.video_key, self.places[segment.index], None)
+        return replace(segment, video=video, video_key=key, stream=0, copied=False,
+                       signature=None)
+
+    def joinable(self, prepared: Sequence[Prepared]) -> list[Prepared]:
+        """The segments, with copied clips normalised after all when they cannot share one
+        stream: some shots were normalised, or the copied ones differ in codec parameters."""
+        copied = {p.signature for p in prepared if p.copied}
+        if not copied or (len(copied) == 1 and all(p.copied for p in prepared)):
+            return list(prepared)
+        return [self.normalised(p) for p in prepared]
 
     def join(self, prepared: Sequence[Prepared], out: Path) -> Joined:
         """Join every segment into ``out`` by copy, verify it, and place the flags."""
         if [p.index for p in prepared] != list(range(len(self.places))):
             raise MediaError("every segment must be prepared, in order, before the join")
+        ready = self.joinable(prepared)
+        return self._output(out, lambda tmp: self._join(ready.__getitem__, tmp), lambda: ready)
+
+    def join_as_ready(self, pending: Sequence[Future[Prepared]], out: Path) -> Joined:
+        """:meth:`join`, begun while the segments are still being made: the join copies each
+        segment as soon as it and those before it are ready, so its work overlaps theirs.
+
+        If a segment turns out not to join by copy to those before it (a copied clip beside
+        a normalised one, or two copied clips' codec parameters differ), the join stops there,
+        and once every segment is made the copied ones are normalised and all joined again.
+        """
+        if len(pending) != len(self.places):
+            raise MediaError("every segment must be prepared, in order, before the join")
+        return self._output(out, lambda tmp: self._join(lambda k: pending[k].result(), tmp),
+                            lambda: [f.result() for f in pending])
+
+    def _output(self, out: Path, first_try: Callable[[Path], media.Probe],
+                segments: Callable[[], list[Prepared]]) -> Joined:
         tmp = media.temp_beside(out)
         try:
-            sounds = [p.sound for p in prepared if p.sound is not None] if self.fmt.audio else []
-            join(self.runs(prepared), sounds, tmp, fps=self.fmt.fps)
-            probe = media.verify(tmp, size=self.fmt.size, fps=self.fmt.fps, frames=self.frames,
-                                 audio=self.fmt.audio)
+            try:
+                probe = first_try(tmp)
+                prepared = segments()
+            except MediaError:
+                prepared = segments()  # a segment that failed to be made fails the join here
+                if not any(p.copied for p in prepared):
+                    raise
+                # Clips can look alike and still not decode as one stream (their timing
+                # differs in a way the checks did not see): normalised pieces always can.
+                prepared = [self.normalised(p) for p in prepared]
+                probe = self._join(prepared.__getitem__, tmp)
             os.replace(tmp, out)
         except OSError as exc:
             raise MediaError(f"{out}: cannot write the output: {exc}") from exc
@@ -300,6 +401,16 @@ class Assembly:
                                     place.frames / self.fmt.fps)
         return Joined(probe=replace(probe, path=out), flags=tuple(flags),
                       copied=all(p.copied for p in prepared), segments=tuple(prepared))
+
+    def _join(self, segment: Callable[[int], Prepared], tmp: Path) -> media.Probe:
+        """Join segment(0), segment(1)... into ``tmp`` and verify it; each is asked for when the
+        join reaches it (the picture first, then the sound, which lags it)."""
+        count = len(self.places)
+        sound = (piece for k in range(count) if (piece := segment(k).sound) is not None)
+        join(self.runs(segment(k) for k in range(count)), sound if self.fmt.audio else (),
+             tmp, fps=self.fmt.fps)
+        return media.verify(tmp, size=self.fmt.size, fps=self.fmt.fps, frames=self.frames,
+                            audio=self.fmt.audio)
 
 
 def file_identity(path: Path) -> str:
@@ -315,7 +426,9 @@ def stitch_files(segments: Sequence[media.Segment], out: Path, fmt: Format, *, c
     """``shotline stitch``: prepare every clip (copying the ones that already match), join.
 
     Clips whose video already is the output's format (and share their codec parameters) are
-    copied as they are; otherwise every clip is normalised. Only their sound is re-encoded.
+    copied as they are, and their picture is not decoded at all (not checked: what makes
+    their join a copy's speed); if any clip needs normalising, every clip is normalised.
+    Only their sound is re-encoded. The join begins as soon as the first clips are ready.
     """
     if not segments:
         raise MediaError("nothing to stitch: no segments")
@@ -323,41 +436,27 @@ def stitch_files(segments: Sequence[media.Segment], out: Path, fmt: Format, *, c
     root = work or Path(tempfile.mkdtemp(prefix=".shotline-pieces-", dir=out.parent))
     try:
         assembly = Assembly(frames, fmt, Pieces(root), crossfade=crossfade, loudness=loudness,
-                            true_peak=true_peak)
+                            true_peak=true_peak, copy_matching=True)
+        done = [0]
+
+        def one(k: int) -> Prepared:
+            path = segments[k].path
+            prepared = assembly.prepare(k, path, file_identity(path), thumb=False, check=False)
+            done[0] += 1
+            if on_progress is not None:
+                on_progress(0.9 * done[0] / len(segments))
+            return prepared
+
         with ThreadPoolExecutor(WORKERS) as pool:
-            scans = list(pool.map(media.scan, [s.path for s in segments]))
-        copy = (assembly.crossfade == 0
-                and all(matches(found, n, fmt) for found, n in zip(scans, frames, strict=True))
-                and len({(found.extradata, found.video_tb) for found in scans}) == 1)
-        try:
-            joined = _stitch(assembly, segments, scans, out, copy, on_progress)
-        except MediaError:
-            if not copy:
-                raise
-            # Clips can look alike and still not decode as one stream (their reordering or
-            # timing differs): normalised pieces always can.
-            joined = _stitch(assembly, segments, scans, out, False, on_progress)
+            pending = [pool.submit(one, k) for k in range(len(segments))]
+            try:
+                joined = assembly.join_as_ready(pending, out)
+            finally:
+                for future in pending:  # a failed join stops the clips not yet begun
+                    future.cancel()
     finally:
         if work is None:
             shutil.rmtree(root, ignore_errors=True)
     if on_progress is not None:
         on_progress(1.0)
     return joined
-
-
-def _stitch(assembly: Assembly, segments: Sequence[media.Segment], scans: Sequence[media.Scan],
-            out: Path, copy: bool, on_progress: Callable[[float], None] | None) -> Joined:
-    done = [0]
-
-    def one(k: int) -> Prepared:
-        path = segments[k].path
-        prepared = assembly.prepare(k, path, file_identity(path), copy=copy, thumb=False,
-                                    found=scans[k])
-        done[0] += 1
-        if on_progress is not None:
-            on_progress(0.9 * done[0] / len(segments))
-        return prepared
-
-    with ThreadPoolExecutor(WORKERS) as pool:
-        prepared = list(pool.map(one, range(len(segments))))
-    return assembly.join(prepared, out)

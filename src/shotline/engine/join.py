@@ -6,7 +6,9 @@ Invariants:
   copied in order; each run's timestamps are moved, in whole frames, to where it starts in
   the output. A run starts on a keyframe and GOPs are closed, so no copied frame refers to a
   frame that was left out. Every run must share one set of codec parameters, one time base
-  and one decoder delay; anything else is refused before a byte is written.
+  and one decoder delay; a run that does not stops the join when it is reached (runs and
+  pieces are read lazily, so they may still be in the making when the join begins; the
+  unfinished file is the caller's to discard).
 * Sound pieces are copied whole, back to back on their 1024-sample grid (:mod:`.seams`): the
   first piece's encoder delay is hidden by the MP4 edit list, every later one's is the silent
   frame at its cut. Nothing accumulates, so there is no drift however many pieces there are.
@@ -18,14 +20,16 @@ Invariants:
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator, Sequence
+import itertools
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import av
-from av.container import OutputContainer
+from av.container import InputContainer, OutputContainer
 from av.packet import Packet
 from av.stream import Stream
 
@@ -67,51 +71,60 @@ def _frame_ticks(time_base: Fraction, fps: int, path: Path) -> int:
     return int(ticks)
 
 
-def _video(runs: Sequence[Run], fps: int, out: Stream, params: _Params,
-           ) -> Iterator[tuple[Fraction, Packet[Any]]]:
-    tick = _frame_ticks(params.time_base, fps, runs[0].path)
+# Packets are merged in time order by a float key (seconds): exact enough to interleave, and
+# each stream's own keys never go backwards. Timestamps themselves stay integers.
+
+
+def _video(first: Run, head: InputContainer, runs: Iterable[Run], fps: int, out: Stream,
+           params: _Params) -> Iterator[tuple[float, Packet[Any]]]:
+    """The packets of ``first`` (already open as ``head``) and of ``runs``, retimed."""
+    tick = _frame_ticks(params.time_base, fps, first.path)
+    seconds = float(params.time_base)
     at = 0  # output frame where the current run starts
-    for run in runs:
-        with _open(run.path) as container:
+    for run in itertools.chain([first], runs):
+        with nullcontext(head) if run is first else _open(run.path) as container:
             stream = container.streams[run.stream]
             here = _params(stream, container, run)
             if here != params:
                 raise MediaError(f"{run.path.name}: its video cannot be joined by copy to "
-                                 f"{runs[0].path.name} (codec parameters, size, time base or "
+                                 f"{first.path.name} (codec parameters, size, time base or "
                                  "frame reordering differ)")
             shift = (at - run.first) * tick
             for packet in container.demux(stream):
-                if packet.size == 0 or packet.pts is None or packet.dts is None:
+                pts, dts = packet.pts, packet.dts
+                if packet.size == 0 or pts is None or dts is None:
                     continue
-                frame = round(Fraction(packet.pts, tick))
+                frame = (2 * pts + tick) // (2 * tick)  # the nearest frame
                 if not run.first <= frame < run.end:
                     continue
-                pts, dts = packet.pts + shift, packet.dts + shift
+                # Its time base is already the run's, which is params.time_base (checked).
                 packet.stream = out
-                packet.time_base = params.time_base
-                packet.pts, packet.dts = pts, dts
-                yield Fraction(dts) * params.time_base, packet
+                packet.pts, packet.dts = pts + shift, dts + shift
+                yield (dts + shift) * seconds, packet
         at += run.end - run.first
 
 
-def _sound(pieces: Sequence[Path], out: av.AudioStream, extradata: bytes,
-           ) -> Iterator[tuple[Fraction, Packet[Any]]]:
+def _sound(first: Path, head: InputContainer, pieces: Iterable[Path], out: av.AudioStream,
+           extradata: bytes) -> Iterator[tuple[float, Packet[Any]]]:
+    """The packets of the piece ``first`` (already open as ``head``) and of ``pieces``."""
     at = -AAC_FRAME  # the first piece's encoder delay sits before 0, under the edit list
     base = Fraction(1, AUDIO_RATE)
-    for path in pieces:
-        with _open(path) as container:
+    for path in itertools.chain([first], pieces):
+        with nullcontext(head) if path is first else _open(path) as container:
             stream = container.streams.audio[0]
             if bytes(stream.codec_context.extradata or b"") != extradata:
                 raise MediaError(f"{path.name}: its AAC parameters differ from the first piece's")
+            if stream.time_base != base:
+                raise MediaError(f"{path.name}: its sound is timed in {stream.time_base} s, "
+                                 f"not in samples (1/{AUDIO_RATE} s)")
             for packet in container.demux(stream):
                 if packet.size == 0:
                     continue
                 duration = packet.duration or AAC_FRAME
                 packet.stream = out
-                packet.time_base = base
                 packet.pts = packet.dts = at
                 packet.duration = duration
-                yield Fraction(at, AUDIO_RATE), packet
+                yield at / AUDIO_RATE, packet
                 at += duration
 
 
@@ -131,13 +144,19 @@ def _params(stream: Stream, container: av.container.InputContainer, run: Run) ->
                    delay=first[0] - first[1])
 
 
-def join(runs: Sequence[Run], sound: Sequence[Path], out: Path, *, fps: int) -> None:
-    """Copy ``runs`` (and ``sound``, if any) into the new MP4 ``out``."""
-    if not runs:
+def join(runs: Iterable[Run], sound: Iterable[Path], out: Path, *, fps: int) -> None:
+    """Copy ``runs`` (and ``sound``, if any) into the new MP4 ``out``.
+
+    Both are read lazily, a run or a piece at a time as the join reaches it: they may come
+    from segments still being made (each waits only for what it is about to copy).
+    """
+    pending_runs, pending_sound = iter(runs), iter(sound)
+    first = next(pending_runs, None)
+    if first is None:
         raise MediaError("nothing to join: no video")
-    with _open(runs[0].path) as first:
-        template = first.streams[runs[0].stream]
-        params = _params(template, first, runs[0])
+    with _open(first.path) as head:
+        template = head.streams[first.stream]
+        params = _params(template, head, first)
         try:
             container: OutputContainer = av.open(
                 str(out), "w", format="mp4",
@@ -147,14 +166,15 @@ def join(runs: Sequence[Run], sound: Sequence[Path], out: Path, *, fps: int) -> 
             raise MediaError(f"{out}: cannot write the output: {exc}") from exc
         with container:
             video = container.add_stream_from_template(template)
-            streams = [_video(runs, fps, video, params)]
-            if sound:
-                with _open(sound[0]) as head:
-                    audio = container.add_stream_from_template(head.streams.audio[0])
-                    extradata = bytes(head.streams.audio[0].codec_context.extradata or b"")
-                streams.append(_sound(sound, audio, extradata))
-            try:
-                for _, packet in heapq.merge(*streams, key=lambda item: item[0]):
-                    container.mux(packet)
-            except av.FFmpegError as exc:
-                raise MediaError(f"{out.name}: the join failed: {exc}") from exc
+            streams = [_video(first, head, pending_runs, fps, video, params)]
+            with ExitStack() as heads:
+                if (piece := next(pending_sound, None)) is not None:
+                    heard = heads.enter_context(_open(piece))
+                    audio = container.add_stream_from_template(heard.streams.audio[0])
+                    extradata = bytes(heard.streams.audio[0].codec_context.extradata or b"")
+                    streams.append(_sound(piece, heard, pending_sound, audio, extradata))
+                try:
+                    for _, packet in heapq.merge(*streams, key=lambda item: item[0]):
+                        container.mux(packet)
+                except av.FFmpegError as exc:
+                    raise MediaError(f"{out.name}: the join failed: {exc}") from exc

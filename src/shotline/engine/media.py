@@ -23,7 +23,7 @@ import math
 import os
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
@@ -106,6 +106,7 @@ class Scan:
     audio_tb: Fraction | None = None
     audio_packets: list[tuple[int, int]] = field(default_factory=list)
     video_span: tuple[int, int] = (2**62, -(2**62))  # earliest packet pts, latest packet end
+    rotation: int = 0  # degrees the first frame is to be turned for display (its display matrix)
 
     @property
     def start(self) -> float:
@@ -211,7 +212,7 @@ def _read_packets(container: InputContainer, found: Scan, *, decode_all: bool, a
         else:
             found.audio_packets.append((packet.pts or 0, packet.duration or 0))
     if decode_all or not found.frame_pts:
-        found.frame_pts.extend(_pts(f) for f in video.decode(None))
+        _take_frames(found, video.decode(None))
 
 
 def _take_video_packet(found: Scan, video: VideoStream, packet: Packet[Stream], *, decode: bool) -> None:
@@ -225,11 +226,14 @@ def _take_video_packet(found: Scan, video: VideoStream, packet: Packet[Stream], 
         end = packet.pts + (packet.duration or 0)
         found.video_span = (min(found.video_span[0], packet.pts), max(found.video_span[1], end))
     if decode:
-        found.frame_pts.extend(_pts(f) for f in video.decode(packet))
+        _take_frames(found, video.decode(packet))
 
 
-def _pts(frame: VideoFrame) -> int:
-    return frame.pts if frame.pts is not None else -1
+def _take_frames(found: Scan, frames: Iterable[VideoFrame]) -> None:
+    for frame in frames:
+        if not found.frame_pts:
+            found.rotation = round(frame.rotation) % 360
+        found.frame_pts.append(frame.pts if frame.pts is not None else -1)
 
 
 def _finish(path: Path, found: Scan, decode_all: bool) -> Scan:

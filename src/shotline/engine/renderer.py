@@ -188,6 +188,9 @@ def stitch_settings(plan: Plan, settings: Settings, loudness: float | None) -> d
         "crossfade_frames": plan.crossfade_frames, "frames": [s.frames for s in plan.shots],
         "loudness": loudness, "true_peak": settings.true_peak if loudness is not None else None,
         "preset": settings.encode_preset,
+        # Off, every clip is re-encoded: other bytes. (On is the default, left out so that
+        # outputs made before the setting existed keep their keys.)
+        **({"copy_matching": False} if not settings.copy_matching else {}),
         # The candidates rendered beside the picked takes: a render with takes is not the
         # twin of one without, though its output may be.
         **({"takes": [list(s.takes) for s in plan.shots]} if any(s.takes for s in plan.shots)
@@ -201,7 +204,8 @@ def assembly_for(plan: Plan, settings: Settings, store: Store, loudness: float |
                  preset=settings.encode_preset)
     return Assembly([s.frames for s in plan.shots], fmt, store.pieces(),
                     crossfade=plan.crossfade_frames, loudness=loudness,
-                    true_peak=settings.true_peak, encoders=settings.normalise_concurrency)
+                    true_peak=settings.true_peak, encoders=settings.normalise_concurrency,
+                    copy_matching=settings.copy_matching)
 
 
 def _utc(when: float) -> str:

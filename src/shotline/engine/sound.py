@@ -39,6 +39,10 @@ SILENT_LUFS = -69.0  # the R128 absolute gate is -70: anything measured below is
 MAX_GAIN = 30.0  # dB; a near-silent clip is lifted this far at most, not made into noise
 SILENCE_DB = -50  # a stretch quieter than this for SILENCE_MIN seconds is silence
 SILENCE_MIN = 1.0
+# dB: the most the meter's true peak (the sound oversampled 4x by libswresample's default
+# filter) can exceed the sample peak: 20 log10 of the largest sum of |taps| of one phase of
+# that filter, 2.35 (7.43 dB). tests/test_sound.py derives it from the library in use.
+TRUE_PEAK_OVERSHOOT = 7.5
 _STEREO = f"sample_fmts=fltp:sample_rates={AUDIO_RATE}:channel_layouts=stereo"
 
 
@@ -52,7 +56,7 @@ class Level:
     """What an EBU R128 meter read over the used part of a clip's sound."""
 
     integrated: float | None  # LUFS; None when there was nothing above the gate
-    true_peak: float | None  # dBTP; None for digital silence
+    peak: float | None  # dBFS, the sample peak; None for digital silence
     silences: tuple[tuple[float, float], ...]  # (start, end) in seconds from the clip's frame 0
 
     def gain(self, target: float | None) -> float:
@@ -60,6 +64,24 @@ class Level:
         if target is None or self.integrated is None:
             return 0.0
         return max(-MAX_GAIN, min(MAX_GAIN, target - self.integrated))
+
+    def passes(self, gain: float, limit: float) -> bool | None:
+        """Whether, raised by ``gain`` dB, this sound's true peak passes ``limit`` dBTP, when
+        the sample peak tells; None when only the true peak can (then read it: its four-times
+        oversampling is a third of measuring, so it is read only then).
+
+        The true peak is never below the sample peak (the oversampling keeps every sample) and
+        never more than TRUE_PEAK_OVERSHOOT above it: the answer is the one the true peak
+        would give.
+        """
+        if self.peak is None:
+            return False
+        if self.peak + gain > limit:
+            return True
+        # The meter prints three decimals: the sample peak may be up to 0.0005 above the
+        # figure read.
+        highest = 20 * math.log10(10 ** (self.peak / 20) + 0.0005)
+        return None if highest + gain + TRUE_PEAK_OVERSHOOT > limit else False
 
 
 @dataclass(frozen=True)
@@ -144,6 +166,7 @@ class Sound:
     """
 
     KEEP_SECONDS = 40
+    KEEP_FRAME = 8192
 
     def __init__(self, source: Source, samples: int | None = None) -> None:
         self.source = source
@@ -158,7 +181,10 @@ class Sound:
             yield from _frames(self.source, filters)
             return
         if self._kept is None:
-            self._kept = list(_frames(self.source, [("atrim", f"end_sample={self.samples}")]))
+            # Kept in frames of KEEP_FRAME samples, not the decoder's 1024: each later pass
+            # then pushes a few frames through its filters, not hundreds.
+            self._kept = list(_frames(self.source, [("atrim", f"end_sample={self.samples}"),
+                                                    ("asetnsamples", f"n={self.KEEP_FRAME}:p=0")]))
         graph = av.filter.Graph()
         head = graph.add_abuffer(sample_rate=AUDIO_RATE, format="fltp", layout="stereo",
                                  time_base=Fraction(1, AUDIO_RATE))
@@ -181,19 +207,16 @@ def _db(linear: float) -> float | None:
 
 
 def measure(clip: Sound, samples: int, first: int = 0) -> Level:
-    """Loudness, true peak and silences of ``samples`` of the clip's sound from sample ``first``."""
+    """Loudness, sample peak and silences of ``samples`` of the clip's sound from ``first``."""
     integrated = -70.0
     peak = 0.0
     silences: list[tuple[float, float]] = []
     silent_from: float | None = None
-    for frame in clip.through([
-            ("atrim", f"start_sample={first}:end_sample={first + samples}"),
-            ("asetpts", "N/SR/TB"),
-            ("ebur128", "peak=true:metadata=1"),
-            ("silencedetect", f"n={SILENCE_DB}dB:d={SILENCE_MIN}")]):
+    for frame in clip.through([*_span(samples, first), ("ebur128", "peak=sample:metadata=1"),
+                               ("silencedetect", f"n={SILENCE_DB}dB:d={SILENCE_MIN}")]):
         meta = frame.metadata
         integrated = float(meta.get("lavfi.r128.I", integrated))
-        peak = max(peak, float(meta.get("lavfi.r128.true_peak", 0.0)))
+        peak = max(peak, float(meta.get("lavfi.r128.sample_peak", 0.0)))
         if "lavfi.silence_start" in meta:
             silent_from = max(0.0, float(meta["lavfi.silence_start"]))
         if "lavfi.silence_end" in meta and silent_from is not None:
@@ -202,7 +225,21 @@ def measure(clip: Sound, samples: int, first: int = 0) -> Level:
     if silent_from is not None:  # silent to the end
         silences.append((silent_from, samples / AUDIO_RATE))
     return Level(integrated=integrated if integrated > SILENT_LUFS else None,
-                 true_peak=_db(peak), silences=tuple(silences))
+                 peak=_db(peak), silences=tuple(silences))
+
+
+def true_peak(clip: Sound, samples: int, first: int = 0) -> float | None:
+    """The true peak (dBTP, EBU R128's 4x oversampled peak) of ``samples`` of the clip's sound
+    from ``first``; None for digital silence."""
+    peak = 0.0
+    for frame in clip.through([*_span(samples, first), ("ebur128", "peak=true:metadata=1")]):
+        peak = max(peak, float(frame.metadata.get("lavfi.r128.true_peak", 0.0)))
+    return _db(peak)
+
+
+def _span(samples: int, first: int) -> list[tuple[str, str]]:
+    return [("atrim", f"start_sample={first}:end_sample={first + samples}"),
+            ("asetpts", "N/SR/TB")]
 
 
 # --------------------------------------------------------------------------- pieces
@@ -223,7 +260,7 @@ class Cut:
 def _levelling(cut: Cut) -> list[tuple[str, str]]:
     filters = []
     if cut.gain:
-        filters.append(("volume", f"volume={cut.gain:.4f}dB:precision=double"))
+        filters.append(("volume", f"volume={cut.gain:.4f}dB:precision=float"))
     if cut.ceiling is not None:
         # Sample peaks below the ceiling leave true peaks (between samples) a little headroom;
         # latency=1 keeps the limiter's look-ahead from shifting the sound late.

@@ -32,15 +32,20 @@ _B64_RUN = re.compile(r"[A-Za-z0-9+/_-]+=*")
 
 
 def _char(c: str) -> str:
-    """A pattern for one character of a secret in any of the forms above."""
-    forms = {re.escape(c)}
-    for byte in c.encode("utf-8"):
-        forms.add(f"%(?:25)?{byte:02x}")  # percent-encoded, once or twice; either case below
-    code = ord(c)
-    if code < 0x10000:
-        forms.add(rf"\\u{code:04x}")
-    forms.add(rf"\\{re.escape(c)}")  # JSON's \/ and \" (harmless for other characters)
-    return "(?i:" + "|".join(sorted(forms)) + ")"
+    """A pattern for one character of a secret in any of the forms above, in either case.
+
+    Escapes are tried before the character itself, and a backslash goes before only the
+    characters JSON escapes that way: otherwise a match could take the ``\\`` or the ``u`` of
+    an escape (``\\u0055``) for a character of the key, end inside the escape, and leave the
+    rest of the key behind it.
+    """
+    # Percent-encoded (each byte of it, once or twice), or JSON's \u escape.
+    escapes = ["".join(f"%(?:25)?{byte:02x}" for byte in c.encode("utf-8"))]
+    if ord(c) < 0x10000:
+        escapes.append(rf"\\u{ord(c):04x}")
+    if c in '/"\\':
+        escapes.append(rf"\\{re.escape(c)}")  # JSON's \/, \" and \\
+    return "(?i:" + "|".join([*escapes, re.escape(c)]) + ")"
 
 
 @functools.lru_cache(maxsize=64)
