@@ -72,7 +72,7 @@ from ..settings import Settings
 from ..store import calls, ledger, lifecycle, slots
 from ..store import images as stored_images
 from ..store.cache import Store, copy_atomic
-from ..store.db import Database, render_shots, renders
+from ..store.db import Database, renders
 from . import inputs, media, quality
 from .assembly import Assembly, Prepared
 from .normalise import Format
@@ -463,9 +463,7 @@ class Renderer:
         clip = self.store.clip(self.requests[before].key)
         if clip is None:
             with self.db.read() as conn:
-                state = conn.execute(sa.select(render_shots.c.state).where(
-                    render_shots.c.render_id == self.render_id,
-                    render_shots.c.idx == before)).scalar()
+                state = lifecycle.shot_state(conn, self.render_id, before)
             if state == "failed":
                 return replace(step, action="failed",
                                error=f"it continues shot {before + 1}, which failed")

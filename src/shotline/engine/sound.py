@@ -78,10 +78,10 @@ class Level:
             return False
         if self.peak + gain > limit:
             return True
-        # The meter prints three decimals: the sample peak may be up to 0.0005 above the
-        # figure read.
-        highest = 20 * math.log10(10 ** (self.peak / 20) + 0.0005)
-        return None if highest + gain + TRUE_PEAK_OVERSHOOT > limit else False
+        # The meter prints both peaks to three decimals: the most the true peak could read,
+        # given the sample peak read, is rounded up twice.
+        most = (10 ** (self.peak / 20) + 0.0005) * 10 ** (TRUE_PEAK_OVERSHOOT / 20) + 0.0005
+        return None if 20 * math.log10(most) + gain > limit else False
 
 
 @dataclass(frozen=True)

@@ -223,6 +223,13 @@ def unfinished_shots(conn: Connection, render_id: str) -> list[int]:
                                             render_shots.c.state.not_in(FINAL_SHOT_STATES)))]
 
 
+def shot_state(conn: Connection, render_id: str, idx: int) -> str | None:
+    """The state of shot ``idx`` of a render (None: no such shot)."""
+    state: str | None = conn.execute(sa.select(render_shots.c.state).where(
+        render_shots.c.render_id == render_id, render_shots.c.idx == idx)).scalar()
+    return state
+
+
 def set_render(conn: Connection, render_id: str, **values: Any) -> None:
     conn.execute(renders.update().where(renders.c.id == render_id)
                  .values(updated_at=time.time(), **values))
