@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,10 +33,10 @@ from typing import Any, ClassVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.clips import vendor_clip
 
 from shotline import api
 from shotline.core.capabilities import load_table, parse_size
-from shotline.engine import media
 from shotline.engine.assembly import Assembly
 from shotline.engine.normalise import Format
 from shotline.engine.renderer import RenderJob, ShotEvent, render_plan
@@ -77,24 +76,9 @@ class Premade(BaseProvider):
         return None
 
 
-def sound(rate: int, seconds: float) -> str:
-    """Vendor-like sound: a tone over pink noise (AAC's cost depends on the signal, and a pure
-    tone alone is an unusually slow case for its fast coder)."""
-    return (f"anoisesrc=c=pink:r={rate}:a=0.05:d={seconds}[n];sine=f=330:r={rate}:d={seconds}[t];"
-            "[n][t]amix=inputs=2[out0]")
-
-
 def premade(path: Path, seconds: float, size: str) -> Path:
     """A vendor-like clip: x264 medium at CRF 23, 44.1 kHz AAC; a moving picture and a tone."""
-    w, h = parse_size(size)
-    subprocess.run([
-        media.ffmpeg_exe(), "-v", "error", "-y",
-        "-f", "lavfi", "-i", f"testsrc2=size={w}x{h}:rate=24:duration={seconds},scroll=h=0.003",
-        "-f", "lavfi", "-i", sound(44100, seconds), "-ac", "2",
-        "-c:v", "libx264", "-preset", "medium", "-crf", "23", "-pix_fmt", "yuv420p",
-        "-c:a", "aac", "-b:a", "128k", "-movflags", "+faststart", str(path)],
-        check=True, capture_output=True)
-    return path
+    return vendor_clip(path, seconds, size, preset="medium", rate=44100)
 
 
 def bigger(size: str) -> str:

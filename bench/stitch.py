@@ -27,6 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.clips import vendor_clip as clip
 from tests.clips import make_clip
 from tests.test_media import beep_onsets, centre_luma, flash_frames, gray_frames
 
@@ -34,25 +35,6 @@ from shotline.engine import media, sound
 from shotline.engine.assembly import stitch_files
 from shotline.engine.normalise import Format
 from shotline.engine.seams import AUDIO_RATE, samples_at
-
-
-def tone_and_noise(rate: int, seconds: float) -> str:
-    """Vendor-like sound: a tone over pink noise (AAC's cost depends on the signal, and a pure
-    tone alone is an unusually slow case for its fast coder)."""
-    return (f"anoisesrc=c=pink:r={rate}:a=0.05:d={seconds}[n];sine=f=330:r={rate}:d={seconds}[t];"
-            "[n][t]amix=inputs=2[out0]")
-
-
-def clip(path: Path, seconds: float, size: str, fps: int = 24) -> Path:
-    """An x264 + AAC clip, all made with one command line (so their codec parameters match)."""
-    subprocess.run([
-        media.ffmpeg_exe(), "-v", "error", "-y",
-        "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={fps}:duration={seconds},scroll=h=0.003",
-        "-f", "lavfi", "-i", tone_and_noise(48000, seconds), "-ac", "2",
-        "-c:v", "libx264", "-preset", "ultrafast", "-crf", "23", "-pix_fmt", "yuv420p",
-        "-c:a", "aac", "-b:a", "128k", "-movflags", "+faststart", str(path)],
-        check=True, capture_output=True)
-    return path
 
 
 def throughput(tmp: Path, count: int) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from ..clips import make_clip
-from .image_vendors import byteplus, fal  # noqa: F401  (fixtures: the fakes set up for images)
+from .image_vendors import byteplus, fal, runway  # noqa: F401  (fixtures: the fakes set up for images)
 from .vendor_server import vendor_server  # noqa: F401  (a fixture for the vendor tests)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from shotline.store.db import Database
 
 from ..images import image_input
 from . import contract
-from .fake_byteplus import KEY, FakeBytePlus, install_byteplus
+from .fake_byteplus import KEY, FakeBytePlus
 from .vendor_server import VendorServer
 
 MODEL = "byteplus/dreamina-seedance-2-0-260128"
@@ -64,11 +63,8 @@ def failure(home: Path, **kw: Any) -> RenderFailed:
 
 
 @pytest.fixture
-def fake(vendor_server: VendorServer, clip_bytes: Callable[[int], bytes],
-         monkeypatch: pytest.MonkeyPatch) -> FakeBytePlus:
-    monkeypatch.setenv("ARK_API_KEY", KEY)
-    monkeypatch.setenv("SHOTLINE_BYTEPLUS_BASE_URL", vendor_server.url)
-    return install_byteplus(vendor_server, clip_bytes)
+def fake(byteplus: FakeBytePlus) -> FakeBytePlus:
+    return byteplus  # the shared fixture (tests/providers/image_vendors.py)
 
 
 def request(model: str = MODEL, *, seconds: int = 4, size: str = SIZE, audio: bool = False,

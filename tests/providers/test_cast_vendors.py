@@ -23,8 +23,7 @@ from ..images import png
 from .fake_byteplus import FakeBytePlus
 from .fake_fal import FalFake
 from .fake_google import GoogleFake, install_google
-from .fake_runway import KEY as RUNWAY_KEY
-from .fake_runway import FakeRunway, install_runway
+from .fake_runway import FakeRunway
 from .vendor_server import Submit, VendorServer
 from .wire_images import decode
 
@@ -149,14 +148,6 @@ def test_seedance_on_byteplus_sends_reference_images(
 
 
 # --------------------------------------------------------------------------- Runway
-
-
-@pytest.fixture
-def runway(vendor_server: VendorServer, clip_bytes: Callable[[int], bytes],
-           monkeypatch: pytest.MonkeyPatch) -> FakeRunway:
-    monkeypatch.setenv("RUNWAYML_API_SECRET", RUNWAY_KEY)
-    monkeypatch.setenv("SHOTLINE_RUNWAY_BASE_URL", vendor_server.url)
-    return install_runway(vendor_server, clip_bytes)
 
 
 @pytest.mark.slow

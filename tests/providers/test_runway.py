@@ -23,7 +23,7 @@ from shotline.store.db import Database
 
 from ..images import image_input
 from . import contract
-from .fake_runway import KEY, MODERATION_TEXT, FakeRunway, install_runway
+from .fake_runway import KEY, MODERATION_TEXT, FakeRunway
 from .vendor_server import VendorServer
 
 MODEL = "runway/gen4.5"
@@ -79,11 +79,8 @@ def request(model: str = MODEL, size: str = SIZE, seconds: int = 5, *, audio: bo
 
 
 @pytest.fixture
-def fake(vendor_server: VendorServer, clip_bytes: Callable[[int], bytes],
-         monkeypatch: pytest.MonkeyPatch) -> FakeRunway:
-    monkeypatch.setenv("RUNWAYML_API_SECRET", KEY)
-    monkeypatch.setenv("SHOTLINE_RUNWAY_BASE_URL", vendor_server.url)
-    return install_runway(vendor_server, clip_bytes)
+def fake(runway: FakeRunway) -> FakeRunway:
+    return runway  # the shared fixture (tests/providers/image_vendors.py)
 
 
 # --------------------------------------------------------------------------- end to end

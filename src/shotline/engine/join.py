@@ -84,8 +84,7 @@ def _video(first: Run, head: InputContainer, runs: Iterable[Run], fps: int, out:
     for run in itertools.chain([first], runs):
         with nullcontext(head) if run is first else _open(run.path) as container:
             stream = container.streams[run.stream]
-            here = _params(stream, container, run)
-            if here != params:
+            if run is not first and _params(stream, container, run) != params:
                 raise MediaError(f"{run.path.name}: its video cannot be joined by copy to "
                                  f"{first.path.name} (codec parameters, size, time base or "
                                  "frame reordering differ)")

@@ -98,7 +98,7 @@ def _encoder(fmt: Format, keys: tuple[int, ...]) -> list[str]:
     return argv + ["-movflags", "+faststart", "-f", "mp4"]
 
 
-def _head(fmt: Format) -> list[str]:
+def _head() -> list[str]:
     return [ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-v", "error", "-y",
             "-progress", "pipe:1", "-stats_period", "0.25"]
 
@@ -120,20 +120,13 @@ def encode_video(clip: Scan, out: Path, *, frames: int, fmt: Format, crossfade: 
         + f"[look]{_detectors(frames)}[d]"
     )
     if thumb:  # from the frames already decoded and fitted: a still costs no second decode
-        graph += f";[still]select=eq(n\\,{frames // 2}),scale={THUMB_WIDTH}:-2[t]"
+        graph += f";[still]{_middle(frames)}[t]"
     keys = keyframes(frames, crossfade)
-    with tempfile.TemporaryDirectory(prefix="shotline-look-") as work:
-        # file: keeps a clip named like "concat:..." or "-x.mp4" from meaning anything else.
-        argv = [*_head(fmt), "-i", f"file:{clip.probe.path.resolve()}", "-filter_complex", graph,
-                "-map", "[v]", *_encoder(fmt, keys), f"file:{out.resolve()}",
-                "-map", "[d]", "-f", "null", "-"]
-        if thumb:
-            argv += ["-map", "[t]", "-frames:v", "1", "-q:v", "3", "-update", "1",
-                     "-f", "image2", f"file:{thumb.resolve()}"]
-        # The detectors' log is written relative to the working directory: a path inside the
-        # filter graph would need the graph's own escaping.
-        run_ffmpeg(argv, frames / fmt.fps, on_progress, cwd=Path(work))
-        log = (Path(work) / "look.txt").read_text("utf-8", "replace")
+    # file: keeps a clip named like "concat:..." or "-x.mp4" from meaning anything else.
+    argv = [*_head(), "-i", f"file:{clip.probe.path.resolve()}", "-filter_complex", graph,
+            "-map", "[v]", *_encoder(fmt, keys), f"file:{out.resolve()}",
+            "-map", "[d]", "-f", "null", "-", *(_still_to(thumb) if thumb else [])]
+    log = _detect(argv, frames / fmt.fps, on_progress)
     check(out, frames=frames, fmt=fmt, keys=keys)
     return parse_detections(log, frames / fmt.fps, _analysed(clip))
 
@@ -145,17 +138,31 @@ def look(clip: Scan, *, frames: int, fps: int, thumb: Path) -> Detections:
     Only decodes: the cost of a piece's checks without its encode. The loop filter is skipped
     (a quarter less work); the detectors look at a small copy, where deblocking changes nothing.
     """
-    graph = (f"[0:{clip.video_index}]{_detectors(frames)},split[d][s];"
-             f"[s]select=eq(n\\,{frames // 2}),scale={THUMB_WIDTH}:-2[t]")
+    graph = f"[0:{clip.video_index}]{_detectors(frames)},split[d][s];[s]{_middle(frames)}[t]"
+    argv = [*_head(), "-skip_loop_filter", "all", "-i", f"file:{clip.probe.path.resolve()}",
+            "-filter_complex", graph, "-map", "[d]", "-f", "null", "-", *_still_to(thumb)]
+    return parse_detections(_detect(argv, frames / fps, None), frames / fps, _analysed(clip))
+
+
+def _detect(argv: list[str], seconds: float,
+            on_progress: Callable[[float], None] | None) -> str:
+    """Run ``argv`` (a graph holding :func:`_detectors`); the detectors' log."""
     with tempfile.TemporaryDirectory(prefix="shotline-look-") as work:
-        argv = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-v", "error", "-y",
-                "-skip_loop_filter", "all", "-i", f"file:{clip.probe.path.resolve()}",
-                "-filter_complex", graph, "-map", "[d]", "-f", "null", "-",
-                "-map", "[t]", "-frames:v", "1", "-q:v", "3", "-update", "1",
-                "-f", "image2", f"file:{thumb.resolve()}"]
-        run_ffmpeg(argv, frames / fps, None, cwd=Path(work))
-        log = (Path(work) / "look.txt").read_text("utf-8", "replace")
-    return parse_detections(log, frames / fps, _analysed(clip))
+        # The log is written relative to the working directory: a path inside the filter
+        # graph would need the graph's own escaping.
+        run_ffmpeg(argv, seconds, on_progress, cwd=Path(work))
+        return (Path(work) / "look.txt").read_text("utf-8", "replace")
+
+
+def _middle(frames: int) -> str:
+    """The middle one of ``frames`` frames, THUMB_WIDTH wide."""
+    return f"select=eq(n\\,{frames // 2}),scale={THUMB_WIDTH}:-2"
+
+
+def _still_to(thumb: Path) -> list[str]:
+    """Output options writing the graph's ``[t]`` to ``thumb`` as one JPEG."""
+    return ["-map", "[t]", "-frames:v", "1", "-q:v", "3", "-update", "1",
+            "-f", "image2", f"file:{thumb.resolve()}"]
 
 
 def _detectors(frames: int) -> str:
@@ -181,7 +188,7 @@ def encode_window(a: Path, b: Path, out: Path, *, a_from: int, frames: int, fmt:
         f"trim=end_frame={frames},format=yuv420p[v]"
     )
     # Seek half a frame early: a seek to the frame's own time could land just after it.
-    argv = [*_head(fmt), "-ss", f"{(a_from - 0.5) / fmt.fps:.6f}", "-i", f"file:{a.resolve()}",
+    argv = [*_head(), "-ss", f"{(a_from - 0.5) / fmt.fps:.6f}", "-i", f"file:{a.resolve()}",
             "-i", f"file:{b.resolve()}", "-filter_complex", graph, "-map", "[v]",
             *_encoder(fmt, (0,)), f"file:{out.resolve()}"]
     run_ffmpeg(argv, seconds, None)
